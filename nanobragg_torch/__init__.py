@@ -1,0 +1,1 @@
+"""nanobragg_torch: a vectorized, differentiable PyTorch twin of nanoBragg.c."""

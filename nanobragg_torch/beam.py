@@ -1,0 +1,143 @@
+"""X-ray sources: divergence grid, spectral dispersion and -sourcefile, as nanoBragg.c builds its source list.
+
+Each source is a unit vector pointing from the sample towards the source (the C's source_X/Y/Z) and a
+wavelength. The C divides the summed intensity by the number of sources and ignores source_I.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .config import SOURCE_DISTANCE, SimulationConfig
+from .detector import Geometry
+from .vectors import rotate_axis, unitize
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Sources:
+    direction: Tensor  # (n, 3) unit vectors towards the sources; incident = -direction
+    wavelength: Tensor  # (n,) metres
+    weight: Tensor  # (n,) the C's source_I (reported, never used in the sum)
+    hdivrange: float
+    vdivrange: float
+    hdivstep: float
+    vdivstep: float
+    divsteps: int
+    dispsteps: int
+    dispersion: float
+    dispstep: float
+    deviations: list[tuple[float, float]]  # (hdiv, vdiv) of the kept grid points
+    raw: Tensor  # (n, 3) positions before unitizing (printed by the C)
+
+
+def _auto_steps(steps: int, rng: float, step: float, whole_default: float, inclusive: bool) -> tuple[int, float, float]:
+    """The C's range/step/count auto-selection shared by hdiv, vdiv and dispersion.
+
+    `inclusive`: when range and count are given, step = range/(count-1) (divergence and dispersion).
+    """
+    if steps <= 0:
+        if rng < 0.0:
+            if step <= 0.0:
+                return 1, 0.0, 0.0
+            return 2, step, step
+        if step <= 0.0:
+            return 2, rng, rng
+        return math.ceil(rng / step), rng, step
+    if rng < 0.0:
+        if step <= 0.0:
+            return steps, whole_default, whole_default / steps
+        return 2, step, step
+    if step <= 0.0:
+        if steps <= 1:
+            steps = 2
+        return steps, rng, rng / (steps - 1)
+    return steps, rng, step
+
+
+def _step_tensor(user_step, user_range, steps: int, step: float, dtype, device) -> Tensor:
+    """Step as a tensor; derived from a user range tensor (step = range/(steps-1)) so gradients reach it."""
+    if user_step is not None and step > 0.0:
+        return torch.as_tensor(user_step, dtype=dtype, device=device)
+    if isinstance(user_range, torch.Tensor) and steps > 1 and step > 0.0:
+        return user_range.to(dtype=dtype, device=device) / (steps - 1)
+    return torch.as_tensor(step, dtype=dtype, device=device)
+
+
+def _f(x) -> float:
+    return float(torch.as_tensor(x).detach())
+
+
+def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, device: torch.device) -> Sources:
+    b = cfg.beam
+    lambda0 = torch.as_tensor(b.wavelength, dtype=dtype, device=device)
+    neg = -1.0
+    hsteps, hrange, hstep = _auto_steps(b.hdivsteps or -1, _f(b.hdivrange) if b.hdivrange is not None else neg,
+                                        _f(b.hdivstep) if b.hdivstep is not None else neg, 1.0, True)
+    vsteps, vrange, vstep = _auto_steps(b.vdivsteps or -1, _f(b.vdivrange) if b.vdivrange is not None else neg,
+                                        _f(b.vdivstep) if b.vdivstep is not None else neg, 1.0, True)
+    dsteps, disp, dstep = _auto_steps(b.dispsteps or -1, _f(b.dispersion) if b.dispersion is not None else 0.0,
+                                      neg, 1.0, True)
+    # sanity checks
+    if hrange <= 0.0 or hstep <= 0.0 or hsteps <= 0:
+        hsteps, hrange, hstep = 1, 0.0, 0.0
+    if vrange <= 0.0 or vstep <= 0.0 or vsteps <= 0:
+        vsteps, vrange, vstep = 1, 0.0, 0.0
+    if disp <= 0.0 or dstep <= 0.0 or dsteps <= 0:
+        dsteps, disp, dstep = 1, 0.0, 0.0
+
+    # differentiable range/step where the user gave them as tensors
+    def tens(user, value):
+        if isinstance(user, torch.Tensor) and value != 0.0:
+            return user.to(dtype=dtype, device=device)
+        return torch.as_tensor(value, dtype=dtype, device=device)
+
+    if b.sources is not None and len(b.sources) > 0:
+        rows = torch.as_tensor(b.sources, dtype=dtype, device=device)
+        default_pos = -SOURCE_DISTANCE * geom.beam
+        pos = torch.where(torch.isnan(rows[:, :3]), default_pos.expand(rows.shape[0], 3), rows[:, :3])
+        weight = torch.where(torch.isnan(rows[:, 3]), torch.ones_like(rows[:, 3]), rows[:, 3])
+        lam = torch.where(torch.isnan(rows[:, 4]), lambda0.expand(rows.shape[0]), rows[:, 4])
+        direction = unitize(pos)[0]
+        return Sources(direction, lam, weight, hrange, vrange, hstep, vstep, 0, dsteps, disp, dstep, [], pos)
+
+    hrange_t, vrange_t = tens(b.hdivrange, hrange), tens(b.vdivrange, vrange)
+    hstep_t = _step_tensor(b.hdivstep, b.hdivrange, hsteps, hstep, dtype, device)
+    vstep_t = _step_tensor(b.vdivstep, b.vdivrange, vsteps, vstep, dtype, device)
+    disp_t = tens(b.dispersion, disp)
+    dstep_t = _step_tensor(None, b.dispersion, dsteps, dstep, dtype, device)
+
+    kept: list[tuple[int, int]] = []
+    deviations = []
+    for ih in range(hsteps):
+        for iv in range(vsteps):
+            hdiv = hstep * ih - hrange / 2.0
+            vdiv = vstep * iv - vrange / 2.0
+            test = (hdiv * hdiv - hstep * hstep / 4.0 * (1 - hsteps % 2)) / hrange / hrange if hrange else math.nan
+            test2 = (vdiv * vdiv - vstep * vstep / 4.0 * (1 - vsteps % 2)) / vrange / vrange if vrange else math.nan
+            total = test + test2
+            if b.round_div and total * 4.0 > 1.1:
+                continue  # the C's elliptical trim (NaN never trims)
+            kept.append((ih, iv))
+            deviations.append((hdiv, vdiv))
+    n_div = len(kept)
+    ih = torch.tensor([k[0] for k in kept], dtype=dtype, device=device)
+    iv = torch.tensor([k[1] for k in kept], dtype=dtype, device=device)
+    hdiv = hstep_t * ih - hrange_t / 2.0
+    vdiv = vstep_t * iv - vrange_t / 2.0
+    start = (-SOURCE_DISTANCE * geom.beam).expand(n_div, 3)
+    v1 = rotate_axis(start, geom.polar_vector, vdiv)
+    v2 = rotate_axis(v1, geom.vert_vector, hdiv)
+    idisp = torch.arange(dsteps, dtype=dtype, device=device)
+    lam = lambda0 * (1.0 + dstep_t * idisp - disp_t / 2.0)
+    n = n_div * dsteps
+    pos = v2.repeat_interleave(dsteps, dim=0)
+    lam = lam.repeat(n_div)
+    weight = torch.full((n,), 1.0 / n if n else 0.0, dtype=dtype, device=device)
+    direction = unitize(pos)[0]
+    return Sources(direction, lam, weight, hrange, vrange, hstep, vstep, n_div, dsteps, disp, dstep, deviations,
+                   pos)

@@ -1,0 +1,262 @@
+"""Crystal: unit cell or MOSFLM matrix, misset, phi rotation about the spindle and mosaic domains.
+
+Mirrors nanoBragg.c's cell set-up (user cell -> default reciprocal orientation, or A matrix / lambda; misset
+rotation; real-space vectors from reciprocal cross products; re-generated reciprocal vectors), the crystal
+size (N from -xtalsize), and the per-step rotations of the phi loop (rotate_axis) and mosaic loop
+(rotate_umat).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import RTD, SimulationConfig
+from .rng import mosaic_umats, random_misset
+from .vectors import axis_rotation_matrix, cross, dot, norm, rotate_xyz
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Crystal:
+    a0: Tensor  # (3, 3) rows a, b, c: real-space vectors in metres at phi = 0, no mosaic
+    a_star: Tensor  # (3, 3) rows a*, b*, c* in 1/Angstrom (the C keeps them unscaled), after misset
+    cell: tuple[float, ...]  # a, b, c (A), alpha, beta, gamma (deg), as the C prints them
+    reciprocal_cell: tuple[float, ...]
+    volume: float  # A^3
+    Na: Tensor
+    Nb: Tensor
+    Nc: Tensor
+    misset_deg: tuple[float, float, float] | None  # random misset angles, when drawn
+
+
+def _cell_reciprocal(cell, t) -> tuple[Tensor, Tensor, Tensor, Tensor, tuple[Tensor, Tensor, Tensor]]:
+    """The C's user_cell block: default-orientation reciprocal vectors (1/A) from a,b,c (A) and angles (rad)."""
+    a, b, c, alpha, beta, gamma = (t(x) for x in cell)
+    aavg = (alpha + beta + gamma) / 2
+    skew = torch.sin(aavg) * torch.sin(aavg - alpha) * torch.sin(aavg - beta) * torch.sin(aavg - gamma)
+    V_cell = 2.0 * a * b * c * torch.sqrt(torch.abs(skew))
+    V_star = 1.0 / V_cell
+    as_len = b * c * torch.sin(alpha) * V_star
+    bs_len = c * a * torch.sin(beta) * V_star
+    cs_len = a * b * torch.sin(gamma) * V_star
+    sin_gs = c * V_star / as_len / bs_len
+    cos_as = (torch.cos(beta) * torch.cos(gamma) - torch.cos(alpha)) / (torch.sin(beta) * torch.sin(gamma))
+    cos_bs = (torch.cos(gamma) * torch.cos(alpha) - torch.cos(beta)) / (torch.sin(gamma) * torch.sin(alpha))
+    cos_gs = (torch.cos(alpha) * torch.cos(beta) - torch.cos(gamma)) / (torch.sin(alpha) * torch.sin(beta))
+    sin_gs = torch.clamp(sin_gs, max=1.0)
+    zero = torch.zeros_like(a)
+    a_star = torch.stack((as_len, zero, zero))
+    b_star = torch.stack((bs_len * cos_gs, bs_len * sin_gs, zero))
+    c_star = torch.stack((cs_len * cos_bs, cs_len * (cos_as - cos_bs * cos_gs) / sin_gs,
+                          cs_len * V_cell / (a * b * c * sin_gs)))
+    return a_star, b_star, c_star, V_cell, (a, b, c)
+
+
+def build_crystal(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> Crystal:
+    c = cfg.crystal
+
+    def t(x):
+        return torch.as_tensor(x, dtype=dtype, device=device)
+
+    lambda0 = t(cfg.beam.wavelength)
+    user_cell = c.cell is not None
+    a_star = b_star = c_star = None
+    if user_cell:
+        cell_A = tuple(t(c.cell[i]) * 1e10 for i in range(3)) + tuple(t(c.cell[i]) for i in range(3, 6))
+        a_star, b_star, c_star, V_user, lengths = _cell_reciprocal(cell_A, t)
+    if c.reciprocal_matrix is not None:
+        A = t(c.reciprocal_matrix) * (1e-10 / lambda0)
+        a_star, b_star, c_star = A[0], A[1], A[2]
+    if a_star is None:
+        raise ValueError("crystal needs a unit cell (-cell) or an orientation matrix (-mat)")
+
+    misset_deg = None
+    misset = c.misset
+    if c.misset_random:
+        rx, ry, rz = random_misset(c.misset_seed)
+        misset = (rx, ry, rz)
+        misset_deg = tuple(v * RTD for v in misset)
+    if misset is not None:
+        mx, my, mz = (t(v) for v in misset)
+        a_star = rotate_xyz(a_star, mx, my, mz)
+        b_star = rotate_xyz(b_star, mx, my, mz)
+        c_star = rotate_xyz(c_star, mx, my, mz)
+
+    axb, bxc, cxa = cross(a_star, b_star), cross(b_star, c_star), cross(c_star, a_star)
+    V_star = dot(a_star, bxc)
+    if user_cell:
+        # force b* x c* = a/V_cell etc. so that the user's cell lengths take
+        a_len, b_len, c_len = lengths
+        bxc = bxc * (a_len / V_user / norm(bxc))
+        cxa = cxa * (b_len / V_user / norm(cxa))
+        axb = axb * (c_len / V_user / norm(axb))
+        V_star = 1.0 / V_user
+    V_cell = 1.0 / V_star
+    a = bxc * V_cell
+    b = cxa * V_cell
+    cc = axb * V_cell
+    a_star = cross(b, cc) * V_star
+    b_star = cross(cc, a) * V_star
+    c_star = cross(a, b) * V_star
+
+    cell_print = _cell_parameters(a, b, cc)
+    recip_print = _cell_parameters(a_star, b_star, c_star)
+
+    a0 = torch.stack((a, b, cc)) * 1e-10
+    Na, Nb, Nc = t(c.Na), t(c.Nb), t(c.Nc)
+    lengths_m = norm(a0)
+    beamsize_clip = (c.sample_x, c.sample_y, c.sample_z)
+    N = []
+    for i, (n_user, size) in enumerate(zip((Na, Nb, Nc), beamsize_clip, strict=True)):
+        if size > 0:
+            n_user = torch.ceil(t(size) / lengths_m[i].detach())
+        if float(n_user.detach()) <= 1.0:
+            n_user = torch.ones_like(n_user) if not n_user.requires_grad else n_user.clamp(min=1.0)
+        N.append(n_user)
+    return Crystal(a0=a0, a_star=torch.stack((a_star, b_star, c_star)), cell=cell_print,
+                   reciprocal_cell=recip_print, volume=float(V_cell.detach()), Na=N[0], Nb=N[1], Nc=N[2],
+                   misset_deg=misset_deg)
+
+
+def _cell_parameters(a: Tensor, b: Tensor, c: Tensor) -> tuple[float, ...]:
+    """Lengths and angles (deg) the way the C derives them for its printout."""
+    la, lb, lc = (float(norm(v).detach()) for v in (a, b, c))
+
+    def ang(u, v, lu, lv):
+        cosv = float(dot(u, v).detach()) / lu / lv
+        return math.degrees(math.acos(max(-1.0, min(1.0, cosv))))
+
+    return (la, lb, lc, ang(b, c, lb, lc), ang(a, c, la, lc), ang(a, b, la, lb))
+
+
+@dataclass
+class PhiSweep:
+    phi: Tensor  # (phisteps,) radians
+    phi0: float
+    osc: float
+    phistep: float
+    steps: int
+
+
+def resolve_phi(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> PhiSweep:
+    """The C's phi auto-selection (phisteps, osc, phistep); phi = phi0 + phistep*phi_tic."""
+    c = cfg.crystal
+    osc = -1.0 if c.osc is None else float(torch.as_tensor(c.osc).detach())
+    step = -1.0 if c.phistep is None else float(torch.as_tensor(c.phistep).detach())
+    steps = -1 if c.phisteps is None else c.phisteps
+    step_t = None
+    if steps < 0:
+        if osc < 0.0:
+            if step <= 0.0:
+                steps, osc, step = 1, 0.0, 0.0
+            else:
+                osc, steps = step, 2
+        else:
+            if step <= 0.0:
+                steps = 2
+                step = osc / 2.0
+                if isinstance(c.osc, torch.Tensor):
+                    step_t = c.osc / 2.0
+            else:
+                steps = math.ceil(osc / step)
+    else:
+        if steps == 0:
+            steps = 1
+        if osc < 0.0:
+            if step <= 0.0:
+                osc = 1.0 / RTD
+                step = osc / steps
+            else:
+                osc, steps = step, 2
+        else:
+            if step < 0.0:
+                step = osc / steps
+                if isinstance(c.osc, torch.Tensor):
+                    step_t = c.osc / steps
+    if step_t is None:
+        step_t = c.phistep if (isinstance(c.phistep, torch.Tensor) and c.phistep is not None) else step
+    phi0_t = torch.as_tensor(c.phi0, dtype=dtype, device=device)
+    step_t = torch.as_tensor(step_t, dtype=dtype, device=device)
+    tics = torch.arange(steps, dtype=dtype, device=device)
+    phi = phi0_t + step_t * tics
+    return PhiSweep(phi=phi, phi0=float(phi0_t.detach()), osc=osc, phistep=step, steps=steps)
+
+
+@dataclass
+class Mosaic:
+    umats: Tensor  # (domains, 3, 3)
+    spread: float
+    domains: int
+
+
+def resolve_mosaic(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> Mosaic:
+    """The C's mosaic_domains auto-selection and its domain matrices (mosaic_rotation_umat)."""
+    c = cfg.crystal
+    spread = -1.0 if c.mosaic_spread is None else float(torch.as_tensor(c.mosaic_spread).detach())
+    domains = -1 if c.mosaic_domains is None else c.mosaic_domains
+    if domains <= 0:
+        if spread < 0.0:
+            domains, spread = 1, 0.0
+        else:
+            domains = 1 if spread == 0.0 else 10
+    else:
+        if spread < 0.0:
+            spread, domains = 0.0, 1
+        elif spread == 0.0:
+            domains = 1
+    if spread > 0.0:
+        u = torch.as_tensor(mosaic_umats(spread, domains, c.mosaic_seed), dtype=dtype, device=device)
+        if isinstance(c.mosaic_spread, torch.Tensor) and c.mosaic_spread.requires_grad:
+            u = _rescale_umats(u, c.mosaic_spread.to(dtype=dtype, device=device), spread)
+    else:
+        u = torch.eye(3, dtype=dtype, device=device).expand(domains, 3, 3).clone()
+    return Mosaic(umats=u, spread=spread, domains=domains)
+
+
+def _rescale_umats(u: Tensor, spread_t: Tensor, spread: float) -> Tensor:
+    """Differentiable dependence on the spread with the random axes held fixed: each domain's rotation angle
+    scales linearly with the spread (as in mosaic_rotation_umat, rot = mosaicity * f(r3))."""
+    trace = u[:, 0, 0] + u[:, 1, 1] + u[:, 2, 2]
+    angle = torch.arccos(torch.clamp((trace - 1.0) / 2.0, -1.0, 1.0))
+    axis = torch.stack((u[:, 2, 1] - u[:, 1, 2], u[:, 0, 2] - u[:, 2, 0], u[:, 1, 0] - u[:, 0, 1]), dim=-1)
+    sin_a = torch.sin(angle)
+    safe = torch.where(sin_a.abs() > 1e-30, 2.0 * sin_a, torch.ones_like(sin_a))
+    axis = axis / safe.unsqueeze(-1)
+    scaled = angle.detach() * (spread_t / spread)
+    r = axis_rotation_matrix(axis, scaled)
+    return torch.where((sin_a.abs() > 1e-30).reshape(-1, 1, 1), r, u)
+
+
+def rotated_cells(crystal: Crystal, phi: PhiSweep, mosaic: Mosaic, spindle: Tensor, c_compat: bool) -> Tensor:
+    """(phisteps, domains, 3, 3): rows a, b, c after the phi rotation (rotate_axis) then the mosaic umat.
+
+    In c_compat mode a step with phi == 0 exactly keeps the previous rotation (the C's `if(phi != 0.0)`
+    stale-rotation quirk); the very first evaluation of the image is handled by the engine.
+    """
+    R = axis_rotation_matrix(spindle, phi.phi)  # (P, 3, 3)
+    if c_compat:
+        R = stale_phi_rotations(R, phi.phi)
+    ap = torch.einsum("pij,vj->pvi", R, crystal.a0)  # (P, 3 vectors, 3)
+    return torch.einsum("mij,pvj->pmvi", mosaic.umats, ap)
+
+
+def stale_phi_rotations(R: Tensor, phi: Tensor) -> Tensor:
+    """Replace the rotation of each phi == 0 step by the last rotation the C would have computed before it
+    (the previous step's, cyclically the last step's for step 0)."""
+    zero = (phi.detach() == 0.0).cpu().numpy()
+    if not zero.any() or zero.all():
+        return R
+    n = len(zero)
+    src = np.arange(n)
+    for i in range(n):
+        if zero[i]:
+            j = (i - 1) % n
+            while zero[j]:
+                j = (j - 1) % n
+            src[i] = j
+    return R[torch.as_tensor(src, device=R.device)]

@@ -1,0 +1,382 @@
+"""The vectorized render: nanoBragg.c's pixel loop as tensor algebra over chunks of pixels.
+
+For a chunk of C pixels every sample is evaluated at once, broadcasting over
+(pixel C, layer T, sub-pixel O2, source S, phi P, mosaic domain M); the intensity is reduced over the samples
+inside the chunk, so peak memory is bounded by the chunk size, not by the image. The C's order of evaluation
+matters for three stateful behaviours, reproduced exactly:
+  * the pinned C's phi == 0 stale rotation (`c_compat`; see crystal.rotated_cells and `_first_evaluation`),
+  * the pinned C's oversample_* factors applied to the running sum (`c_compat`; `_running_product_sum`),
+  * interpolation switched off for the rest of the image at the first out-of-range sample (both variants).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .beam import Sources, build_sources
+from .config import AVOGADRO, R_E_SQR, WATER_F, WATER_MW, SimulationConfig
+from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, resolve_phi, rotated_cells
+from .detector import Geometry, Layers, resolve_geometry, resolve_layers
+from .lattice import shape_factor, square_factors
+from .polarization import kahn_polarization
+from .structure_factors import FGrid
+from .vectors import dot, norm, rotate_axis
+
+Tensor = torch.Tensor
+
+DEFAULT_SAMPLES_PER_CHUNK = 1 << 20
+
+
+@dataclass
+class Plan:
+    """Everything the pixel loop needs, resolved once (the C's set-up before `sweep over detector`)."""
+
+    cfg: SimulationConfig
+    dtype: torch.dtype
+    device: torch.device
+    geom: Geometry
+    layers: Layers
+    sources: Sources
+    crystal: Crystal
+    phi: PhiSweep
+    mosaic: Mosaic
+    cells: Tensor  # (P, M, 3, 3)
+    fgrid: FGrid
+    oversample: int
+    recommended_oversample: int
+    steps: int
+    interpolate: bool
+    I_bg: Tensor
+    fluence: Tensor
+    polarization: Tensor
+    fudge: Tensor
+    N: tuple[Tensor, Tensor, Tensor]
+    pixel_order: Tensor  # (n,) flat indices of the rendered pixels in the C's raster order
+    first_eval_phi_step: int | None  # c_compat: the phi step that the image's first evaluation takes unrotated
+    hooks: dict[str, float] = field(default_factory=dict)  # test-only factor perturbations (drift demos)
+
+    @property
+    def samples_per_pixel(self) -> int:
+        return self.layers.count * self.oversample**2 * len(self.sources.wavelength) * self.phi.steps * \
+            self.mosaic.domains
+
+
+def build_plan(cfg: SimulationConfig, dtype: torch.dtype = torch.float32,
+               device: torch.device | str = "cpu") -> Plan:
+    device = torch.device(device)
+
+    def t(x):
+        return torch.as_tensor(x, dtype=dtype, device=device)
+
+    geom = resolve_geometry(cfg, dtype, device)
+    layers = resolve_layers(cfg, dtype, device)
+    sources = build_sources(cfg, geom, dtype, device)
+    crystal = build_crystal(cfg, dtype, device)
+    phi = resolve_phi(cfg, dtype, device)
+    mosaic = resolve_mosaic(cfg, dtype, device)
+    cells = rotated_cells(crystal, phi, mosaic, geom.spindle, cfg.c_compat)
+    c = cfg.crystal
+    fgrid = FGrid(c.structure_factors, t(c.default_F), dtype, device)
+
+    # interpolation auto-selection (the C's `interpolate > 1` rule) and the no-data override
+    N = (crystal.Na, crystal.Nb, crystal.Nc)
+    if c.interpolate is None:
+        interpolate = any(float(n.detach()) <= 2 for n in (t(c.Na), t(c.Nb), t(c.Nc)))
+    else:
+        interpolate = c.interpolate
+    if fgrid.hkls == 0:
+        interpolate = False
+
+    # oversampling: recommended = ceil(3 * xtalsize_max / (lambda0 * distance / pixel))
+    lengths = norm(crystal.a0).detach()
+    xtal_max = max(float(lengths[i]) * float(N[i].detach()) for i in range(3))
+    recip_pixel = float(t(cfg.beam.wavelength)) * float(geom.distance.detach()) / float(geom.pixel_size)
+    recommended = math.ceil(3.0 * xtal_max / recip_pixel)
+    if recommended <= 0:
+        recommended = 1
+    oversample = cfg.detector.oversample if (cfg.detector.oversample or 0) > 0 else recommended
+    steps = len(sources.wavelength) * mosaic.domains * phi.steps * oversample * oversample
+
+    fluence = t(cfg.beam.fluence)
+    water = t(cfg.beam.water_size)
+    I_bg = WATER_F * WATER_F * R_E_SQR * fluence * water**3 * 1e6 * AVOGADRO / WATER_MW
+
+    pixel_order = _pixel_order(cfg, device)
+    first_step = None
+    if cfg.c_compat:
+        zero = (phi.phi.detach() == 0.0).cpu().numpy()
+        if zero[0] and not zero.all():
+            first_step = 0  # a zero at a later step reuses the previous step even in the first evaluation
+    return Plan(cfg=cfg, dtype=dtype, device=device, geom=geom, layers=layers, sources=sources,
+                crystal=crystal, phi=phi, mosaic=mosaic, cells=cells, fgrid=fgrid, oversample=oversample,
+                recommended_oversample=recommended, steps=steps, interpolate=interpolate, I_bg=I_bg,
+                fluence=fluence, polarization=t(cfg.beam.polarization), fudge=t(c.fudge), N=N,
+                pixel_order=pixel_order, first_eval_phi_step=first_step)
+
+
+def _pixel_order(cfg: SimulationConfig, device: torch.device) -> Tensor:
+    """Flat indices (spixel*fpixels + fpixel) of the pixels the C renders: inside the ROI, not masked."""
+    d = cfg.detector
+    F, S = d.fpixels, d.spixels
+    ok = np.ones((S, F), dtype=bool)
+    if d.roi is not None:
+        xmin, xmax, ymin, ymax = d.roi
+        f = np.arange(F)
+        s = np.arange(S)
+        ok &= ((f >= xmin) & (f <= xmax))[None, :] & ((s >= ymin) & (s <= ymax))[:, None]
+    if d.mask is not None:
+        ok &= np.asarray(d.mask).reshape(S, F) != 0
+    return torch.as_tensor(np.flatnonzero(ok.reshape(-1)), device=device)
+
+
+@dataclass
+class ChunkResult:
+    intensity: Tensor  # (C,) the float image values
+    omega_sum: Tensor  # scalar: sum of omega_pixel over layers and sub-pixels (the C's omega_sum)
+    switch_pixel: int | None  # position in the chunk of the first out-of-range interpolation sample
+    inter: dict[str, Tensor] | None = None
+
+
+class InterpolationState:
+    """The C's `interpolate` flag, which the first out-of-range sample clears for the rest of the image."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+
+
+def render_chunk(plan: Plan, flat_idx: Tensor, interp: InterpolationState, first_eval: bool = False,
+                 keep: bool = False) -> ChunkResult:
+    """Render the pixels `flat_idx` (C,), in the C's order; `first_eval`: flat_idx[0] is the image's first."""
+    cfg, g, dt, dev = plan.cfg, plan.geom, plan.dtype, plan.device
+    d = cfg.detector
+    O = plan.oversample
+    T = plan.layers.count
+    fp = (flat_idx % d.fpixels).to(dt)
+    sp = torch.div(flat_idx, d.fpixels, rounding_mode="floor").to(dt)
+
+    # sub-pixel positions: Fdet = subpixel_size*(fpixel*oversample + subF) + subpixel_size/2
+    sub = g.pixel_size / O
+    o = torch.arange(O, dtype=dt, device=dev)
+    subS, subF = torch.meshgrid(o, o, indexing="ij")
+    subS, subF = subS.reshape(-1), subF.reshape(-1)  # (O2,) in the C's subS-major order
+    Fdet = sub * (fp[:, None] * O + subF[None, :]) + sub / 2.0  # (C, O2)
+    Sdet = sub * (sp[:, None] * O + subS[None, :]) + sub / 2.0
+    Odet = torch.arange(T, dtype=dt, device=dev) * plan.layers.step  # (T,)
+    pos = (Fdet[:, None, :, None] * g.fdet + Sdet[:, None, :, None] * g.sdet
+           + Odet[None, :, None, None] * g.odet + g.pix0)  # (C, T, O2, 3)
+    if d.curved:
+        base = g.distance * g.beam
+        tmp = rotate_axis(base, g.sdet, pos[..., 1] / g.distance)
+        pos = rotate_axis(tmp, g.fdet, pos[..., 2] / g.distance)
+    airpath = norm(pos)
+    diffracted = pos / airpath.unsqueeze(-1)
+
+    # solid angle: pixel_size^2/airpath^2 * close_distance/airpath (or 1/airpath^2 for -point_pixel)
+    if d.point_pixel:
+        omega_all = 1.0 / airpath / airpath
+    else:
+        omega_all = g.pixel_size * g.pixel_size / airpath / airpath * g.close_distance / airpath
+    omega_all = omega_all * plan.hooks.get("omega_pixel", 1.0)
+    omega_first = omega_all[:, 0, 0]  # cached from the first sub-pixel of the first layer
+    omega_used = omega_all if d.oversample_omega else omega_first[:, None, None].expand(-1, T, O * O)
+    omega_sum = omega_used.sum()
+
+    # capture fraction per layer: exp(-t*step*mu/parallax) - exp(-(t+1)*step*mu/parallax)
+    thick = float(plan.layers.thickness.detach()) != 0.0
+    if thick:
+        parallax = dot(diffracted, g.odet)
+        tt = torch.arange(T, dtype=dt, device=dev)[None, :, None]
+        step_mu = plan.layers.step * plan.layers.mu
+        capture_all = torch.exp(-tt * step_mu / parallax) - torch.exp(-(tt + 1) * step_mu / parallax)
+    else:
+        capture_all = torch.ones_like(airpath)
+    capture_all = capture_all * plan.hooks.get("capture_fraction", 1.0)
+    capture_last = capture_all[:, T - 1, 0]  # the C applies the last layer's value (first sub-pixel)
+
+    # sources and scattering vector S = (diffracted - incident)/lambda
+    incident = -plan.sources.direction  # (Ns, 3)
+    lam = plan.sources.wavelength
+    scattering = (diffracted[:, :, :, None, :] - incident) / lam[:, None]  # (C, T, O2, Ns, 3)
+    stol = 0.5 * norm(scattering)
+    dmin = cfg.crystal.dmin
+    if dmin > 0.0:
+        culled = (stol > 0.0) & (dmin > 0.5 / torch.where(stol > 0, stol, torch.ones_like(stol)))
+    else:
+        culled = torch.zeros(stol.shape, dtype=torch.bool, device=dev)
+
+    # polarization (Kahn): cached per pixel from its first evaluated source unless -oversample_polar
+    b = cfg.beam
+    if b.nopolar and not d.oversample_polar:
+        polar_all = torch.ones(stol.shape, dtype=dt, device=dev)
+    elif d.oversample_polar or dmin > 0.0:
+        polar_all = kahn_polarization(plan.polarization, incident, diffracted[:, :, :, None, :], g.polar_vector)
+    else:
+        polar_all = kahn_polarization(plan.polarization, incident[:1], diffracted[:, :1, :1, None, :],
+                                      g.polar_vector).expand(stol.shape)
+    polar_all = polar_all * plan.hooks.get("polar", 1.0)
+    if b.nopolar and not d.oversample_polar:
+        polar_first = torch.ones(stol.shape[0], dtype=dt, device=dev)
+    else:
+        alive = (~culled).reshape(stol.shape[0], -1)
+        first = torch.argmax(alive.to(torch.int8), dim=1)
+        polar_first = polar_all.reshape(stol.shape[0], -1).gather(1, first[:, None])[:, 0]
+        polar_first = torch.where(alive.any(1), polar_first, torch.zeros_like(polar_first))
+
+    # Miller indices h = a . S for every phi step and mosaic domain
+    cells = plan.cells  # (P, M, 3, 3)
+    hkl = torch.einsum("ctosx,pmvx->ctospmv", scattering, cells)  # (C, T, O2, Ns, P, M, 3)
+    if first_eval and plan.first_eval_phi_step is not None:
+        hkl = _first_evaluation(plan, hkl, scattering, culled)
+    hkl0 = torch.ceil(hkl - 0.5).detach()
+
+    # lattice transform
+    shape = cfg.crystal.shape
+    if shape == "SQUARE":
+        fa, fb, fc = square_factors(hkl, plan.N)
+        F_latt = fa * fb * fc
+    else:
+        fa = fb = fc = None
+        F_latt = shape_factor(shape, hkl, hkl0, plan.N, plan.crystal.a_star, plan.fudge)
+    F_latt = F_latt * plan.hooks.get("F_latt", 1.0)
+    water = float(torch.as_tensor(cfg.beam.water_size)) != 0.0
+    reached = ~culled[..., None, None].expand(F_latt.shape)
+    if not water:
+        reached = reached & (F_latt != 0.0)
+
+    # structure factors, with the C's one-way switch from interpolation to nearest neighbour
+    switch_pixel = None
+    F_near = plan.fgrid.nearest(hkl0)
+    if interp.active:
+        bad = plan.fgrid.out_of_interpolation_range(hkl) & reached
+        F_interp = plan.fgrid.tricubic(hkl)
+        if bool(bad.any()):
+            flat_bad = bad.reshape(-1)
+            k = int(torch.argmax(flat_bad.to(torch.int8)))
+            order = torch.arange(flat_bad.numel(), device=dev).reshape(bad.shape)
+            F_cell = torch.where(order < k, F_interp, F_near)
+            switch_pixel = k // int(np.prod(bad.shape[1:]))
+            interp.active = False
+        else:
+            F_cell = F_interp
+    else:
+        F_cell = F_near
+    F_cell = F_cell * plan.hooks.get("F_cell", 1.0)
+
+    contrib = F_cell * F_cell * F_latt * F_latt
+    contrib = torch.where(culled[..., None, None], torch.zeros_like(contrib), contrib)
+
+    # factors applied per sample when -oversample_thick/polar/omega are on
+    toggled = torch.ones(stol.shape, dtype=dt, device=dev)
+    if d.oversample_thick:
+        toggled = toggled * capture_all[..., None]
+    if d.oversample_polar:
+        toggled = toggled * polar_all
+    if d.oversample_omega:
+        toggled = toggled * omega_all[..., None]
+    any_toggle = d.oversample_thick or d.oversample_polar or d.oversample_omega
+    C = stol.shape[0]
+    if any_toggle and cfg.c_compat:
+        I = _running_product_sum(plan.I_bg, contrib, toggled, reached)
+    elif any_toggle:
+        I = plan.I_bg + (contrib * toggled[..., None, None]).reshape(C, -1).sum(1)
+    else:
+        I = plan.I_bg + contrib.reshape(C, -1).sum(1)
+    I = I * plan.hooks.get("I_before_scaling", 1.0)
+
+    value = R_E_SQR * plan.fluence * I / plan.steps
+    if not d.oversample_thick:
+        value = value * capture_last
+    if not d.oversample_polar:
+        value = value * polar_first
+    if not d.oversample_omega:
+        value = value * omega_first
+
+    inter = None
+    if keep:
+        inter = dict(pos=pos, airpath=airpath, diffracted=diffracted, incident=incident, lam=lam,
+                     scattering=scattering, stol=stol, hkl=hkl, hkl0=hkl0, fa=fa, fb=fb, fc=fc, F_latt=F_latt,
+                     F_cell=F_cell, I=I, capture=capture_last if not d.oversample_thick else capture_all,
+                     polar=polar_first if not d.oversample_polar else polar_all,
+                     omega=omega_first if not d.oversample_omega else omega_all, reached=reached,
+                     culled=culled, value=value, cells=cells)
+    return ChunkResult(intensity=value, omega_sum=omega_sum, switch_pixel=switch_pixel, inter=inter)
+
+
+def _first_evaluation(plan: Plan, hkl: Tensor, scattering: Tensor, culled: Tensor) -> Tensor:
+    """Pinned C: at the image's first evaluation the phi == 0 step still has the unrotated cell (ap = a0)."""
+    alive = (~culled[0]).reshape(-1)
+    if not bool(alive.any()):
+        return hkl
+    T, O2, Ns = culled.shape[1:]
+    k = int(torch.argmax(alive.to(torch.int8)))
+    t0, rem = divmod(k, O2 * Ns)
+    o0, s0 = divmod(rem, Ns)
+    i0 = plan.first_eval_phi_step
+    fresh = torch.einsum("mij,vj->mvi", plan.mosaic.umats, plan.crystal.a0)  # (M, 3, 3)
+    hkl = hkl.clone()
+    hkl[0, t0, o0, s0, i0] = torch.einsum("x,mvx->mv", scattering[0, t0, o0, s0], fresh)
+    return hkl
+
+
+def _running_product_sum(I_bg: Tensor, contrib: Tensor, factor: Tensor, reached: Tensor) -> Tensor:
+    """Pinned C: `I += term; I *= factor` after each sample, i.e. I = I_bg*prod(f) + sum_k c_k prod_{j>=k} f_j.
+
+    Samples the C skips (culled sources, F_latt == 0 without water) do not multiply the running sum.
+    """
+    C = contrib.shape[0]
+    f = torch.where(reached, factor[..., None, None].expand(contrib.shape), torch.ones_like(contrib))
+    f = f.reshape(C, -1)
+    suffix = torch.flip(torch.cumprod(torch.flip(f, [1]), dim=1), [1])
+    return I_bg * suffix[:, 0] + (contrib.reshape(C, -1) * suffix).sum(1)
+
+
+def chunk_pixels(plan: Plan, samples_per_chunk: int | None = None) -> int:
+    per_pixel = plan.samples_per_pixel
+    budget = samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK
+    return max(1, budget // max(1, per_pixel))
+
+
+@dataclass
+class RenderResult:
+    image: Tensor  # (spixels, fpixels) in the plan dtype
+    plan: Plan
+    omega_sum: float
+    trace: dict | None = None
+
+
+def render(plan: Plan, samples_per_chunk: int | None = None, trace_pixel: tuple[int, int] | None = None
+           ) -> RenderResult:
+    """Render the whole image chunk by chunk (the C's raster order); optionally keep one pixel's factors."""
+    cfg = plan.cfg
+    d = cfg.detector
+    order = plan.pixel_order
+    n = order.numel()
+    per_chunk = chunk_pixels(plan, samples_per_chunk)
+    interp = InterpolationState(plan.interpolate)
+    values = []
+    omega_sum = torch.zeros((), dtype=plan.dtype, device=plan.device)
+    trace_flat = None if trace_pixel is None else trace_pixel[0] * d.fpixels + trace_pixel[1]
+    trace = None
+    for start in range(0, n, per_chunk):
+        idx = order[start:start + per_chunk]
+        active_before = interp.active
+        res = render_chunk(plan, idx, interp, first_eval=(start == 0))
+        values.append(res.intensity)
+        omega_sum = omega_sum + res.omega_sum.detach()
+        if trace_flat is not None and trace is None:
+            hit = (idx == trace_flat).nonzero()
+            if hit.numel():
+                pos = int(hit[0, 0])
+                state = InterpolationState(active_before and (res.switch_pixel is None or res.switch_pixel >= pos))
+                one = render_chunk(plan, idx[pos:pos + 1], state, first_eval=(start == 0 and pos == 0),
+                                   keep=True)
+                trace = {"inter": one.inter, "value": one.intensity[0]}
+    image = torch.zeros(d.spixels * d.fpixels, dtype=plan.dtype, device=plan.device)
+    if values:
+        image = image.index_put((order,), torch.cat(values))
+    return RenderResult(image=image.reshape(d.spixels, d.fpixels), plan=plan, omega_sum=float(omega_sum),
+                        trace=trace)

@@ -1,0 +1,146 @@
+"""Text HKL files (``-hkl``): ``h k l F`` per line, P1, as read by nanoBragg.c's two fscanf passes.
+
+The C counts entries and the h/k/l extremes in a first pass, allocates a dense grid over
+[h_min, h_max] x [k_min, k_max] x [l_min, l_max] filled with ``default_F`` (0 when not given), and writes each
+F in a second pass (a repeated h,k,l: the last one wins). We build the same grid, with these differences:
+
+- The C reads a stream of numbers and stops silently at the first thing that is not one; we read lines and a
+  line that is not exactly four numbers is an InputError ``path:LINE: ...``. Blank lines are skipped.
+- The C warns about non-integer indices and then misparses the rest of the file (its second pass reads
+  indices with ``%d``, which stops at the decimal point). Here an index must be an integral value (``3`` or
+  ``3.0``); anything else is an InputError. Non-finite F values are an InputError too.
+- An empty file (the C's "not enough HKL indices") is an InputError.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import numpy as np
+
+from nanobragg_torch.errors import InputError
+
+# Refuse grids that would need more than this many cells (8 bytes each): a typo'd index such as 100000.
+MAX_GRID_CELLS = 1 << 31
+
+HKLMeta = dict[str, int]
+
+
+def _numbers_or_error(path: str, lineno: int, line: str) -> list[float]:
+    tokens = line.split()
+    if len(tokens) != 4:
+        raise InputError(f"{path}:{lineno}: expected 4 numbers 'h k l F', found {len(tokens)} fields")
+    try:
+        return [float(t) for t in tokens]
+    except ValueError:
+        raise InputError(f"{path}:{lineno}: not a number in {line.strip()!r}") from None
+
+
+def _parse_slow(path: str, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Line-by-line parse; used to report the exact bad line when the fast parse fails."""
+    rows: list[list[float]] = []
+    linenos: list[int] = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        rows.append(_numbers_or_error(path, lineno, line))
+        linenos.append(lineno)
+    return np.array(rows, dtype=np.float64).reshape(-1, 4), np.array(linenos, dtype=np.int64)
+
+
+def _parse(path: str, text: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return (n, 4) float64 rows and, when known, the file line number of each row."""
+    if not text.strip():
+        raise InputError(f"{path}: no HKL entries (empty file)")
+    try:
+        data = np.loadtxt(io.StringIO(text), dtype=np.float64, comments=None, ndmin=2)
+    except ValueError:
+        data = None
+    if data is None or data.shape[1] != 4:
+        # _parse_slow raises on the first bad line; if it somehow does not, its rows are the answer
+        return _parse_slow(path, text)
+    return data, None
+
+
+def _line_of(path: str, text: str, row: int, linenos: np.ndarray | None) -> str:
+    if linenos is not None:
+        return f"{path}:{int(linenos[row])}"
+    count = -1
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            count += 1
+            if count == row:
+                return f"{path}:{lineno}"
+    return path
+
+
+def read_hkl_file(path: str | os.PathLike[str], default_F: float = 0.0) -> tuple[np.ndarray, HKLMeta]:
+    """Read an ``h k l F`` text file into a dense float64 grid, as nanoBragg.c's ``-hkl`` reader does.
+
+    Returns ``(F, meta)``: ``F`` has shape (h_range, k_range, l_range) and ``F[h-h_min, k-k_min, l-l_min]``
+    is the structure factor of (h, k, l); cells not in the file hold ``default_F``. ``meta`` has h_min,
+    h_max, k_min, k_max, l_min, l_max, h_range, k_range, l_range (ranges are max - min + 1) and hkls (the
+    number of entries read, repeats included, as the C counts them).
+    """
+    name = os.fspath(path)
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("latin-1")
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+
+    data, linenos = _parse(name, text)
+    hkl = data[:, :3]
+    F = data[:, 3]
+
+    bad = ~np.isfinite(hkl).all(axis=1) | (hkl != np.round(hkl)).any(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise InputError(
+            f"{_line_of(name, text, row, linenos)}: Miller indices must be integers, "
+            f"got {' '.join(f'{v:g}' for v in hkl[row])}"
+        )
+    bad = ~np.isfinite(F)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise InputError(f"{_line_of(name, text, row, linenos)}: structure factor is not finite ({F[row]:g})")
+    if np.abs(hkl).max() > 2**31 - 1:
+        row = int(np.argmax(np.abs(hkl).max(axis=1)))
+        raise InputError(f"{_line_of(name, text, row, linenos)}: Miller index too large for a C int")
+
+    idx = hkl.astype(np.int64)
+    lo = idx.min(axis=0)
+    hi = idx.max(axis=0)
+    ranges = hi - lo + 1
+    if int(np.prod(ranges, dtype=np.float64)) > MAX_GRID_CELLS:
+        raise InputError(
+            f"{name}: index ranges h {lo[0]}..{hi[0]}, k {lo[1]}..{hi[1]}, l {lo[2]}..{hi[2]} need a grid of "
+            f"{'x'.join(str(int(r)) for r in ranges)} cells (more than {MAX_GRID_CELLS})"
+        )
+
+    grid = np.full(tuple(int(r) for r in ranges), float(default_F), dtype=np.float64)
+    flat = np.ravel_multi_index(tuple((idx - lo).T), grid.shape)
+    # a repeated (h,k,l) keeps its last F, as the C's second pass overwrites in file order
+    uniq_rev, first_rev = np.unique(flat[::-1], return_index=True)
+    grid.flat[uniq_rev] = F[::-1][first_rev]
+
+    meta: HKLMeta = {
+        "h_min": int(lo[0]), "h_max": int(hi[0]),
+        "k_min": int(lo[1]), "k_max": int(hi[1]),
+        "l_min": int(lo[2]), "l_max": int(hi[2]),
+        "h_range": int(ranges[0]), "k_range": int(ranges[1]), "l_range": int(ranges[2]),
+        "hkls": int(len(F)),
+    }  # fmt: skip
+    return grid, meta
+
+
+def hkl_meta_from_bounds(bounds: Any, hkls: int) -> HKLMeta:
+    """Metadata dict for index bounds (h_min, h_max, k_min, k_max, l_min, l_max)."""
+    h_min, h_max, k_min, k_max, l_min, l_max = (int(b) for b in bounds)
+    return {
+        "h_min": h_min, "h_max": h_max, "k_min": k_min, "k_max": k_max, "l_min": l_min, "l_max": l_max,
+        "h_range": h_max - h_min + 1, "k_range": k_max - k_min + 1, "l_range": l_max - l_min + 1,
+        "hkls": int(hkls),
+    }  # fmt: skip

@@ -1,0 +1,136 @@
+"""Run a parsed command line: render, print the C's report lines, write the requested files."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from .cli import RunOptions
+from .config import RTD, SimulationConfig
+from .engine import RenderResult, build_plan, render
+from .images import image_statistics, int_image, pgm_image
+from .io.fdump import write_fdump
+from .io.floatimage import write_float_image
+from .io.pgm import write_pgm
+from .io.png import write_png
+from .io.smv import SMVHeader, write_smv
+from .noise import noise_image
+from .trace import format_c_printout, format_trace, pixel_trace
+
+
+def _g(x) -> float:
+    return float(torch.as_tensor(x).detach().double())
+
+
+def geometry_report(result: RenderResult) -> list[str]:
+    """The C's description of the set-up (the lines golden parsers read), in its formats."""
+    p = result.plan
+    g = p.geom
+    lines = [f"{g.convention.lower()} convention selected.",
+             "pivoting detector around sample" if g.pivot == "SAMPLE" else "pivoting detector around direct beam spot"]
+    inc = [_g(torch.dot(g.beam, ax)) for ax in (g.fdet, g.sdet, g.odet)]
+    lines.append("XDS incident beam: %g %g %g" % tuple(inc))
+    if p.crystal.misset_deg is not None:
+        lines.append("random orientation misset angles: %f %f %f deg" % p.crystal.misset_deg)
+    lines += ["  %d sources" % len(p.sources.wavelength),
+              "  %d mosaic domains over mosaic spread of %g degrees" % (p.mosaic.domains, p.mosaic.spread * RTD),
+              "  %d phi steps from %g to %g degrees" % (p.phi.steps, p.phi.phi0 * RTD, (p.phi.phi0 + p.phi.osc) * RTD),
+              "  %dx%d pixel oversample steps" % (p.oversample, p.oversample),
+              "  incident fluence: %g photons/m^2" % _g(p.fluence),
+              "  distance=%g detsize=%gx%g  pixel=%g meters (%dx%d pixels)" % (
+                  _g(g.distance), _g(g.detsize_f), _g(g.detsize_s), _g(g.pixel_size), p.cfg.detector.fpixels,
+                  p.cfg.detector.spixels),
+              "  Xbeam=%g Ybeam=%g" % (_g(g.Xbeam), _g(g.Ybeam)), "  Fbeam=%g Sbeam=%g" % (_g(g.Fbeam), _g(g.Sbeam)),
+              "  Xclose=%g Yclose=%g" % (_g(g.Xclose), _g(g.Yclose)),
+              "  Fclose=%g Sclose=%g" % (_g(g.Fclose), _g(g.Sclose))]
+    for name, vec in (("DIRECTION_OF_DETECTOR_X-AXIS", g.fdet), ("DIRECTION_OF_DETECTOR_Y-AXIS", g.sdet),
+                      ("DIRECTION_OF_DETECTOR_Z-AXIS", g.odet), ("INCIDENT_BEAM_DIRECTION", g.beam),
+                      ("spindle ROTATION_AXIS", g.spindle)):
+        lines.append("  %s= %g %g %g" % ((name,) + tuple(_g(c) for c in vec)))
+    lines.append("  dials origin= %g %g %g" % tuple(_g(c) for c in g.dials_origin))
+    lines.append("solid angle subtended by detector = %g steradian ( %g%% sphere)" % (
+        result.omega_sum / p.steps, 100 * result.omega_sum / p.steps / 4 / np.pi))
+    return lines
+
+
+def smv_header(result: RenderResult) -> SMVHeader:
+    p = result.plan
+    g = p.geom
+    return SMVHeader(fpixels=p.cfg.detector.fpixels, spixels=p.cfg.detector.spixels, pixel_size_m=_g(g.pixel_size),
+                     distance_m=_g(g.distance), lambda_m=_g(p.cfg.beam.wavelength), Xbeam=_g(g.Xbeam),
+                     Ybeam=_g(g.Ybeam), Fbeam=_g(g.Fbeam), Sbeam=_g(g.Sbeam), detsize_s=_g(g.detsize_s),
+                     dials_origin=tuple(_g(c) for c in g.dials_origin), ORGX=_g(g.ORGX), ORGY=_g(g.ORGY),
+                     close_distance_m=_g(g.close_distance), phi0_rad=p.phi.phi0, osc_rad=p.phi.osc,
+                     twotheta_rad=_g(g.twotheta))
+
+
+def run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
+    dtype = torch.float64 if options.dtype == "float64" else torch.float32
+    device = torch.device(options.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from .errors import InputError
+
+        raise InputError("flag -device: CUDA requested but no CUDA device is available")
+    for note in options.notes:
+        print(note)
+    plan = build_plan(cfg, dtype, device)
+    trace_at = options.trace_pixel
+    if trace_at is None and options.printout_pixel is not None:
+        trace_at = (options.printout_pixel[1], options.printout_pixel[0])
+    result = render(plan, options.chunk, trace_pixel=trace_at)
+    for line in geometry_report(result):
+        print(line)
+    image = result.image.detach().to("cpu", torch.float32).numpy()
+    d = cfg.detector
+    if result.trace is not None:
+        trace = pixel_trace(result)
+        if options.printout_pixel is not None:
+            fp, sp = options.printout_pixel
+            print(format_c_printout(trace, fp, sp, float(image[sp, fp]), _g(cfg.beam.wavelength)))
+        if options.trace_pixel is not None:
+            print(format_trace(trace))
+    stats = image_statistics(image, d.roi, d.mask, plan.oversample, _g(plan.geom.pixel_size))
+    print("max_I = %g  at %g %g" % (stats["max_I"], stats["max_I_x"], stats["max_I_y"]))
+    print("mean= %g rms= %g rmsd= %g" % (stats["mean"], stats["rms"], stats["rmsd"]))
+    header = smv_header(result)
+    if options.floatfile:
+        _mkdir(options.floatfile)
+        write_float_image(options.floatfile, image)
+        print(f"wrote float image {options.floatfile}")
+    ints, int_scale = int_image(image, options.intfile_scale, options.adc_offset, d.roi, max_I=stats["max_I"])
+    print("intfile_scale = %g" % int_scale)
+    if options.intfile:
+        _mkdir(options.intfile)
+        write_smv(options.intfile, ints, header, "int")
+        print(f"wrote SMV image {options.intfile}")
+    if options.pgmfile or options.pngfile:
+        pgm, pgm_scale = pgm_image(image, options.pgm_scale, stats["rmsd"], int_scale, d.roi)
+        print("pgm_scale = %g" % pgm_scale)
+        if options.pgmfile:
+            _mkdir(options.pgmfile)
+            write_pgm(options.pgmfile, pgm, pgm_scale)
+        if options.pngfile:
+            _mkdir(options.pngfile)
+            write_png(options.pngfile, pgm)
+            print(f"wrote PNG preview {options.pngfile}")
+    if options.noisefile:
+        noisy, photons, overloads = noise_image(image, options.seed, options.adc_offset, d.roi)
+        print("%.0f photons on noise image (%d overloads)" % (photons, overloads))
+        _mkdir(options.noisefile)
+        write_smv(options.noisefile, noisy, header, "noise")
+        print(f"wrote noise image {options.noisefile}")
+    if options.dumpfile and cfg.crystal.structure_factors is not None:
+        sf = cfg.crystal.structure_factors
+        grid = np.asarray(sf.grid)
+        meta = dict(h_min=sf.h_min, h_max=sf.h_max, k_min=sf.k_min, k_max=sf.k_max, l_min=sf.l_min, l_max=sf.l_max,
+                    h_range=grid.shape[0], k_range=grid.shape[1], l_range=grid.shape[2], hkls=sf.hkls)
+        write_fdump(options.dumpfile, grid, meta)
+    return result
+
+
+def _mkdir(path: str) -> None:
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)

@@ -1,0 +1,190 @@
+"""The one registry of nanoBragg.c quirks: what the C does, what our default does, what --c-compat does.
+
+Each switch lives where the registry says (`where`); docs/c_quirks.md is generated from this list
+(`python -m nanobragg_torch.quirks > docs/c_quirks.md`) and tests/test_quirks.py checks both variants.
+Default behaviour = the pinned C plus upstream's three fix branches ("fixed C"); `c_compat=True` (CLI
+`--c-compat`) = the pinned C exactly, serial build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Quirk:
+    key: str
+    c_behaviour: str
+    why_it_matters: str
+    default: str
+    c_compat: str
+    where: str
+    golden_cases: tuple[str, ...]
+    differs: bool  # does the default differ from --c-compat?
+    note: str = ""  # one line printed when the triggering flag is used
+
+
+PHI0_STALE_ROTATION = Quirk(
+    "phi0-stale-rotation",
+    "In the phi loop the cell is rotated only `if(phi != 0.0)`; at phi == 0 the rotated vectors keep the last "
+    "rotation computed (serial: the previous pixel's last phi step; the very first evaluation of the image uses "
+    "the unrotated cell). With OpenMP the result depends on thread scheduling.",
+    "A sweep that starts at phi = 0 with several steps renders its first step at the last step's orientation.",
+    "Unrotated cell at phi = 0 (upstream fix/phi0-stale-rotation).",
+    "Reproduced: the phi = 0 step reuses the previous step's rotation (cyclically the last step), the first "
+    "evaluation of the image the unrotated cell.",
+    "crystal.stale_phi_rotations, engine._first_evaluation",
+    ("phi0_sweep", "pilatus_6m"), True,
+)
+OVERSAMPLE_RUNNING_SUM = Quirk(
+    "oversample-running-sum",
+    "With -oversample_thick/-oversample_polar/-oversample_omega the factor multiplies the running sum I after "
+    "every sample (`I += term; I *= factor`), so earlier samples are multiplied again and again.",
+    "Images with these flags are wrong by orders of magnitude (each factor is applied once per later sample).",
+    "Each sample is weighted by its own factors (upstream fix/subpixel-oversampling).",
+    "Reproduced as I = I_bg*prod(f) + sum_k term_k prod_{j>=k} f_j; samples the C skips do not multiply.",
+    "engine._running_product_sum",
+    ("oversample_omega", "oversample_thick", "oversample_polar"), True,
+)
+TRAILING_ARGUMENT_GUARDS = Quirk(
+    "trailing-argument-guards",
+    "`-curved_det` is honoured only when another argument follows it (`argc > i+1`); -detector_abs, "
+    "-detector_thick, -detector_thicksteps and -thicksteps test `argc >= i+1` and read past argv when last.",
+    "A trailing -curved_det is silently ignored; a trailing thickness flag dereferences NULL.",
+    "-curved_det works anywhere (upstream fix/curved-det-flag-guard).",
+    "A trailing -curved_det is ignored. Both variants reject a thickness flag without its value (exit 2).",
+    "cflags.c_option_loop (curved_detector_seen), cli.config_from_flags",
+    ("curved_det_last",), True,
+)
+STRSTR_MATCHING = Quirk(
+    "strstr-flag-matching",
+    "Options are matched with strstr, so a token runs every branch whose name it contains: -pix0_vector_mm runs "
+    "-pix0_vector (values in metres), -mosaic_seed and -misset_seed also set -seed, -twotheta_axis also sets "
+    "-twotheta (first component, degrees, pivot SAMPLE), -close_distance also sets -distance, -printout_pixel "
+    "sets -printout, -misset_seed runs the -misset angle branch. Unknown flags are ignored.",
+    "The same argv must give the same physics; typos are silently ignored by the C.",
+    "Same branch semantics as the C for known flags; unknown or malformed flags are an error (exit 2).",
+    "Same.",
+    "cflags.c_option_loop, cflags.validate",
+    ("twotheta_axis_custom", "pix0_vector_mm_custom"), False,
+)
+PIX0_IGNORED = Quirk(
+    "pix0-overwritten",
+    "A user -pix0_vector/-pix0_vector_mm is overwritten by the pivot computation (SAMPLE: from Fclose/Sclose; "
+    "BEAM: from Fbeam/Sbeam); its only effect is switching to the CUSTOM convention.",
+    "Users expect the detector origin they gave; the C ignores it.",
+    "Same as the C (both C builds ignore it); a note is printed. -pix0_override opts in to placing the "
+    "detector by the vector (-pix0_vector_mm in millimetres, -pix0_vector in metres).",
+    "Same as the C.",
+    "detector.resolve_geometry (cfg.pix0_override)",
+    ("pix0_vector_mm_custom", "pilatus_6m"), False,
+    note="note: -pix0_vector is ignored by nanoBragg.c (pix0 comes from the beam centre and pivot); "
+         "add -pix0_override to place the detector by it",
+)
+CUSTOM_CONVENTION_SWITCH = Quirk(
+    "vector-flags-switch-to-custom",
+    "Any of -fdet_vector -sdet_vector -odet_vector -beam_vector -polar_vector -spindle_axis -twotheta_axis "
+    "-pix0_vector switches to the CUSTOM convention: the beam centre becomes Fbeam=Xbeam, Sbeam=Ybeam with no "
+    "MOSFLM half-pixel offset and the pivot is the user's (default BEAM).",
+    "Giving only a spindle axis moves the beam centre by half a pixel.",
+    "Same as the C.", "Same as the C.",
+    "detector.resolve_geometry", ("spindle_custom", "custom_vectors_beam"), False,
+)
+ODET_AUTOGENERATED = Quirk(
+    "odet-autogenerated",
+    "If |odet_vector| != 1.0 exactly after parsing, the C replaces it by fdet x sdet (WARNING: auto-generating "
+    "odet_vector), whatever direction the user gave.",
+    "A custom odet given to 6 decimals (e.g. the Pilatus command) is silently replaced.",
+    "Same as the C.", "Same as the C.", "detector.resolve_geometry", ("pilatus_6m",), False,
+)
+MISSET_RANDOM_DEGREES = Quirk(
+    "misset-random-radians",
+    "-misset random passes 90.0 to mosaic_rotation_umat, which takes radians; without -misset_seed the seed is "
+    "the clock (not -seed).",
+    "The random orientation is not uniform over the sphere as intended.",
+    "Same as the C (the orientation stream is part of the reference).", "Same as the C.",
+    "rng.random_misset", ("misset_random",), False,
+)
+FDUMP_REUSE = Quirk(
+    "fdump-reuse",
+    "Without -hkl the C silently reads Fdump.bin from the working directory, and with -hkl it writes Fdump.bin "
+    "there.",
+    "A stale Fdump.bin from another run changes the image without a word.",
+    "Never reads or writes Fdump.bin unless -dump FILE is given; without -hkl and -default_F it is an error.",
+    "Reads ./Fdump.bin (or -dump) when -hkl is absent and writes it after reading -hkl, as the C.",
+    "cli.config_from_flags", (), True,
+)
+UNREQUESTED_FILES = Quirk(
+    "unrequested-output-files",
+    "The C always writes floatimage.bin and intimage.img, image.pgm unless -nopgm, and noiseimage.img unless "
+    "-nonoise, whether asked for or not. -nonoise and -noisefile act in argv order.",
+    "Runs litter the working directory and overwrite earlier results.",
+    "Writes only the files asked for (-floatfile, -intfile, -noisefile, -pgmfile/-pgmscale, -pngfile); "
+    "-nonoise/-noisefile keep the C's order rule.",
+    "Writes the C's default files with the C's default names.",
+    "cli.config_from_flags (out)", ("noise_nonoise_order",), True,
+)
+LAST_LAYER_CAPTURE = Quirk(
+    "last-layer-capture-fraction",
+    "Without -oversample_thick the C sums all detector layers and multiplies the sum by the capture fraction of "
+    "the last layer only (computed at the first sub-pixel).",
+    "Thick-detector images are scaled by the deepest layer's absorption rather than each layer's.",
+    "Same as the C (neither C build changes it).", "Same as the C.", "engine.render_chunk (capture_last)",
+    ("thick_detector",), False,
+)
+INTERPOLATION_ONE_WAY = Quirk(
+    "interpolation-one-way-switch",
+    "With interpolation on, the first sample whose 4-point stencil leaves the HKL grid clears the global "
+    "`interpolate` flag: that sample and every later one in the image use nearest-neighbour F.",
+    "Pixels rendered before and after the switch use different F models; with OpenMP the switch point varies.",
+    "Same as the (serial) C, in raster order.", "Same as the C.",
+    "engine.render_chunk (InterpolationState)", ("interpolate_fallback",), False,
+)
+SOURCE_INTENSITY_IGNORED = Quirk(
+    "source-intensity-ignored",
+    "The I column of -sourcefile is read but never used: every source counts 1/sources. -stol/-4stol/-Q files "
+    "are read but the table never enters the image. -coherent is parsed and ignored.",
+    "Weighted spectra and amorphous backgrounds from files have no effect.",
+    "Same as the C.", "Same as the C.", "beam.build_sources", ("sourcefile",), False,
+)
+WATER_DOUBLE_SCALED = Quirk(
+    "water-background-scaling",
+    "The -water background I_bg already contains r_e^2*fluence but is added to the unscaled sum, so it is "
+    "multiplied by r_e^2*fluence/steps again.",
+    "The water background is tiny compared with its intended size.",
+    "Same as the C.", "Same as the C.", "engine.build_plan (I_bg)", ("water",), False,
+)
+NOPOLAR_OVERSAMPLE_POLAR = Quirk(
+    "nopolar-with-oversample-polar",
+    "-nopolar only presets the cached polar = 1; -oversample_polar recomputes it per sample, so polarization "
+    "comes back.",
+    "The two flags together do not disable polarization.",
+    "Same as the C.", "Same as the C.", "engine.render_chunk (polar_all)", (), False,
+)
+
+REGISTRY: tuple[Quirk, ...] = (
+    PHI0_STALE_ROTATION, OVERSAMPLE_RUNNING_SUM, TRAILING_ARGUMENT_GUARDS, STRSTR_MATCHING, PIX0_IGNORED,
+    CUSTOM_CONVENTION_SWITCH, ODET_AUTOGENERATED, MISSET_RANDOM_DEGREES, FDUMP_REUSE, UNREQUESTED_FILES,
+    LAST_LAYER_CAPTURE, INTERPOLATION_ONE_WAY, SOURCE_INTENSITY_IGNORED, WATER_DOUBLE_SCALED,
+    NOPOLAR_OVERSAMPLE_POLAR,
+)
+
+
+def markdown() -> str:
+    lines = ["# Registry of nanoBragg.c quirks", "",
+             "Generated from `nanobragg_torch/quirks.py` (`python -m nanobragg_torch.quirks`). Default behaviour "
+             "is the pinned C (bl831/nanoBragg 455534a) plus upstream's three `fix/` branches; `--c-compat` "
+             "(API `c_compat=True`) is the pinned C exactly, serial build. The default follows the fixed C "
+             "because its maintainers treat main + the three fixes as the reference physics, and the fixed "
+             "behaviours do not depend on thread scheduling.", ""]
+    for q in REGISTRY:
+        lines += [f"## {q.key}", "", f"- **C does:** {q.c_behaviour}", f"- **Why it matters:** {q.why_it_matters}",
+                  f"- **Default:** {q.default}", f"- **--c-compat:** {q.c_compat}",
+                  f"- **Default differs from --c-compat:** {'yes' if q.differs else 'no'}",
+                  f"- **Code:** `{q.where}`",
+                  f"- **Golden cases:** {', '.join(f'`{c}`' for c in q.golden_cases) or '(CLI tests only)'}", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())

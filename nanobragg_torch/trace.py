@@ -1,0 +1,95 @@
+"""Per-pixel trace: the engine's own intermediates for one pixel, named by the canonical trace schema.
+
+The trace is not a second implementation: `engine.render(..., trace_pixel=...)` evaluates the traced pixel
+with `render_chunk(keep=True)` in the same state as the image render, and this module only picks out the
+values the C would hold after the pixel's last sample (last layer, sub-pixel, source, phi step and domain).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import R_E_SQR
+from .engine import RenderResult
+
+TraceValue = float | tuple[float, ...]
+
+
+def _f(x: torch.Tensor) -> float:
+    return float(x.detach().double().cpu())
+
+
+def _v(x: torch.Tensor) -> tuple[float, ...]:
+    return tuple(float(c) for c in x.detach().double().cpu().reshape(-1))
+
+
+def pixel_trace(result: RenderResult) -> dict[str, TraceValue]:
+    """Factors of the traced pixel in pipeline order (see nanobragg_torch.parity.schema)."""
+    if result.trace is None:
+        raise ValueError("render() was not asked for a trace pixel")
+    x = result.trace["inter"]
+    plan = result.plan
+    g = plan.geom
+    d = plan.cfg.detector
+    last = (0, -1, -1, -1, -1, -1)
+    hkl = x["hkl"][last]
+    out: dict[str, TraceValue] = {
+        "pix0_vector": _v(g.pix0), "fdet_vector": _v(g.fdet), "sdet_vector": _v(g.sdet), "odet_vector": _v(g.odet),
+        "beam_vector": _v(g.beam), "distance": _f(g.distance), "close_distance": _f(g.close_distance),
+        "Fbeam": _f(g.Fbeam), "Sbeam": _f(g.Sbeam), "Fclose": _f(g.Fclose), "Sclose": _f(g.Sclose),
+        "pixel_pos": _v(x["pos"][0, -1, -1]), "airpath": _f(x["airpath"][0, -1, -1]),
+        "diffracted": _v(x["diffracted"][0, -1, -1]), "incident": _v(x["incident"][-1]), "lambda": _f(x["lam"][-1]),
+        "scattering": _v(x["scattering"][0, -1, -1, -1]), "stol": _f(x["stol"][0, -1, -1, -1]),
+        "hkl_frac": _v(hkl), "hkl_rounded": _v(x["hkl0"][last]),
+    }
+    if x["fa"] is not None:
+        out.update(F_latt_a=_f(x["fa"][last]), F_latt_b=_f(x["fb"][last]), F_latt_c=_f(x["fc"][last]))
+    cells = x["cells"][-1, -1] * 1e10
+    out.update(F_latt=_f(x["F_latt"][last]), F_cell=_f(x["F_cell"][last]), a_vec=_v(cells[0]), b_vec=_v(cells[1]),
+               c_vec=_v(cells[2]), I_before_scaling=_f(x["I"][0]), r_e_sqr=R_E_SQR, fluence=_f(plan.fluence),
+               steps=float(plan.steps), I_over_steps=_f(x["I"][0]) / plan.steps)
+    cap, pol, om = x["capture"], x["polar"], x["omega"]
+    out["capture_fraction"] = _f(cap[0, -1, -1]) if d.oversample_thick else _f(cap[0])
+    out["polar"] = _f(pol[0, -1, -1, -1]) if d.oversample_polar else _f(pol[0])
+    out["omega_pixel"] = _f(om[0, -1, -1]) if d.oversample_omega else _f(om[0])
+    out["cos_2theta"] = _f((x["incident"][-1] * x["diffracted"][0, -1, -1]).sum())
+    out["I_pixel_final"] = _f(result.trace["value"])
+    return out
+
+
+def format_trace(trace: dict[str, TraceValue]) -> str:
+    """`TRACE_PY: name v1 [v2 v3]` lines, full precision (repr)."""
+    lines = []
+    for name, value in trace.items():
+        vals = value if isinstance(value, tuple) else (value,)
+        lines.append("TRACE_PY: " + name + " " + " ".join(repr(float(v)) for v in vals))
+    return "\n".join(lines)
+
+
+def format_c_printout(trace: dict[str, TraceValue], fpixel: int, spixel: int, pixel_value: float,
+                      lambda0: float) -> str:
+    """The C's -printout_pixel block, in its format (values from our trace)."""
+    import math
+
+    px, py, pz = trace["pixel_pos"]
+    twotheta = math.atan2(math.sqrt(py * py + pz * pz), px)
+    stol_lab = math.sin(twotheta / 2.0) / (lambda0 * 1e10)
+    h, k, l = trace["hkl_frac"]
+    h0, k0, l0 = (int(v) for v in trace["hkl_rounded"])
+    a, b, c = trace["a_vec"], trace["b_vec"], trace["c_vec"]
+    return "\n".join([
+        "%4d %4d : stol = %g or %g" % (fpixel, spixel, trace["stol"], stol_lab),
+        "at %g %g %g" % (px, py, pz),
+        "hkl= %f %f %f  hkl0= %d %d %d" % (h, k, l, h0, k0, l0),
+        " F_cell=%g  F_latt=%g   I = %g" % (trace["F_cell"], trace["F_latt"], trace["I_before_scaling"]),
+        "I/steps %15.10g" % trace["I_over_steps"],
+        "polar   %15.10g" % trace["polar"],
+        "omega   %15.10g" % trace["omega_pixel"],
+        "capfrac %15.10g" % trace["capture_fraction"],
+        "pixel   %15.10g" % pixel_value,
+        "real-space cell vectors (Angstrom):",
+        "     %-10s  %-10s  %-10s" % ("a", "b", "c"),
+        "X: %11.8f %11.8f %11.8f" % (a[0], b[0], c[0]),
+        "Y: %11.8f %11.8f %11.8f" % (a[1], b[1], c[1]),
+        "Z: %11.8f %11.8f %11.8f" % (a[2], b[2], c[2]),
+    ])

@@ -1,0 +1,69 @@
+"""3-vector helpers in torch, mirroring nanoBragg.c's vector routines (rotate, rotate_axis, unitize...).
+
+Vectors are tensors whose last dimension has size 3 (x, y, z). Every function broadcasts and keeps the
+input's dtype, device and autograd graph.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def dot(u: Tensor, v: Tensor) -> Tensor:
+    """dot_product(): u . v over the last axis."""
+    return u[..., 0] * v[..., 0] + u[..., 1] * v[..., 1] + u[..., 2] * v[..., 2]
+
+
+def cross(u: Tensor, v: Tensor) -> Tensor:
+    """cross_product(): u x v."""
+    x = u[..., 1] * v[..., 2] - u[..., 2] * v[..., 1]
+    y = u[..., 2] * v[..., 0] - u[..., 0] * v[..., 2]
+    z = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+    return torch.stack((x, y, z), dim=-1)
+
+
+def norm(v: Tensor) -> Tensor:
+    """magnitude(): Euclidean length over the last axis."""
+    return torch.sqrt(dot(v, v))
+
+
+def unitize(v: Tensor) -> tuple[Tensor, Tensor]:
+    """unitize(): (unit vector, magnitude); a zero vector stays zero, as in the C."""
+    mag = norm(v)
+    safe = torch.where(mag != 0, mag, torch.ones_like(mag))
+    unit = torch.where((mag != 0).unsqueeze(-1), v / safe.unsqueeze(-1), torch.zeros_like(v))
+    return unit, mag
+
+
+def rotate_xyz(v: Tensor, phix: Tensor, phiy: Tensor, phiz: Tensor) -> Tensor:
+    """rotate(): rotate about x, then y, then z (angles in radians, right-handed)."""
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    cx, sx = torch.cos(phix), torch.sin(phix)
+    y, z = y * cx - z * sx, y * sx + z * cx
+    cy, sy = torch.cos(phiy), torch.sin(phiy)
+    x, z = x * cy + z * sy, -x * sy + z * cy
+    cz, sz = torch.cos(phiz), torch.sin(phiz)
+    x, y = x * cz - y * sz, x * sz + y * cz
+    return torch.stack((x, y, z), dim=-1)
+
+
+def rotate_axis(v: Tensor, axis: Tensor, phi: Tensor) -> Tensor:
+    """rotate_axis(): Rodrigues rotation of v about `axis` by phi (the C does not normalise the axis)."""
+    s = torch.sin(phi)
+    c = torch.cos(phi)
+    ax, ay, az = axis[..., 0], axis[..., 1], axis[..., 2]
+    vx, vy, vz = v[..., 0], v[..., 1], v[..., 2]
+    d = (ax * vx + ay * vy + az * vz) * (1.0 - c)
+    x = ax * d + vx * c + (-az * vy + ay * vz) * s
+    y = ay * d + vy * c + (az * vx - ax * vz) * s
+    z = az * d + vz * c + (-ay * vx + ax * vy) * s
+    return torch.stack((x, y, z), dim=-1)
+
+
+def axis_rotation_matrix(axis: Tensor, phi: Tensor) -> Tensor:
+    """Matrix form of rotate_axis(): returns R (..., 3, 3) with R @ v == rotate_axis(v, axis, phi)."""
+    eye = torch.eye(3, dtype=axis.dtype, device=axis.device)
+    cols = [rotate_axis(eye[i], axis, phi) for i in range(3)]
+    return torch.stack(cols, dim=-1)
