@@ -12,10 +12,12 @@ matters for three stateful behaviours, reproduced exactly:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from .beam import Sources, build_sources
 from .config import AVOGADRO, R_E_SQR, WATER_F, WATER_MW, SimulationConfig
@@ -23,12 +25,13 @@ from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, r
 from .detector import Geometry, Layers, resolve_geometry, resolve_layers
 from .lattice import shape_factor, square_factors
 from .polarization import kahn_polarization
-from .structure_factors import FGrid
+from .structure_factors import FGrid, nearest_lookup
 from .vectors import dot, norm, rotate_axis
 
 Tensor = torch.Tensor
 
 DEFAULT_SAMPLES_PER_CHUNK = 1 << 20
+COMPILE_THRESHOLD = 20_000_000  # samples: below this the one-off compile costs more than it saves
 
 
 @dataclass
@@ -55,9 +58,31 @@ class Plan:
     polarization: Tensor
     fudge: Tensor
     N: tuple[Tensor, Tensor, Tensor]
+    N_active: tuple[bool, bool, bool]  # the C skips sincg on an axis with N <= 1
+    thick_on: bool  # detector thickness modelled (else capture_fraction = 1)
+    water_on: bool  # -water background (then F_latt == 0 samples are not skipped)
+    any_toggle: bool  # any of -oversample_thick/polar/omega
     pixel_order: Tensor  # (n,) flat indices of the rendered pixels in the C's raster order
     first_eval_phi_step: int | None  # c_compat: the phi step that the image's first evaluation takes unrotated
     hooks: dict[str, float] = field(default_factory=dict)  # test-only factor perturbations (drift demos)
+    compiled: bool = False  # the fast path's per-sample chain is fused by torch.compile
+    samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
+    _kernel: object = None
+
+    def fast_values(self, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
+        """`fast_values` of this plan; compiled with static shapes (the last chunk padded) when requested."""
+        if not self.compiled:
+            return fast_values(self, flat_idx)
+        if self._kernel is None:
+            self._kernel = torch.compile(fast_values, dynamic=False)
+        n = flat_idx.shape[0]
+        fixed = chunk_pixels(self, self.samples_per_chunk)
+        if n < fixed:
+            flat_idx = torch.cat([flat_idx, flat_idx[-1:].expand(fixed - n)])
+        value, omega_sum = self._kernel(self, flat_idx)
+        if n < fixed:  # the padding's share of the omega statistic: recompute it for the short chunk
+            omega_sum = pixel_factors(self, flat_idx[:n])["omega_sum"]
+        return value[:n], omega_sum
 
     @property
     def samples_per_pixel(self) -> int:
@@ -65,8 +90,10 @@ class Plan:
             self.mosaic.domains
 
 
-def build_plan(cfg: SimulationConfig, dtype: torch.dtype = torch.float32,
-               device: torch.device | str = "cpu") -> Plan:
+def build_plan(cfg: SimulationConfig, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+               compile: bool | None = None, samples_per_chunk: int | None = None) -> Plan:
+    """Resolve the configuration for rendering. `compile`: fuse the per-sample chain with torch.compile
+    (None: automatically for renders of more than COMPILE_THRESHOLD samples; env NB_COMPILE=0/1 overrides)."""
     device = torch.device(device)
 
     def t(x):
@@ -111,11 +138,23 @@ def build_plan(cfg: SimulationConfig, dtype: torch.dtype = torch.float32,
         zero = (phi.phi.detach() == 0.0).cpu().numpy()
         if zero[0] and not zero.all():
             first_step = 0  # a zero at a later step reuses the previous step even in the first evaluation
-    return Plan(cfg=cfg, dtype=dtype, device=device, geom=geom, layers=layers, sources=sources,
+    plan = Plan(cfg=cfg, dtype=dtype, device=device, geom=geom, layers=layers, sources=sources,
                 crystal=crystal, phi=phi, mosaic=mosaic, cells=cells, fgrid=fgrid, oversample=oversample,
                 recommended_oversample=recommended, steps=steps, interpolate=interpolate, I_bg=I_bg,
                 fluence=fluence, polarization=t(cfg.beam.polarization), fudge=t(c.fudge), N=N,
-                pixel_order=pixel_order, first_eval_phi_step=first_step)
+                N_active=tuple(float(n.detach()) > 1.0 for n in N), thick_on=float(layers.thickness.detach()) != 0.0,
+                water_on=float(water.detach()) != 0.0,
+                any_toggle=cfg.detector.oversample_thick or cfg.detector.oversample_polar or cfg.detector.oversample_omega,
+                pixel_order=pixel_order,
+                first_eval_phi_step=first_step, samples_per_chunk=samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK)
+    env = os.environ.get("NB_COMPILE")
+    if compile is None:
+        compile = env != "0" and (env == "1" or plan.samples_per_pixel * pixel_order.numel() > COMPILE_THRESHOLD)
+    plan.compiled = bool(compile)
+    return plan
+
+
+
 
 
 def _pixel_order(cfg: SimulationConfig, device: torch.device) -> Tensor:
@@ -148,9 +187,39 @@ class InterpolationState:
         self.active = active
 
 
-def render_chunk(plan: Plan, flat_idx: Tensor, interp: InterpolationState, first_eval: bool = False,
-                 keep: bool = False) -> ChunkResult:
-    """Render the pixels `flat_idx` (C,), in the C's order; `first_eval`: flat_idx[0] is the image's first."""
+def miller_indices(S: Tensor, cells: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """h = a.S, k = b.S, l = c.S for every cell orientation r and scattering vector n: three (R, n) tensors.
+
+    S is (3, n) (component-major, samples contiguous), cells (R, 3, 3) with rows a, b, c."""
+    return tuple(cells[:, v, 0, None] * S[0] + cells[:, v, 1, None] * S[1] + cells[:, v, 2, None] * S[2]
+                 for v in range(3))
+
+
+def lattice_transform(plan: Plan, hkl, hkl0):
+    """F_latt (and the per-axis sincg factors for the square crystal) of every sample."""
+    shape = plan.cfg.crystal.shape
+    if shape == "SQUARE":
+        fa, fb, fc = square_factors(hkl, plan.N, plan.N_active)
+        return fa * fb * fc, (fa, fb, fc)
+    return shape_factor(shape, hkl, hkl0, plan.N, plan.crystal.a_star, plan.fudge), None
+
+
+def lattice_sum(plan: Plan, S: Tensor, cells: Tensor) -> Tensor:
+    """Sum over orientations of F_cell^2 F_latt^2 for each scattering vector (nearest-neighbour F): (n,).
+
+    The fast path: no per-sample state is needed, so the per-sample chain can be fused (torch.compile)."""
+    hkl = miller_indices(S, cells)
+    hkl0 = tuple(torch.ceil(x - 0.5).detach() for x in hkl)
+    F_latt, _ = lattice_transform(plan, hkl, hkl0)
+    g = plan.fgrid
+    F_cell = nearest_lookup(g.grid, g.lo, g.hi, g.default_F, hkl0)
+    return (F_cell * F_cell * F_latt * F_latt).sum(0)
+
+
+def pixel_factors(plan: Plan, flat_idx: Tensor) -> dict[str, Tensor]:
+    """Everything of the chunk's pixels that does not depend on the crystal orientation: sub-pixel positions,
+    solid angle, capture fraction, scattering vectors of every (pixel, layer, sub-pixel, source) group, dmin
+    culling, polarization, and the per-group factors of -oversample_thick/polar/omega."""
     cfg, g, dt, dev = plan.cfg, plan.geom, plan.dtype, plan.device
     d = cfg.detector
     O = plan.oversample
@@ -186,8 +255,7 @@ def render_chunk(plan: Plan, flat_idx: Tensor, interp: InterpolationState, first
     omega_sum = omega_used.sum()
 
     # capture fraction per layer: exp(-t*step*mu/parallax) - exp(-(t+1)*step*mu/parallax)
-    thick = float(plan.layers.thickness.detach()) != 0.0
-    if thick:
+    if plan.thick_on:
         parallax = dot(diffracted, g.odet)
         tt = torch.arange(T, dtype=dt, device=dev)[None, :, None]
         step_mu = plan.layers.step * plan.layers.mu
@@ -197,141 +265,162 @@ def render_chunk(plan: Plan, flat_idx: Tensor, interp: InterpolationState, first
     capture_all = capture_all * plan.hooks.get("capture_fraction", 1.0)
     capture_last = capture_all[:, T - 1, 0]  # the C applies the last layer's value (first sub-pixel)
 
-    # sources and scattering vector S = (diffracted - incident)/lambda
+    # sources and scattering vector S = (diffracted - incident)/lambda, groups n = (C, T, O2, Ns) flattened
     incident = -plan.sources.direction  # (Ns, 3)
     lam = plan.sources.wavelength
     scattering = (diffracted[:, :, :, None, :] - incident) / lam[:, None]  # (C, T, O2, Ns, 3)
+    gshape = scattering.shape[:-1]
+    C = gshape[0]
     stol = 0.5 * norm(scattering)
     dmin = cfg.crystal.dmin
     if dmin > 0.0:
         culled = (stol > 0.0) & (dmin > 0.5 / torch.where(stol > 0, stol, torch.ones_like(stol)))
     else:
-        culled = torch.zeros(stol.shape, dtype=torch.bool, device=dev)
+        culled = torch.zeros(gshape, dtype=torch.bool, device=dev)
 
     # polarization (Kahn): cached per pixel from its first evaluated source unless -oversample_polar
     b = cfg.beam
     if b.nopolar and not d.oversample_polar:
-        polar_all = torch.ones(stol.shape, dtype=dt, device=dev)
+        polar_all = torch.ones(gshape, dtype=dt, device=dev)
     elif d.oversample_polar or dmin > 0.0:
         polar_all = kahn_polarization(plan.polarization, incident, diffracted[:, :, :, None, :], g.polar_vector)
     else:
         polar_all = kahn_polarization(plan.polarization, incident[:1], diffracted[:, :1, :1, None, :],
-                                      g.polar_vector).expand(stol.shape)
+                                      g.polar_vector).expand(gshape)
     polar_all = polar_all * plan.hooks.get("polar", 1.0)
     if b.nopolar and not d.oversample_polar:
-        polar_first = torch.ones(stol.shape[0], dtype=dt, device=dev)
+        polar_first = torch.ones(C, dtype=dt, device=dev)
     else:
-        alive = (~culled).reshape(stol.shape[0], -1)
+        alive = (~culled).reshape(C, -1)
         first = torch.argmax(alive.to(torch.int8), dim=1)
-        polar_first = polar_all.reshape(stol.shape[0], -1).gather(1, first[:, None])[:, 0]
+        polar_first = polar_all.reshape(C, -1).gather(1, first[:, None])[:, 0]
         polar_first = torch.where(alive.any(1), polar_first, torch.zeros_like(polar_first))
 
-    # Miller indices h = a . S for every phi step and mosaic domain
-    cells = plan.cells  # (P, M, 3, 3)
-    hkl = torch.einsum("ctosx,pmvx->ctospmv", scattering, cells)  # (C, T, O2, Ns, P, M, 3)
-    if first_eval and plan.first_eval_phi_step is not None:
-        hkl = _first_evaluation(plan, hkl, scattering, culled)
-    hkl0 = torch.ceil(hkl - 0.5).detach()
-
-    # lattice transform
-    shape = cfg.crystal.shape
-    if shape == "SQUARE":
-        fa, fb, fc = square_factors(hkl, plan.N)
-        F_latt = fa * fb * fc
-    else:
-        fa = fb = fc = None
-        F_latt = shape_factor(shape, hkl, hkl0, plan.N, plan.crystal.a_star, plan.fudge)
-    F_latt = F_latt * plan.hooks.get("F_latt", 1.0)
-    water = float(torch.as_tensor(cfg.beam.water_size)) != 0.0
-    reached = ~culled[..., None, None].expand(F_latt.shape)
-    if not water:
-        reached = reached & (F_latt != 0.0)
-
-    # structure factors, with the C's one-way switch from interpolation to nearest neighbour
-    switch_pixel = None
-    F_near = plan.fgrid.nearest(hkl0)
-    if interp.active:
-        bad = plan.fgrid.out_of_interpolation_range(hkl) & reached
-        F_interp = plan.fgrid.tricubic(hkl)
-        if bool(bad.any()):
-            flat_bad = bad.reshape(-1)
-            k = int(torch.argmax(flat_bad.to(torch.int8)))
-            order = torch.arange(flat_bad.numel(), device=dev).reshape(bad.shape)
-            F_cell = torch.where(order < k, F_interp, F_near)
-            switch_pixel = k // int(np.prod(bad.shape[1:]))
-            interp.active = False
-        else:
-            F_cell = F_interp
-    else:
-        F_cell = F_near
-    F_cell = F_cell * plan.hooks.get("F_cell", 1.0)
-
-    contrib = F_cell * F_cell * F_latt * F_latt
-    contrib = torch.where(culled[..., None, None], torch.zeros_like(contrib), contrib)
-
     # factors applied per sample when -oversample_thick/polar/omega are on
-    toggled = torch.ones(stol.shape, dtype=dt, device=dev)
+    toggled = torch.ones(gshape, dtype=dt, device=dev)
     if d.oversample_thick:
         toggled = toggled * capture_all[..., None]
     if d.oversample_polar:
         toggled = toggled * polar_all
     if d.oversample_omega:
         toggled = toggled * omega_all[..., None]
-    any_toggle = d.oversample_thick or d.oversample_polar or d.oversample_omega
-    C = stol.shape[0]
-    if any_toggle and cfg.c_compat:
-        I = _running_product_sum(plan.I_bg, contrib, toggled, reached)
-    elif any_toggle:
-        I = plan.I_bg + (contrib * toggled[..., None, None]).reshape(C, -1).sum(1)
-    else:
-        I = plan.I_bg + contrib.reshape(C, -1).sum(1)
-    I = I * plan.hooks.get("I_before_scaling", 1.0)
+    toggled = toggled.reshape(-1)
 
-    value = R_E_SQR * plan.fluence * I / plan.steps
+    return dict(pos=pos, airpath=airpath, diffracted=diffracted, omega_all=omega_all, omega_first=omega_first,
+                omega_sum=omega_sum, capture_all=capture_all, capture_last=capture_last, incident=incident,
+                lam=lam, scattering=scattering, stol=stol, culled=culled, polar_all=polar_all,
+                polar_first=polar_first, toggled=toggled, S=scattering.reshape(-1, 3).T)
+
+
+def scale_to_photons(plan: Plan, I: Tensor, f: dict[str, Tensor]) -> Tensor:
+    """test = r_e_sqr*fluence*I/steps, times the cached capture fraction, polarization and solid angle."""
+    d = plan.cfg.detector
+    value = R_E_SQR * plan.fluence * I * plan.hooks.get("I_before_scaling", 1.0) / plan.steps
     if not d.oversample_thick:
-        value = value * capture_last
+        value = value * f["capture_last"]
     if not d.oversample_polar:
-        value = value * polar_first
+        value = value * f["polar_first"]
     if not d.oversample_omega:
-        value = value * omega_first
+        value = value * f["omega_first"]
+    return value
 
+
+def fast_values(plan: Plan, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
+    """The chunk's pixel values when no per-sample state is needed: one pure function, fused by torch.compile
+    when the plan is compiled. Returns (values (C,), omega_sum)."""
+    f = pixel_factors(plan, flat_idx)
+    group_sum = lattice_sum(plan, f["S"], plan.cells.reshape(-1, 3, 3))
+    group_sum = torch.where(f["culled"].reshape(-1), torch.zeros_like(group_sum), group_sum)
+    I = plan.I_bg + (group_sum * f["toggled"]).reshape(flat_idx.shape[0], -1).sum(1)
+    return scale_to_photons(plan, I, f), f["omega_sum"]
+
+
+def render_chunk(plan: Plan, flat_idx: Tensor, interp: InterpolationState, first_eval: bool = False,
+                 keep: bool = False) -> ChunkResult:
+    """Render the pixels `flat_idx` (C,), in the C's order; `first_eval`: flat_idx[0] is the image's first."""
+    cfg = plan.cfg
+    first_fix = first_eval and plan.first_eval_phi_step is not None
+    general = keep or interp.active or first_fix or (plan.any_toggle and cfg.c_compat) or bool(plan.hooks)
+    if not general:
+        value, omega_sum = plan.fast_values(flat_idx)
+        return ChunkResult(intensity=value, omega_sum=omega_sum, switch_pixel=None)
+    dev = plan.device
+    f = pixel_factors(plan, flat_idx)
+    culled, toggled, S = f["culled"], f["toggled"], f["S"]
+    C = flat_idx.shape[0]
+    cells = plan.cells.reshape(-1, 3, 3)  # (R, 3, 3), r = phi_tic*domains + mos_tic
+    R = cells.shape[0]
+    switch_pixel = None
     inter = None
+    hkl = miller_indices(S, cells)  # three (R, n)
+    if first_fix:
+        hkl = _first_evaluation(plan, hkl, S, culled)
+    hkl0 = tuple(torch.ceil(x - 0.5).detach() for x in hkl)
+    F_latt, axes = lattice_transform(plan, hkl, hkl0)
+    F_latt = F_latt * plan.hooks.get("F_latt", 1.0)
+    reached = ~culled.reshape(1, -1).expand(R, -1)
+    if not plan.water_on:
+        reached = reached & (F_latt != 0.0)
+    # structure factors, with the C's one-way switch from interpolation to nearest neighbour
+    F_near = plan.fgrid.nearest(hkl0)
+    if interp.active:
+        bad = (plan.fgrid.out_of_interpolation_range(hkl) & reached).T.reshape(-1)  # C order: (n, R)
+        F_interp = plan.fgrid.tricubic(hkl)
+        if bool(bad.any()):
+            k = int(torch.argmax(bad.to(torch.int8)))
+            order = torch.arange(bad.numel(), device=dev).reshape(-1, R).T
+            F_cell = torch.where(order < k, F_interp, F_near)
+            switch_pixel = k // (bad.numel() // C)
+            interp.active = False
+        else:
+            F_cell = F_interp
+    else:
+        F_cell = F_near
+    F_cell = F_cell * plan.hooks.get("F_cell", 1.0)
+    contrib = F_cell * F_cell * F_latt * F_latt
+    contrib = torch.where(culled.reshape(1, -1), torch.zeros_like(contrib), contrib)  # (R, n)
+    if plan.any_toggle and cfg.c_compat:
+        I = _running_product_sum(plan.I_bg, contrib.T.reshape(C, -1),
+                                 toggled[:, None].expand(-1, R).reshape(C, -1), reached.T.reshape(C, -1))
+    else:
+        I = plan.I_bg + (contrib.sum(0) * toggled).reshape(C, -1).sum(1)
     if keep:
-        inter = dict(pos=pos, airpath=airpath, diffracted=diffracted, incident=incident, lam=lam,
-                     scattering=scattering, stol=stol, hkl=hkl, hkl0=hkl0, fa=fa, fb=fb, fc=fc, F_latt=F_latt,
-                     F_cell=F_cell, I=I, capture=capture_last if not d.oversample_thick else capture_all,
-                     polar=polar_first if not d.oversample_polar else polar_all,
-                     omega=omega_first if not d.oversample_omega else omega_all, reached=reached,
-                     culled=culled, value=value, cells=cells)
-    return ChunkResult(intensity=value, omega_sum=omega_sum, switch_pixel=switch_pixel, inter=inter)
+        def last(x):  # value at the pixel's last sample: group n-1, orientation R-1
+            return x[-1, -1]
+        inter = dict(f, hkl=torch.stack([last(x) for x in hkl]),
+                     hkl0=torch.stack([last(x) for x in hkl0]),
+                     axes=None if axes is None else torch.stack([last(x) for x in axes]),
+                     F_latt=last(F_latt), F_cell=last(F_cell), cells=plan.cells, lam=f["lam"])
+    value = scale_to_photons(plan, I, f)
+    if inter is not None:
+        inter["I"] = I * plan.hooks.get("I_before_scaling", 1.0)
+    return ChunkResult(intensity=value, omega_sum=f["omega_sum"], switch_pixel=switch_pixel, inter=inter)
 
 
-def _first_evaluation(plan: Plan, hkl: Tensor, scattering: Tensor, culled: Tensor) -> Tensor:
+def _first_evaluation(plan: Plan, hkl, S: Tensor, culled: Tensor):
     """Pinned C: at the image's first evaluation the phi == 0 step still has the unrotated cell (ap = a0)."""
-    alive = (~culled[0]).reshape(-1)
+    alive = ~culled[0].reshape(-1)
     if not bool(alive.any()):
         return hkl
-    T, O2, Ns = culled.shape[1:]
-    k = int(torch.argmax(alive.to(torch.int8)))
-    t0, rem = divmod(k, O2 * Ns)
-    o0, s0 = divmod(rem, Ns)
+    k = int(torch.argmax(alive.to(torch.int8)))  # first group of the first pixel that reaches the phi loop
+    M = plan.mosaic.domains
     i0 = plan.first_eval_phi_step
-    fresh = torch.einsum("mij,vj->mvi", plan.mosaic.umats, plan.crystal.a0)  # (M, 3, 3)
-    hkl = hkl.clone()
-    hkl[0, t0, o0, s0, i0] = torch.einsum("x,mvx->mv", scattering[0, t0, o0, s0], fresh)
-    return hkl
+    fresh = torch.einsum("mij,vj->mvi", plan.mosaic.umats, plan.crystal.a0)  # (M, 3 vectors, 3)
+    out = []
+    for v, x in enumerate(hkl):
+        x = x.clone()
+        x[i0 * M:(i0 + 1) * M, k] = fresh[:, v, :] @ S[:, k]
+        out.append(x)
+    return tuple(out)
 
 
 def _running_product_sum(I_bg: Tensor, contrib: Tensor, factor: Tensor, reached: Tensor) -> Tensor:
     """Pinned C: `I += term; I *= factor` after each sample, i.e. I = I_bg*prod(f) + sum_k c_k prod_{j>=k} f_j.
 
-    Samples the C skips (culled sources, F_latt == 0 without water) do not multiply the running sum.
-    """
-    C = contrib.shape[0]
-    f = torch.where(reached, factor[..., None, None].expand(contrib.shape), torch.ones_like(contrib))
-    f = f.reshape(C, -1)
+    Inputs are (C, K) in the C's sample order; samples the C skips (culled, F_latt == 0) do not multiply."""
+    f = torch.where(reached, factor, torch.ones_like(factor))
     suffix = torch.flip(torch.cumprod(torch.flip(f, [1]), dim=1), [1])
-    return I_bg * suffix[:, 0] + (contrib.reshape(C, -1) * suffix).sum(1)
+    return I_bg * suffix[:, 0] + (contrib * suffix).sum(1)
 
 
 def chunk_pixels(plan: Plan, samples_per_chunk: int | None = None) -> int:
@@ -350,33 +439,48 @@ class RenderResult:
 
 def render(plan: Plan, samples_per_chunk: int | None = None, trace_pixel: tuple[int, int] | None = None
            ) -> RenderResult:
-    """Render the whole image chunk by chunk (the C's raster order); optionally keep one pixel's factors."""
+    """Render the whole image chunk by chunk (the C's raster order); optionally keep one pixel's factors.
+
+    With gradients enabled each chunk is checkpointed: its intermediates are recomputed in backward, so the
+    backward pass is memory-bounded like the forward pass."""
     cfg = plan.cfg
     d = cfg.detector
     order = plan.pixel_order
     n = order.numel()
-    per_chunk = chunk_pixels(plan, samples_per_chunk)
-    interp = InterpolationState(plan.interpolate)
+    per_chunk = chunk_pixels(plan, samples_per_chunk or plan.samples_per_chunk)
+    active = plan.interpolate
     values = []
     omega_sum = torch.zeros((), dtype=plan.dtype, device=plan.device)
     trace_flat = None if trace_pixel is None else trace_pixel[0] * d.fpixels + trace_pixel[1]
     trace = None
+    grad = torch.is_grad_enabled()
     for start in range(0, n, per_chunk):
         idx = order[start:start + per_chunk]
-        active_before = interp.active
-        res = render_chunk(plan, idx, interp, first_eval=(start == 0))
-        values.append(res.intensity)
-        omega_sum = omega_sum + res.omega_sum.detach()
+        first = start == 0
+        if grad:
+            value, omega, switch = checkpoint(_chunk_values, plan, idx, active, first, use_reentrant=False)
+        else:
+            value, omega, switch = _chunk_values(plan, idx, active, first)
+        values.append(value)
+        omega_sum = omega_sum + omega.detach()
+        switch = int(switch)
         if trace_flat is not None and trace is None:
             hit = (idx == trace_flat).nonzero()
             if hit.numel():
                 pos = int(hit[0, 0])
-                state = InterpolationState(active_before and (res.switch_pixel is None or res.switch_pixel >= pos))
-                one = render_chunk(plan, idx[pos:pos + 1], state, first_eval=(start == 0 and pos == 0),
-                                   keep=True)
+                state = InterpolationState(active and (switch < 0 or switch >= pos))
+                one = render_chunk(plan, idx[pos:pos + 1], state, first_eval=(first and pos == 0), keep=True)
                 trace = {"inter": one.inter, "value": one.intensity[0]}
+        active = active and switch < 0
     image = torch.zeros(d.spixels * d.fpixels, dtype=plan.dtype, device=plan.device)
     if values:
         image = image.index_put((order,), torch.cat(values))
     return RenderResult(image=image.reshape(d.spixels, d.fpixels), plan=plan, omega_sum=float(omega_sum),
                         trace=trace)
+
+
+def _chunk_values(plan: Plan, idx: Tensor, active: bool, first: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """render_chunk as a pure function of its inputs (for checkpointing): (values, omega_sum, switch or -1)."""
+    res = render_chunk(plan, idx, InterpolationState(active), first_eval=first)
+    switch = -1 if res.switch_pixel is None else res.switch_pixel
+    return res.intensity, res.omega_sum, torch.tensor(switch)

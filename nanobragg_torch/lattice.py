@@ -1,4 +1,8 @@
-"""Lattice (shape) transforms F_latt: nanoBragg.c's sincg, sinc3 and the four crystal shape models."""
+"""Lattice (shape) transforms F_latt: nanoBragg.c's sincg, sinc3 and the four crystal shape models.
+
+Miller indices come as three tensors (h, k, l) of one shape, so that the sample axis can stay innermost
+(contiguous) for vectorized and compiled evaluation.
+"""
 
 from __future__ import annotations
 
@@ -27,35 +31,33 @@ def sinc3(x: Tensor) -> Tensor:
     return torch.where(zero, torch.ones_like(x), 3.0 * (torch.sin(xs) / xs - torch.cos(xs)) / (xs * xs))
 
 
-def square_factors(hkl: Tensor, N: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-axis sincg(pi h, Na) factors of the parallelepiped crystal (1 where N <= 1, as the C skips them)."""
-    out = []
-    for i in range(3):
-        n = N[i]
-        if float(n.detach()) > 1.0:
-            out.append(sincg(math.pi * hkl[..., i], n))
-        else:
-            out.append(torch.ones_like(hkl[..., i]))
-    return out[0], out[1], out[2]
+def square_factors(hkl: tuple[Tensor, Tensor, Tensor], N: tuple[Tensor, Tensor, Tensor],
+                   active: tuple[bool, bool, bool]) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-axis sincg(pi h, Na) of the parallelepiped crystal; 1 where the C skips the axis (N <= 1)."""
+    return tuple(sincg(math.pi * x, n) if on else torch.ones_like(x)
+                 for x, n, on in zip(hkl, N, active, strict=True))
 
 
-def shape_factor(shape: str, hkl: Tensor, hkl0: Tensor, N: tuple[Tensor, Tensor, Tensor], a_star: Tensor,
-                 fudge: Tensor) -> Tensor:
+def shape_factor(shape: str, hkl: tuple[Tensor, Tensor, Tensor], hkl0: tuple[Tensor, Tensor, Tensor],
+                 N: tuple[Tensor, Tensor, Tensor], a_star: Tensor, fudge: Tensor) -> Tensor:
     """F_latt for the ROUND, GAUSS and TOPHAT models (SQUARE is the product of square_factors)."""
     Na, Nb, Nc = N
     NNN = Na * Nb * Nc
-    d = hkl - hkl0
+    dh, dk, dl = (x - x0 for x, x0 in zip(hkl, hkl0, strict=True))
     if shape == "ROUND":
-        hrad_sqr = d[..., 0] ** 2 * Na * Na + d[..., 1] ** 2 * Nb * Nb + d[..., 2] ** 2 * Nc * Nc
+        hrad_sqr = dh * dh * Na * Na + dk * dk * Nb * Nb + dl * dl * Nc * Nc
         # sqrt has an infinite derivative at 0: keep the gradient finite at the exact lattice point
         arg = hrad_sqr * fudge
-        root = torch.sqrt(torch.where(arg > 0, arg, torch.ones_like(arg))) * (arg > 0)
+        pos = arg > 0
+        root = torch.sqrt(torch.where(pos, arg, torch.ones_like(arg))) * pos
         return NNN * ROUND_VOLUME_FACTOR * sinc3(math.pi * root)
     # reciprocal-space distance with the unrotated a*, b*, c* (1/A), as the C uses them
-    dstar = d @ a_star  # (..., 3)
-    rad_star_sqr = (dstar * dstar).sum(-1) * Na * Na * Nb * Nb * Nc * Nc
+    dx = dh * a_star[0, 0] + dk * a_star[1, 0] + dl * a_star[2, 0]
+    dy = dh * a_star[0, 1] + dk * a_star[1, 1] + dl * a_star[2, 1]
+    dz = dh * a_star[0, 2] + dk * a_star[1, 2] + dl * a_star[2, 2]
+    rad_star_sqr = (dx * dx + dy * dy + dz * dz) * Na * Na * Nb * Nb * Nc * Nc
     if shape == "GAUSS":
         return NNN * torch.exp(-(rad_star_sqr / GAUSS_WIDTH * fudge))
     if shape == "TOPHAT":
-        return NNN * (rad_star_sqr * fudge < TOPHAT_RADIUS_SQR).to(hkl.dtype)
+        return NNN * (rad_star_sqr * fudge < TOPHAT_RADIUS_SQR).to(dh.dtype)
     raise ValueError(f"unknown crystal shape {shape!r}")

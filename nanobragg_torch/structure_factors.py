@@ -2,7 +2,7 @@
 
 Mirrors the F_cell part of nanoBragg.c's inner loop: `Fhkl[h0-h_min][k0-k_min][l0-l_min]` when the rounded
 index is inside the grid (else default_F), or polin3() (tensor-product cubic Lagrange interpolation on the
-4x4x4 neighbourhood starting at floor(h)-1) when interpolation is on.
+4x4x4 neighbourhood starting at floor(h)-1) when interpolation is on. Indices come as (h, k, l) tensors.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 from .config import StructureFactors
 
 Tensor = torch.Tensor
+HKL = tuple[Tensor, Tensor, Tensor]
 
 
 class FGrid:
@@ -21,7 +22,7 @@ class FGrid:
                  device: torch.device) -> None:
         self.default_F = default_F
         if sf is None or sf.hkls == 0:
-            self.grid = None
+            self.grid = torch.zeros((1, 1, 1), dtype=dtype, device=device)
             self.hkls = 0
             self.lo = (0, 0, 0)
             self.hi = (-1, -1, -1)
@@ -35,40 +36,23 @@ class FGrid:
     def ranges(self) -> tuple[int, int, int]:
         return tuple(self.hi[i] - self.lo[i] + 1 for i in range(3))
 
-    def nearest(self, hkl0: Tensor) -> Tensor:
-        """F_cell for rounded indices hkl0 (float tensor of integers, (..., 3))."""
-        if self.grid is None:
-            return self.default_F.expand(hkl0.shape[:-1])
-        lo = torch.tensor(self.lo, dtype=hkl0.dtype, device=hkl0.device)
-        hi = torch.tensor(self.hi, dtype=hkl0.dtype, device=hkl0.device)
-        inside = ((hkl0 >= lo) & (hkl0 <= hi)).all(-1)
-        idx = torch.where(inside.unsqueeze(-1), hkl0 - lo, torch.zeros_like(hkl0)).long()
-        kr, lr = self.grid.shape[1], self.grid.shape[2]
-        flat = (idx[..., 0] * kr + idx[..., 1]) * lr + idx[..., 2]
-        values = self.grid.reshape(-1)[flat.reshape(-1)].reshape(flat.shape)
-        return torch.where(inside, values, self.default_F)
+    def nearest(self, hkl0: HKL) -> Tensor:
+        """F_cell for the rounded indices (float tensors holding integers)."""
+        return nearest_lookup(self.grid, self.lo, self.hi, self.default_F, hkl0)
 
-    def out_of_interpolation_range(self, hkl: Tensor) -> Tensor:
+    def out_of_interpolation_range(self, hkl: HKL) -> Tensor:
         """The C's test that disables interpolation: the 4-point stencil would leave the grid."""
-        if self.grid is None:
-            return torch.zeros(hkl.shape[:-1], dtype=torch.bool, device=hkl.device)
-        bad = torch.zeros(hkl.shape[:-1], dtype=torch.bool, device=hkl.device)
-        rng = self.ranges
-        for i in range(3):
-            x = hkl[..., i]
-            bad = bad | ((x - self.lo[i] + 3) > rng[i]) | (x - 2 < self.lo[i])
+        bad = torch.zeros_like(hkl[0], dtype=torch.bool)
+        for x, lo, rng in zip(hkl, self.lo, self.ranges, strict=True):
+            bad = bad | ((x - lo + 3) > rng) | (x - 2 < lo)
         return bad
 
-    def tricubic(self, hkl: Tensor) -> Tensor:
+    def tricubic(self, hkl: HKL) -> Tensor:
         """polin3(): cubic Lagrange interpolation through the 4x4x4 neighbours (caller ensures in range)."""
-        assert self.grid is not None
-        flr = torch.floor(hkl)
-        lo = torch.tensor(self.lo, dtype=hkl.dtype, device=hkl.device)
-        base = (flr - 1 - lo).long()  # index of the first stencil point per axis
-        weights = []
-        for i in range(3):
-            x = hkl[..., i]
-            nodes = [flr[..., i] + (j - 1) for j in range(4)]
+        weights, index = [], []
+        for x, lo, size in zip(hkl, self.lo, self.grid.shape, strict=True):
+            flr = torch.floor(x)
+            nodes = [flr + (j - 1) for j in range(4)]
             w = []
             for j in range(4):
                 num = torch.ones_like(x)
@@ -79,11 +63,22 @@ class FGrid:
                         den = den * (nodes[j] - nodes[m])
                 w.append(num / den)
             weights.append(torch.stack(w, dim=-1))  # (..., 4)
-        off = torch.arange(4, device=hkl.device)
-        hi = (base[..., 0, None] + off).clamp(0, self.grid.shape[0] - 1)
-        ki = (base[..., 1, None] + off).clamp(0, self.grid.shape[1] - 1)
-        li = (base[..., 2, None] + off).clamp(0, self.grid.shape[2] - 1)
+            first = (flr - 1 - lo).long()
+            index.append((first[..., None] + torch.arange(4, device=x.device)).clamp(0, size - 1))
         kr, lr = self.grid.shape[1], self.grid.shape[2]
-        flat = (hi[..., :, None, None] * kr + ki[..., None, :, None]) * lr + li[..., None, None, :]
+        flat = (index[0][..., :, None, None] * kr + index[1][..., None, :, None]) * lr + index[2][..., None, None, :]
         cube = self.grid.reshape(-1)[flat.reshape(-1)].reshape(flat.shape)  # (..., 4, 4, 4)
         return torch.einsum("...ijk,...i,...j,...k->...", cube, weights[0], weights[1], weights[2])
+
+
+def nearest_lookup(grid: Tensor, lo: tuple[int, int, int], hi: tuple[int, int, int], default_F: Tensor,
+                   hkl0: HKL) -> Tensor:
+    """Fhkl[h0-h_min][k0-k_min][l0-l_min] inside the grid, default_F outside (a pure function: compilable)."""
+    h0, k0, l0 = hkl0
+    inside = (h0 >= lo[0]) & (h0 <= hi[0]) & (k0 >= lo[1]) & (k0 <= hi[1]) & (l0 >= lo[2]) & (l0 <= hi[2])
+    kr, lr = grid.shape[1], grid.shape[2]
+    ih = torch.where(inside, h0 - lo[0], torch.zeros_like(h0)).long()
+    ik = torch.where(inside, k0 - lo[1], torch.zeros_like(k0)).long()
+    il = torch.where(inside, l0 - lo[2], torch.zeros_like(l0)).long()
+    values = grid.reshape(-1)[(ih * kr + ik) * lr + il]
+    return torch.where(inside, values, default_F)

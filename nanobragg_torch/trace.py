@@ -31,8 +31,6 @@ def pixel_trace(result: RenderResult) -> dict[str, TraceValue]:
     plan = result.plan
     g = plan.geom
     d = plan.cfg.detector
-    last = (0, -1, -1, -1, -1, -1)
-    hkl = x["hkl"][last]
     out: dict[str, TraceValue] = {
         "pix0_vector": _v(g.pix0), "fdet_vector": _v(g.fdet), "sdet_vector": _v(g.sdet), "odet_vector": _v(g.odet),
         "beam_vector": _v(g.beam), "distance": _f(g.distance), "close_distance": _f(g.close_distance),
@@ -40,18 +38,20 @@ def pixel_trace(result: RenderResult) -> dict[str, TraceValue]:
         "pixel_pos": _v(x["pos"][0, -1, -1]), "airpath": _f(x["airpath"][0, -1, -1]),
         "diffracted": _v(x["diffracted"][0, -1, -1]), "incident": _v(x["incident"][-1]), "lambda": _f(x["lam"][-1]),
         "scattering": _v(x["scattering"][0, -1, -1, -1]), "stol": _f(x["stol"][0, -1, -1, -1]),
-        "hkl_frac": _v(hkl), "hkl_rounded": _v(x["hkl0"][last]),
+        "hkl_frac": _v(x["hkl"]), "hkl_rounded": _v(x["hkl0"]),
     }
-    if x["fa"] is not None:
-        out.update(F_latt_a=_f(x["fa"][last]), F_latt_b=_f(x["fb"][last]), F_latt_c=_f(x["fc"][last]))
+    if x["axes"] is not None:
+        fa, fb, fc = _v(x["axes"])
+        out.update(F_latt_a=fa, F_latt_b=fb, F_latt_c=fc)
     cells = x["cells"][-1, -1] * 1e10
-    out.update(F_latt=_f(x["F_latt"][last]), F_cell=_f(x["F_cell"][last]), a_vec=_v(cells[0]), b_vec=_v(cells[1]),
-               c_vec=_v(cells[2]), I_before_scaling=_f(x["I"][0]), r_e_sqr=R_E_SQR, fluence=_f(plan.fluence),
-               steps=float(plan.steps), I_over_steps=_f(x["I"][0]) / plan.steps)
-    cap, pol, om = x["capture"], x["polar"], x["omega"]
-    out["capture_fraction"] = _f(cap[0, -1, -1]) if d.oversample_thick else _f(cap[0])
-    out["polar"] = _f(pol[0, -1, -1, -1]) if d.oversample_polar else _f(pol[0])
-    out["omega_pixel"] = _f(om[0, -1, -1]) if d.oversample_omega else _f(om[0])
+    I = _f(x["I"][0])
+    out.update(F_latt=_f(x["F_latt"]), F_cell=_f(x["F_cell"]), a_vec=_v(cells[0]), b_vec=_v(cells[1]),
+               c_vec=_v(cells[2]), I_before_scaling=I, r_e_sqr=R_E_SQR, fluence=_f(plan.fluence),
+               steps=float(plan.steps), I_over_steps=I / plan.steps)
+    # the C's variables after the pixel: the last value computed (cached ones from the first sub-pixel)
+    out["capture_fraction"] = _f(x["capture_all"][0, -1, -1] if d.oversample_thick else x["capture_last"][0])
+    out["polar"] = _f(x["polar_all"][0, -1, -1, -1] if d.oversample_polar else x["polar_first"][0])
+    out["omega_pixel"] = _f(x["omega_all"][0, -1, -1] if d.oversample_omega else x["omega_first"][0])
     out["cos_2theta"] = _f((x["incident"][-1] * x["diffracted"][0, -1, -1]).sum())
     out["I_pixel_final"] = _f(result.trace["value"])
     return out
