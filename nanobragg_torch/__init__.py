@@ -1,1 +1,7 @@
 """nanobragg_torch: a vectorized, differentiable PyTorch twin of nanoBragg.c."""
+
+from .config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, StructureFactors
+from .simulate import simulate, simulate_with_trace
+
+__all__ = ["BeamConfig", "CrystalConfig", "DetectorConfig", "SimulationConfig", "StructureFactors", "simulate",
+           "simulate_with_trace"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import SOURCE_DISTANCE, SimulationConfig
+from .config import SOURCE_DISTANCE, SimulationConfig, scalar_value
 from .detector import Geometry
 from .vectors import rotate_axis, unitize
 
@@ -69,7 +69,7 @@ def _step_tensor(user_step, user_range, steps: int, step: float, dtype, device) 
 
 
 def _f(x) -> float:
-    return float(torch.as_tensor(x).detach())
+    return scalar_value(x)
 
 
 def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, device: torch.device) -> Sources:

@@ -31,6 +31,11 @@ SOURCE_DISTANCE = 10.0  # source_distance (m)
 RTD = 180.0 * 0.31830988618379067154  # the C's RTD = 180.0*M_1_PI: degrees = radians*RTD (not math.degrees)
 
 
+def scalar_value(x: Scalar) -> float:
+    """A config scalar as a Python float (float64), for the C's discrete decisions (never float32-rounded)."""
+    return float(x.detach()) if isinstance(x, torch.Tensor) else float(x)
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     fpixels: int = 1024

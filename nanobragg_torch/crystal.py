@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import RTD, SimulationConfig
+from .config import RTD, SimulationConfig, scalar_value
 from .rng import mosaic_umats, random_misset
 from .vectors import axis_rotation_matrix, cross, dot, norm, rotate_xyz
 
@@ -146,8 +146,8 @@ class PhiSweep:
 def resolve_phi(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> PhiSweep:
     """The C's phi auto-selection (phisteps, osc, phistep); phi = phi0 + phistep*phi_tic."""
     c = cfg.crystal
-    osc = -1.0 if c.osc is None else float(torch.as_tensor(c.osc).detach())
-    step = -1.0 if c.phistep is None else float(torch.as_tensor(c.phistep).detach())
+    osc = -1.0 if c.osc is None else scalar_value(c.osc)
+    step = -1.0 if c.phistep is None else scalar_value(c.phistep)
     steps = -1 if c.phisteps is None else c.phisteps
     step_t = None
     if steps < 0:
@@ -197,7 +197,7 @@ class Mosaic:
 def resolve_mosaic(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> Mosaic:
     """The C's mosaic_domains auto-selection and its domain matrices (mosaic_rotation_umat)."""
     c = cfg.crystal
-    spread = -1.0 if c.mosaic_spread is None else float(torch.as_tensor(c.mosaic_spread).detach())
+    spread = -1.0 if c.mosaic_spread is None else scalar_value(c.mosaic_spread)
     domains = -1 if c.mosaic_domains is None else c.mosaic_domains
     if domains <= 0:
         if spread < 0.0:

@@ -8,11 +8,13 @@ only on detector geometry: sub-pixel positions, solid angle (omega_pixel) and la
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
 
-from .config import SimulationConfig
+from .config import SimulationConfig, scalar_value
 from .vectors import cross, dot, rotate_axis, rotate_xyz, unitize
 
 Tensor = torch.Tensor
@@ -189,8 +191,8 @@ class Layers:
 def resolve_layers(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> Layers:
     """The C's detector_thicksteps auto-selection and sanity checks."""
     d = cfg.detector
-    thick = float(torch.as_tensor(d.thickness).detach())
-    step = -1.0 if d.thickstep is None else float(torch.as_tensor(d.thickstep).detach())
+    thick = scalar_value(d.thickness)
+    step = -1.0 if d.thickstep is None else scalar_value(d.thickstep)
     steps = -1 if d.thicksteps is None else d.thicksteps
     thick_t = _t(d.thickness, dtype, device)
     step_t = None  # tensor form where it is derived from the (possibly differentiable) thickness
@@ -205,7 +207,7 @@ def resolve_layers(cfg: SimulationConfig, dtype: torch.dtype, device: torch.devi
                 steps = 2
                 step_t = thick_t / steps
             else:
-                steps = int(torch.ceil(torch.tensor(thick / step)).item())
+                steps = math.ceil(thick / step)
     else:
         if thick < 0.0:
             if step <= 0.0:

@@ -11,6 +11,7 @@ matters for three stateful behaviours, reproduced exactly:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from .beam import Sources, build_sources
-from .config import AVOGADRO, R_E_SQR, WATER_F, WATER_MW, SimulationConfig
+from .config import AVOGADRO, R_E_SQR, WATER_F, WATER_MW, SimulationConfig, scalar_value
 from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, resolve_phi, rotated_cells
 from .detector import Geometry, Layers, resolve_geometry, resolve_layers
 from .lattice import shape_factor, square_factors
@@ -99,12 +100,15 @@ def build_plan(cfg: SimulationConfig, dtype: torch.dtype = torch.float32, device
     def t(x):
         return torch.as_tensor(x, dtype=dtype, device=device)
 
-    geom = resolve_geometry(cfg, dtype, device)
-    layers = resolve_layers(cfg, dtype, device)
-    sources = build_sources(cfg, geom, dtype, device)
-    crystal = build_crystal(cfg, dtype, device)
-    phi = resolve_phi(cfg, dtype, device)
-    mosaic = resolve_mosaic(cfg, dtype, device)
+    # the set-up (3-vectors and 3x3 matrices) runs in float64, as the C does, and is cast to the render dtype
+    # afterwards: discrete choices (N from -xtalsize, step counts, oversampling) never see float32 rounding
+    hi = torch.float64
+    geom = resolve_geometry(cfg, hi, device)
+    layers = resolve_layers(cfg, hi, device)
+    sources = build_sources(cfg, geom, hi, device)
+    crystal = build_crystal(cfg, hi, device)
+    phi = resolve_phi(cfg, hi, device)
+    mosaic = resolve_mosaic(cfg, hi, device)
     cells = rotated_cells(crystal, phi, mosaic, geom.spindle, cfg.c_compat)
     c = cfg.crystal
     fgrid = FGrid(c.structure_factors, t(c.default_F), dtype, device)
@@ -112,7 +116,7 @@ def build_plan(cfg: SimulationConfig, dtype: torch.dtype = torch.float32, device
     # interpolation auto-selection (the C's `interpolate > 1` rule) and the no-data override
     N = (crystal.Na, crystal.Nb, crystal.Nc)
     if c.interpolate is None:
-        interpolate = any(float(n.detach()) <= 2 for n in (t(c.Na), t(c.Nb), t(c.Nc)))
+        interpolate = any(scalar_value(n) <= 2 for n in (c.Na, c.Nb, c.Nc))
     else:
         interpolate = c.interpolate
     if fgrid.hkls == 0:
@@ -121,12 +125,16 @@ def build_plan(cfg: SimulationConfig, dtype: torch.dtype = torch.float32, device
     # oversampling: recommended = ceil(3 * xtalsize_max / (lambda0 * distance / pixel))
     lengths = norm(crystal.a0).detach()
     xtal_max = max(float(lengths[i]) * float(N[i].detach()) for i in range(3))
-    recip_pixel = float(t(cfg.beam.wavelength)) * float(geom.distance.detach()) / float(geom.pixel_size)
+    recip_pixel = scalar_value(cfg.beam.wavelength) * float(geom.distance.detach()) / float(geom.pixel_size)
     recommended = math.ceil(3.0 * xtal_max / recip_pixel)
     if recommended <= 0:
         recommended = 1
     oversample = cfg.detector.oversample if (cfg.detector.oversample or 0) > 0 else recommended
     steps = len(sources.wavelength) * mosaic.domains * phi.steps * oversample * oversample
+    geom, layers, sources, crystal, phi, mosaic = (_cast(x, dtype) for x in (geom, layers, sources, crystal, phi,
+                                                                              mosaic))
+    cells = cells.to(dtype)
+    N = (crystal.Na, crystal.Nb, crystal.Nc)
 
     fluence = t(cfg.beam.fluence)
     water = t(cfg.beam.water_size)
@@ -157,6 +165,13 @@ def build_plan(cfg: SimulationConfig, dtype: torch.dtype = torch.float32, device
 
 
 
+def _cast(obj, dtype: torch.dtype):
+    """A copy of a set-up dataclass with every floating tensor field cast to the render dtype."""
+    changes = {f.name: getattr(obj, f.name).to(dtype) for f in dataclasses.fields(obj)
+               if isinstance(getattr(obj, f.name), torch.Tensor) and getattr(obj, f.name).is_floating_point()}
+    return dataclasses.replace(obj, **changes)
+
+
 def _pixel_order(cfg: SimulationConfig, device: torch.device) -> Tensor:
     """Flat indices (spixel*fpixels + fpixel) of the pixels the C renders: inside the ROI, not masked."""
     d = cfg.detector
@@ -178,6 +193,7 @@ class ChunkResult:
     omega_sum: Tensor  # scalar: sum of omega_pixel over layers and sub-pixels (the C's omega_sum)
     switch_pixel: int | None  # position in the chunk of the first out-of-range interpolation sample
     inter: dict[str, Tensor] | None = None
+    first_pixel: int | None = None  # chunk position of the image's first evaluation (c_compat phi quirk)
 
 
 class InterpolationState:
@@ -337,7 +353,8 @@ def fast_values(plan: Plan, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
 
 def render_chunk(plan: Plan, flat_idx: Tensor, interp: InterpolationState, first_eval: bool = False,
                  keep: bool = False) -> ChunkResult:
-    """Render the pixels `flat_idx` (C,), in the C's order; `first_eval`: flat_idx[0] is the image's first."""
+    """Render the pixels `flat_idx` (C,), in the C's order; `first_eval`: the image's first evaluation has
+    not happened before this chunk."""
     cfg = plan.cfg
     first_fix = first_eval and plan.first_eval_phi_step is not None
     general = keep or interp.active or first_fix or (plan.any_toggle and cfg.c_compat) or bool(plan.hooks)
@@ -353,8 +370,9 @@ def render_chunk(plan: Plan, flat_idx: Tensor, interp: InterpolationState, first
     switch_pixel = None
     inter = None
     hkl = miller_indices(S, cells)  # three (R, n)
+    first_pixel = None
     if first_fix:
-        hkl = _first_evaluation(plan, hkl, S, culled)
+        hkl, first_pixel = _first_evaluation(plan, hkl, S, culled)
     hkl0 = tuple(torch.ceil(x - 0.5).detach() for x in hkl)
     F_latt, axes = lattice_transform(plan, hkl, hkl0)
     F_latt = F_latt * plan.hooks.get("F_latt", 1.0)
@@ -394,15 +412,19 @@ def render_chunk(plan: Plan, flat_idx: Tensor, interp: InterpolationState, first
     value = scale_to_photons(plan, I, f)
     if inter is not None:
         inter["I"] = I * plan.hooks.get("I_before_scaling", 1.0)
-    return ChunkResult(intensity=value, omega_sum=f["omega_sum"], switch_pixel=switch_pixel, inter=inter)
+    return ChunkResult(intensity=value, omega_sum=f["omega_sum"], switch_pixel=switch_pixel, inter=inter,
+                       first_pixel=first_pixel)
 
 
 def _first_evaluation(plan: Plan, hkl, S: Tensor, culled: Tensor):
-    """Pinned C: at the image's first evaluation the phi == 0 step still has the unrotated cell (ap = a0)."""
-    alive = ~culled[0].reshape(-1)
+    """Pinned C: the image's first evaluation (the first group, in raster order, that reaches the phi loop;
+    dmin may cull whole pixels) still has the unrotated cell at the phi == 0 step (ap = a0).
+
+    Returns (hkl, pixel): the chunk position of the pixel holding that evaluation (None: all culled)."""
+    alive = ~culled.reshape(-1)
     if not bool(alive.any()):
-        return hkl
-    k = int(torch.argmax(alive.to(torch.int8)))  # first group of the first pixel that reaches the phi loop
+        return hkl, None
+    k = int(torch.argmax(alive.to(torch.int8)))
     M = plan.mosaic.domains
     i0 = plan.first_eval_phi_step
     fresh = torch.einsum("mij,vj->mvi", plan.mosaic.umats, plan.crystal.a0)  # (M, 3 vectors, 3)
@@ -411,7 +433,7 @@ def _first_evaluation(plan: Plan, hkl, S: Tensor, culled: Tensor):
         x = x.clone()
         x[i0 * M:(i0 + 1) * M, k] = fresh[:, v, :] @ S[:, k]
         out.append(x)
-    return tuple(out)
+    return tuple(out), k // (alive.numel() // culled.shape[0])
 
 
 def _running_product_sum(I_bg: Tensor, contrib: Tensor, factor: Tensor, reached: Tensor) -> Tensor:
@@ -434,12 +456,14 @@ class RenderResult:
     image: Tensor  # (spixels, fpixels) in the plan dtype
     plan: Plan
     omega_sum: float
-    trace: dict | None = None
+    trace: dict | None = None  # the factors of `trace_pixel`
+    traces: dict = field(default_factory=dict)  # (slow, fast) -> factors, for every traced pixel
 
 
-def render(plan: Plan, samples_per_chunk: int | None = None, trace_pixel: tuple[int, int] | None = None
-           ) -> RenderResult:
-    """Render the whole image chunk by chunk (the C's raster order); optionally keep one pixel's factors.
+def render(plan: Plan, samples_per_chunk: int | None = None, trace_pixel: tuple[int, int] | None = None,
+           trace_pixels: list[tuple[int, int]] | None = None) -> RenderResult:
+    """Render the whole image chunk by chunk (the C's raster order); optionally keep the factors of
+    `trace_pixel` / `trace_pixels` ((slow, fast) each), evaluated in the image's own state.
 
     With gradients enabled each chunk is checkpointed: its intermediates are recomputed in backward, so the
     backward pass is memory-bounded like the forward pass."""
@@ -451,36 +475,42 @@ def render(plan: Plan, samples_per_chunk: int | None = None, trace_pixel: tuple[
     active = plan.interpolate
     values = []
     omega_sum = torch.zeros((), dtype=plan.dtype, device=plan.device)
-    trace_flat = None if trace_pixel is None else trace_pixel[0] * d.fpixels + trace_pixel[1]
-    trace = None
+    wanted = list(trace_pixels or []) + ([trace_pixel] if trace_pixel is not None else [])
+    pending = {int(p[0]) * d.fpixels + int(p[1]): (int(p[0]), int(p[1])) for p in wanted}
+    traces: dict[tuple[int, int], dict] = {}
     grad = torch.is_grad_enabled()
+    first = True  # the pinned C's first evaluation has not happened yet
     for start in range(0, n, per_chunk):
         idx = order[start:start + per_chunk]
-        first = start == 0
         if grad:
-            value, omega, switch = checkpoint(_chunk_values, plan, idx, active, first, use_reentrant=False)
+            value, omega, state = checkpoint(_chunk_values, plan, idx, active, first, use_reentrant=False)
         else:
-            value, omega, switch = _chunk_values(plan, idx, active, first)
+            value, omega, state = _chunk_values(plan, idx, active, first)
         values.append(value)
         omega_sum = omega_sum + omega.detach()
-        switch = int(switch)
-        if trace_flat is not None and trace is None:
-            hit = (idx == trace_flat).nonzero()
+        switch, first_pixel = int(state[0]), int(state[1])
+        for flat in pending:
+            hit = (idx == flat).nonzero()
             if hit.numel():
                 pos = int(hit[0, 0])
                 state = InterpolationState(active and (switch < 0 or switch >= pos))
-                one = render_chunk(plan, idx[pos:pos + 1], state, first_eval=(first and pos == 0), keep=True)
-                trace = {"inter": one.inter, "value": one.intensity[0]}
+                before = first and (first_pixel < 0 or first_pixel >= pos)
+                one = render_chunk(plan, idx[pos:pos + 1], state, first_eval=before, keep=True)
+                traces[pending[flat]] = {"inter": one.inter, "value": one.intensity[0]}
         active = active and switch < 0
+        first = first and first_pixel < 0
     image = torch.zeros(d.spixels * d.fpixels, dtype=plan.dtype, device=plan.device)
     if values:
         image = image.index_put((order,), torch.cat(values))
+    single = traces.get(tuple(int(v) for v in trace_pixel)) if trace_pixel is not None else None
     return RenderResult(image=image.reshape(d.spixels, d.fpixels), plan=plan, omega_sum=float(omega_sum),
-                        trace=trace)
+                        trace=single, traces=traces)
 
 
 def _chunk_values(plan: Plan, idx: Tensor, active: bool, first: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """render_chunk as a pure function of its inputs (for checkpointing): (values, omega_sum, switch or -1)."""
+    """render_chunk as a pure function of its inputs (for checkpointing):
+    (values, omega_sum, [interpolation switch position or -1, first-evaluation position or -1])."""
     res = render_chunk(plan, idx, InterpolationState(active), first_eval=first)
     switch = -1 if res.switch_pixel is None else res.switch_pixel
-    return res.intensity, res.omega_sum, torch.tensor(switch)
+    first = -1 if res.first_pixel is None else res.first_pixel
+    return res.intensity, res.omega_sum, torch.tensor([switch, first])

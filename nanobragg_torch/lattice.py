@@ -24,6 +24,17 @@ def sincg(x: Tensor, N: Tensor) -> Tensor:
     return torch.where(zero, N * torch.ones_like(x), torch.sin(x * N) / den)
 
 
+def sincg_smooth(x: Tensor, N: Tensor) -> Tensor:
+    """sincg() continued to real N: sin(N y)/sin(y) at y = x - pi*round(x/pi), the offset from the nearest
+    lattice point. For integer N it equals sincg up to the sign (-1)^((N-1)k) (F_latt enters squared), and
+    for any N it is bounded by N and continuously differentiable in x and N; the C's form has poles at
+    x = k pi (k != 0) for non-integer N, and its N-derivative there grows like k pi / sin(x)."""
+    y = x - math.pi * torch.round(x / math.pi).detach()
+    zero = y == 0.0
+    den = torch.where(zero, torch.ones_like(y), torch.sin(y))
+    return torch.where(zero, N * torch.ones_like(y), torch.sin(y * N) / den)
+
+
 def sinc3(x: Tensor) -> Tensor:
     """sinc3(): 3 (sin x / x - cos x) / x^2, 1 at x == 0 (transform of a sphere)."""
     zero = x == 0.0
@@ -32,10 +43,25 @@ def sinc3(x: Tensor) -> Tensor:
 
 
 def square_factors(hkl: tuple[Tensor, Tensor, Tensor], N: tuple[Tensor, Tensor, Tensor],
-                   active: tuple[bool, bool, bool]) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-axis sincg(pi h, Na) of the parallelepiped crystal; 1 where the C skips the axis (N <= 1)."""
-    return tuple(sincg(math.pi * x, n) if on else torch.ones_like(x)
-                 for x, n, on in zip(hkl, N, active, strict=True))
+                   active: tuple[bool, bool, bool], smooth: tuple[bool, bool, bool] | None = None
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-axis sincg(pi h, Na) of the parallelepiped crystal; 1 where the C skips the axis (N <= 1).
+
+    `smooth`: per axis, use sincg_smooth (default: where N requires grad, so that dF_latt/dN is finite, or
+    is not an integer, so that F_latt has no poles; integer N keeps the C's sincg bit for bit)."""
+    if smooth is None:
+        smooth = tuple(_needs_smooth(n) for n in N)
+    return tuple((sincg_smooth if sm else sincg)(math.pi * x, n) if on else torch.ones_like(x)
+                 for x, n, on, sm in zip(hkl, N, active, smooth, strict=True))
+
+
+def _needs_smooth(n: Tensor) -> bool:
+    if n.requires_grad:
+        return True
+    if torch.compiler.is_compiling():  # no host read inside a compiled graph: callers pass `smooth` there
+        return False
+    v = float(n.detach())
+    return v != math.floor(v)
 
 
 def shape_factor(shape: str, hkl: tuple[Tensor, Tensor, Tensor], hkl0: tuple[Tensor, Tensor, Tensor],

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .cli import RunOptions
-from .config import RTD, SimulationConfig
+from .config import RTD, SimulationConfig, scalar_value
 from .engine import RenderResult, build_plan, render
 from .images import image_statistics, int_image, pgm_image
 from .io.fdump import write_fdump
@@ -21,7 +21,7 @@ from .trace import format_c_printout, format_trace, pixel_trace
 
 
 def _g(x) -> float:
-    return float(torch.as_tensor(x).detach().double())
+    return scalar_value(x)
 
 
 def geometry_report(result: RenderResult) -> list[str]:

@@ -23,11 +23,12 @@ def _v(x: torch.Tensor) -> tuple[float, ...]:
     return tuple(float(c) for c in x.detach().double().cpu().reshape(-1))
 
 
-def pixel_trace(result: RenderResult) -> dict[str, TraceValue]:
-    """Factors of the traced pixel in pipeline order (see nanobragg_torch.parity.schema)."""
-    if result.trace is None:
-        raise ValueError("render() was not asked for a trace pixel")
-    x = result.trace["inter"]
+def pixel_trace(result: RenderResult, pixel: tuple[int, int] | None = None) -> dict[str, TraceValue]:
+    """Factors of a traced pixel (default: render's `trace_pixel`) in pipeline order (parity.schema)."""
+    kept = result.trace if pixel is None else result.traces.get(tuple(pixel))
+    if kept is None:
+        raise ValueError(f"render() was not asked to trace pixel {pixel}")
+    x = kept["inter"]
     plan = result.plan
     g = plan.geom
     d = plan.cfg.detector
@@ -53,7 +54,7 @@ def pixel_trace(result: RenderResult) -> dict[str, TraceValue]:
     out["polar"] = _f(x["polar_all"][0, -1, -1, -1] if d.oversample_polar else x["polar_first"][0])
     out["omega_pixel"] = _f(x["omega_all"][0, -1, -1] if d.oversample_omega else x["omega_first"][0])
     out["cos_2theta"] = _f((x["incident"][-1] * x["diffracted"][0, -1, -1]).sum())
-    out["I_pixel_final"] = _f(result.trace["value"])
+    out["I_pixel_final"] = _f(kept["value"])
     return out
 
 

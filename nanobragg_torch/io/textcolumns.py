@@ -8,14 +8,15 @@ Rules of read_text_file, mirrored here (see docs/formats.md):
 - The file is read in ``fgets`` pieces: up to a newline, at most 10239 bytes; a longer line becomes several
   rows. A NUL byte ends the text of its piece.
 - Leading delimiters (space, tab, ``,;:!``) are skipped; a piece that is then exactly ``"\\n"`` is blank and
-  skipped. Every other piece is one row (a comment line such as ``# x`` is a row whose first value is 0).
+  skipped. Every other piece is one row (a comment line such as ``# x`` becomes a row of zeros, see below).
 - In a row, each field is converted with ``atof`` (longest numeric prefix, 0.0 when there is none, so a junk
   token gives 0.0 and ``inf``/``nan`` are accepted). The scan then skips characters of ``0123456789-+.EGeg``,
   then everything up to the next delimiter, then the delimiters; it stops at ``"\\n"`` or after ``ncols``
   fields. Fields beyond the ncols-th are ignored.
-- Values missing at the end of a row stay NaN, except where the row does not end in ``"\\n"`` right after a
-  delimiter run (last line without newline, a CRLF line, a split long line): the C then keeps converting the
-  empty rest of the string and fills the missing columns with 0.0.
+- Values missing at the end of a row stay NaN, but only when the scan lands exactly on the ``"\\n"``: that
+  is, the last field is all number characters or is followed by delimiters. Otherwise the newline is swallowed
+  with the field (a last token ``abc``, ``1x``, a ``\\r`` of a CRLF line, a last line with no newline, a long
+  line cut by fgets) and the C converts the empty rest: the missing columns become 0.0, not NaN.
 """
 
 from __future__ import annotations

@@ -210,7 +210,7 @@ SCHEMA: tuple[Factor, ...] = (
         "sum",
         "I",
         None,
-        1e-9,
+        1e-7,  # sincg near a Bragg peak turns a 1-ulp difference in h into ~1e-8 of the sum
         1e-30,
         "electrons^2",
         "the C's accumulated I for the pixel (including I_bg), before r_e^2*fluence/steps",
@@ -229,7 +229,17 @@ SCHEMA: tuple[Factor, ...] = (
         "1",
         "sources * mosaic_domains * phisteps * oversample^2",
     ),
-    _f("I_over_steps", 1, "scale", "I/steps", None, 1e-9, 1e-30, "electrons^2", "I / steps"),
+    _f(
+        "I_over_steps",
+        1,
+        "scale",
+        "I/steps",
+        None,
+        1e-7,
+        1e-30,
+        "electrons^2",
+        "I / steps (see I_before_scaling)",
+    ),
     # per-pixel corrections
     _f(
         "capture_fraction",

@@ -1,0 +1,185 @@
+"""Batched rendering: many configurations in one call, returning a (B, spixels, fpixels) tensor.
+
+`simulate_batch(base, batched={"crystal.misset": (B, 3) tensor})` renders one image per row; a list of
+configurations works too. Gradients flow per element: element i's image depends only on element i's
+tensors.
+
+The engine has no batch axis. Two strategies:
+  * vectorized: when the elements differ only in the crystal's orientation/cell (misset, reciprocal matrix,
+    cell, phi0/phistep/osc, spindle axis... anything that only changes the rotated cells of engine.Plan) and
+    the render takes the engine's fast path (nearest-neighbour F, SQUARE or ROUND shape, no pinned-C
+    first-evaluation or oversample-toggle order), the pixel factors of each chunk (positions, solid angle,
+    polarization, capture fraction, scattering vectors) are computed once and the lattice sum is evaluated
+    for all elements' cells at once: one pass over the detector for the whole batch;
+  * loop: otherwise, one `simulate` per element.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from .config import SimulationConfig
+from .engine import (
+    DEFAULT_SAMPLES_PER_CHUNK,
+    Plan,
+    build_plan,
+    lattice_transform,
+    miller_indices,
+    pixel_factors,
+    scale_to_photons,
+)
+from .simulate import simulate
+from .structure_factors import nearest_lookup
+
+Tensor = torch.Tensor
+
+# config fields that only change engine.Plan.cells (with the checks in `_compatible` on the plans)
+CELL_ONLY_FIELDS = {("crystal", n) for n in ("misset", "reciprocal_matrix", "cell", "phi0", "phistep", "osc",
+                                             "misset_random", "misset_seed", "mosaic_spread", "mosaic_seed",
+                                             "spindle_axis")}
+
+
+def expand_configs(base: SimulationConfig, batched: Mapping[str, Tensor]) -> list[SimulationConfig]:
+    """One config per row of the batched tensors: {"group.field": (B, ...) tensor} (group: detector, beam,
+    crystal; e.g. "crystal.misset" (B, 3) radians, "crystal.reciprocal_matrix" (B, 3, 3), "detector.distance"
+    (B,) metres). Tuple-valued fields (misset, cell) get a tuple of 0-d tensors."""
+    sizes = {k: v.shape[0] for k, v in batched.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"batched tensors disagree on the batch size: {sizes}")
+    B = next(iter(sizes.values()))
+    out = []
+    for i in range(B):
+        cfg = base
+        for key, value in batched.items():
+            group, name = key.split(".")
+            sub = getattr(cfg, group)
+            old = getattr(sub, name)
+            row = value[i]
+            if isinstance(old, tuple) or name in ("misset", "cell"):
+                row = tuple(row[j] for j in range(row.shape[0]))
+            cfg = dataclasses.replace(cfg, **{group: dataclasses.replace(sub, **{name: row})})
+        out.append(cfg)
+    return out
+
+
+def simulate_batch(configs: SimulationConfig | Sequence[SimulationConfig],
+                   batched: Mapping[str, Tensor] | None = None, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str = "cpu", samples_per_chunk: int | None = None,
+                   vectorize: bool | None = None) -> Tensor:
+    """Render a batch: (B, spixels, fpixels) float images.
+
+    `configs`: a list of configurations, or one base configuration with `batched` (see expand_configs).
+    `vectorize`: None picks the shared-pixel-factor path when it applies (see the module docstring), True
+    requires it (ValueError otherwise), False always loops over `simulate`."""
+    if isinstance(configs, SimulationConfig):
+        cfgs = expand_configs(configs, batched) if batched else [configs]
+    else:
+        if batched:
+            raise ValueError("give either a list of configs or one base config with `batched`")
+        cfgs = list(configs)
+    if not cfgs:
+        raise ValueError("empty batch")
+    if vectorize is not False:
+        reason = _why_not_vectorizable(cfgs)
+        plans = None
+        if reason is None:
+            plans = [build_plan(c, dtype, device, compile=False, samples_per_chunk=samples_per_chunk)
+                     for c in cfgs]
+            reason = _plans_incompatible(plans)
+        if reason is None:
+            return _render_shared(plans, samples_per_chunk)
+        if vectorize:
+            raise ValueError(f"batch cannot be vectorized: {reason}")
+    return torch.stack([simulate(c, dtype, device, samples_per_chunk) for c in cfgs])
+
+
+def _same(a, b) -> bool:
+    """Config values equal (tensors: the same object, or equal and not requiring grad)."""
+    if a is b:
+        return True
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+            return False
+        return (not a.requires_grad and not b.requires_grad and a.shape == b.shape and a.dtype == b.dtype
+                and bool(torch.equal(a, b)))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if dataclasses.is_dataclass(a) and type(a) is type(b):
+        return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _why_not_vectorizable(cfgs: list[SimulationConfig]) -> str | None:
+    ref = cfgs[0]
+    if ref.crystal.shape not in ("SQUARE", "ROUND"):
+        return f"shape {ref.crystal.shape} uses each element's reciprocal cell"
+    for cfg in cfgs[1:]:
+        for group in ("detector", "beam", "crystal"):
+            a, b = getattr(ref, group), getattr(cfg, group)
+            for f in dataclasses.fields(a):
+                if (group, f.name) in CELL_ONLY_FIELDS:
+                    continue
+                if not _same(getattr(a, f.name), getattr(b, f.name)):
+                    return f"elements differ in {group}.{f.name}"
+        if ref.c_compat != cfg.c_compat or ref.pix0_override != cfg.pix0_override:
+            return "elements differ in c_compat/pix0_override"
+    return None
+
+
+def _plans_incompatible(plans: list[Plan]) -> str | None:
+    p0 = plans[0]
+    if p0.interpolate:
+        return "tricubic interpolation (its one-way switch is per image)"
+    if p0.first_eval_phi_step is not None or (p0.any_toggle and p0.cfg.c_compat) or p0.hooks:
+        return "the render needs the engine's general (stateful) path"
+    for p in plans[1:]:
+        if (p.oversample, p.steps, p.phi.steps, p.mosaic.domains, p.layers.count, p.N_active,
+                p.first_eval_phi_step, p.interpolate) != (p0.oversample, p0.steps, p0.phi.steps,
+                                                          p0.mosaic.domains, p0.layers.count, p0.N_active,
+                                                          p0.first_eval_phi_step, p0.interpolate):
+            return "elements resolve to different sample counts (oversample, phi steps, domains)"
+    return None
+
+
+def _chunk_values_shared(plan: Plan, idx: Tensor, cells: Tensor) -> Tensor:
+    """The engine's fast path for one chunk and B cell sets (B, R, 3, 3): values (B, C)."""
+    B, R = cells.shape[:2]
+    f = pixel_factors(plan, idx)
+    hkl = miller_indices(f["S"], cells.reshape(B * R, 3, 3))  # three (B*R, n)
+    hkl0 = tuple(torch.ceil(x - 0.5).detach() for x in hkl)
+    F_latt, _ = lattice_transform(plan, hkl, hkl0)
+    g = plan.fgrid
+    F_cell = nearest_lookup(g.grid, g.lo, g.hi, g.default_F, hkl0)
+    group_sum = (F_cell * F_cell * F_latt * F_latt).reshape(B, R, -1).sum(1)  # (B, n)
+    group_sum = torch.where(f["culled"].reshape(1, -1), torch.zeros_like(group_sum), group_sum)
+    I = plan.I_bg + (group_sum * f["toggled"]).reshape(B, idx.shape[0], -1).sum(-1)  # (B, C)
+    return scale_to_photons(plan, I, f)
+
+
+def _render_shared(plans: list[Plan], samples_per_chunk: int | None) -> Tensor:
+    p0 = plans[0]
+    d = p0.cfg.detector
+    B = len(plans)
+    cells = torch.stack([p.cells.reshape(-1, 3, 3) for p in plans])  # (B, R, 3, 3)
+    budget = samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK
+    per_chunk = max(1, budget // max(1, p0.samples_per_pixel * B))
+    order = p0.pixel_order
+    grad = torch.is_grad_enabled()
+    values = []
+    for start in range(0, order.numel(), per_chunk):
+        idx = order[start:start + per_chunk]
+        if grad:
+            values.append(checkpoint(_chunk_values_shared, p0, idx, cells, use_reentrant=False))
+        else:
+            values.append(_chunk_values_shared(p0, idx, cells))
+    image = torch.zeros((B, d.spixels * d.fpixels), dtype=p0.dtype, device=p0.device)
+    if values:
+        image = image.index_copy(1, order, torch.cat(values, dim=1))
+    return image.reshape(B, d.spixels, d.fpixels)

@@ -1,0 +1,20 @@
+"""Shared test options: the device (env NB_DEVICE, default cpu; cuda tests skip cleanly without a GPU)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+def test_device() -> torch.device:
+    name = os.environ.get("NB_DEVICE", "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        pytest.skip("NB_DEVICE=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+@pytest.fixture
+def device() -> torch.device:
+    return test_device()

@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Regenerate or check the C goldens of golden/cases.toml.
+
+    NB_C_BIN=... NB_C_FIXED_BIN=... NB_C_SRC=... NB_C_FIXED_SRC=... NB_C_CFLAGS="..." \\
+        python tools/regen_goldens.py [--case NAME]... [--tag TAG]... [--variant pinned|fixed]
+                                      [--update] [--check] [--jobs N] [--make-inputs] [--list]
+
+Without --update an existing golden whose content changed is reported (CHANGED) and left alone; new
+goldens are always written. --check renders everything again and writes nothing: it reports every
+golden the binaries no longer reproduce (exit 1). The C binary is only ever run, from the paths in
+NB_C_BIN (pinned) and NB_C_FIXED_BIN (fixed); NB_C_SRC / NB_C_FIXED_SRC are read only for their sha256.
+See docs/golden.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from nanobragg_torch.parity.goldens import VARIANTS, golden_dir, load_cases  # noqa: E402
+from nanobragg_torch.parity.regen import RenderError, orphans, regenerate  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", action="append", default=[], help="only this case (repeatable)")
+    ap.add_argument("--tag", action="append", default=[], help="only cases with this tag (repeatable)")
+    ap.add_argument("--variant", choices=VARIANTS, action="append", help="only this C build (repeatable)")
+    ap.add_argument("--update", action="store_true", help="overwrite goldens whose content changed")
+    ap.add_argument("--check", action="store_true", help="re-render and compare only; write nothing")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel C runs (default 2)")
+    ap.add_argument("--root", type=Path, default=None, help="golden directory (default: golden/)")
+    ap.add_argument("--shared", type=Path, default=None, help="shared data dir (default: $NB_SHARED_DATA)")
+    ap.add_argument(
+        "--make-inputs",
+        action="store_true",
+        help="(re)write golden/inputs with tools/golden_inputs.py first (with --check: verify them)",
+    )
+    ap.add_argument("--list", action="store_true", help="list the selected cases and exit")
+    args = ap.parse_args(argv)
+    if args.update and args.check:
+        ap.error("--update and --check exclude each other")
+
+    root = args.root or golden_dir()
+    cases = load_cases(root / "cases.toml")
+    names = {c.name for c in cases}
+    unknown = [n for n in args.case if n not in names]
+    if unknown:
+        ap.error(f"unknown case(s): {', '.join(unknown)}")
+    if args.case:
+        cases = [c for c in cases if c.name in args.case]
+    if args.tag:
+        cases = [c for c in cases if set(args.tag) & set(c.tags)]
+    if args.list:
+        for c in cases:
+            print(f"{c.name:<40s} {','.join(c.variants):<13s} {c.size:<5s} {' '.join(c.tags)}")
+        return 0
+
+    bad_inputs: list[str] = []
+    if args.make_inputs:
+        import golden_inputs
+
+        bad_inputs = golden_inputs.write_inputs(root / "inputs", check=args.check)
+        print(f"inputs {'differing' if args.check else 'written'}: {', '.join(bad_inputs) or '-'}")
+
+    t0 = time.time()
+    try:
+        status = regenerate(
+            cases,
+            args.variant,
+            update=args.update,
+            check=args.check,
+            root=root,
+            shared=args.shared,
+            jobs=args.jobs,
+        )
+    except RenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts = ", ".join(f"{k} {len(v)}" for k, v in status.items() if v)
+    print(f"\n{sum(len(v) for v in status.values())} goldens in {time.time() - t0:.0f} s: {counts}")
+    if not args.case and not args.tag and not args.variant:
+        stray = orphans(load_cases(root / "cases.toml"), root)
+        if stray:
+            print("orphan goldens (no case): " + ", ".join(stray))
+    failed = status["changed"] + status["error"] + status["missing"]
+    if args.check:
+        print(
+            "check: "
+            + (
+                "all goldens reproduced"
+                if not failed and not bad_inputs
+                else f"{len(failed)} golden(s) not reproduced"
+            )
+        )
+    return 1 if (failed or (args.check and bad_inputs)) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
