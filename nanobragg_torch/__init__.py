@@ -3,5 +3,12 @@
 from .config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, StructureFactors
 from .simulate import simulate, simulate_with_trace
 
-__all__ = ["BeamConfig", "CrystalConfig", "DetectorConfig", "SimulationConfig", "StructureFactors", "simulate",
-           "simulate_with_trace"]
+__all__ = [
+    "BeamConfig",
+    "CrystalConfig",
+    "DetectorConfig",
+    "SimulationConfig",
+    "StructureFactors",
+    "simulate",
+    "simulate_with_trace",
+]

@@ -35,7 +35,9 @@ class Sources:
     raw: Tensor  # (n, 3) positions before unitizing (printed by the C)
 
 
-def _auto_steps(steps: int, rng: float, step: float, whole_default: float, inclusive: bool) -> tuple[int, float, float]:
+def _auto_steps(
+    steps: int, rng: float, step: float, whole_default: float, inclusive: bool
+) -> tuple[int, float, float]:
     """The C's range/step/count auto-selection shared by hdiv, vdiv and dispersion.
 
     `inclusive`: when range and count are given, step = range/(count-1) (divergence and dispersion).
@@ -76,12 +78,23 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
     b = cfg.beam
     lambda0 = torch.as_tensor(b.wavelength, dtype=dtype, device=device)
     neg = -1.0
-    hsteps, hrange, hstep = _auto_steps(b.hdivsteps or -1, _f(b.hdivrange) if b.hdivrange is not None else neg,
-                                        _f(b.hdivstep) if b.hdivstep is not None else neg, 1.0, True)
-    vsteps, vrange, vstep = _auto_steps(b.vdivsteps or -1, _f(b.vdivrange) if b.vdivrange is not None else neg,
-                                        _f(b.vdivstep) if b.vdivstep is not None else neg, 1.0, True)
-    dsteps, disp, dstep = _auto_steps(b.dispsteps or -1, _f(b.dispersion) if b.dispersion is not None else 0.0,
-                                      neg, 1.0, True)
+    hsteps, hrange, hstep = _auto_steps(
+        b.hdivsteps or -1,
+        _f(b.hdivrange) if b.hdivrange is not None else neg,
+        _f(b.hdivstep) if b.hdivstep is not None else neg,
+        1.0,
+        True,
+    )
+    vsteps, vrange, vstep = _auto_steps(
+        b.vdivsteps or -1,
+        _f(b.vdivrange) if b.vdivrange is not None else neg,
+        _f(b.vdivstep) if b.vdivstep is not None else neg,
+        1.0,
+        True,
+    )
+    dsteps, disp, dstep = _auto_steps(
+        b.dispsteps or -1, _f(b.dispersion) if b.dispersion is not None else 0.0, neg, 1.0, True
+    )
     # sanity checks
     if hrange <= 0.0 or hstep <= 0.0 or hsteps <= 0:
         hsteps, hrange, hstep = 1, 0.0, 0.0
@@ -117,8 +130,16 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
         for iv in range(vsteps):
             hdiv = hstep * ih - hrange / 2.0
             vdiv = vstep * iv - vrange / 2.0
-            test = (hdiv * hdiv - hstep * hstep / 4.0 * (1 - hsteps % 2)) / hrange / hrange if hrange else math.nan
-            test2 = (vdiv * vdiv - vstep * vstep / 4.0 * (1 - vsteps % 2)) / vrange / vrange if vrange else math.nan
+            test = (
+                (hdiv * hdiv - hstep * hstep / 4.0 * (1 - hsteps % 2)) / hrange / hrange
+                if hrange
+                else math.nan
+            )
+            test2 = (
+                (vdiv * vdiv - vstep * vstep / 4.0 * (1 - vsteps % 2)) / vrange / vrange
+                if vrange
+                else math.nan
+            )
             total = test + test2
             if b.round_div and total * 4.0 > 1.1:
                 continue  # the C's elliptical trim (NaN never trims)
@@ -139,5 +160,6 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
     lam = lam.repeat(n_div)
     weight = torch.full((n,), 1.0 / n if n else 0.0, dtype=dtype, device=device)
     direction = unitize(pos)[0]
-    return Sources(direction, lam, weight, hrange, vrange, hstep, vstep, n_div, dsteps, disp, dstep, deviations,
-                   pos)
+    return Sources(
+        direction, lam, weight, hrange, vrange, hstep, vstep, n_div, dsteps, disp, dstep, deviations, pos
+    )

@@ -19,39 +19,168 @@ from .io.textcolumns import c_atof
 
 # value kinds: f float, i int, s string, F3 three floats, I2/I4 ints, cell 1-6 floats, misset, pivot, abs
 C_FLAGS: dict[str, str] = {
-    "-Na": "i", "-Nb": "i", "-Nc": "i", "-N": "i", "-cell": "cell", "-misset": "misset",
-    "-samplesize": "f", "-sample_size": "f", "-sample_thick": "f", "-sample_x": "f", "-sample_width": "f",
-    "-sample_y": "f", "-width": "f", "-sample_height": "f", "-sample_z": "f", "-height": "f", "-xtalsize": "f",
-    "-xtal_size": "f", "-xtal_thick": "f", "-xtal_x": "f", "-xtal_width": "f", "-xtal_y": "f",
-    "-xtal_height": "f", "-xtal_z": "f", "-density": "f", "-sample_density": "f", "-MW": "f",
-    "-molecules": "f", "-Xbeam": "f", "-Ybeam": "f", "-Xclose": "f", "-Yclose": "f", "-ORGX": "f",
-    "-ORGY": "f", "-pivot": "pivot", "-mosflm": "", "-xds": "", "-adxv": "", "-denzo": "", "-dials": "",
-    "-fdet_vector": "F3", "-sdet_vector": "F3", "-odet_vector": "F3", "-beam_vector": "F3",
-    "-polar_vector": "F3", "-spindle_axis": "F3", "-twotheta_axis": "F3", "-pix0_vector": "F3",
-    "-pix0_vector_mm": "F3", "-distance": "f", "-close_distance": "f", "-detector_abs": "abs",
-    "-detector_absorb": "abs", "-detector_thick": "f", "-detector_thicksteps": "i", "-thicksteps": "i",
-    "-twotheta": "f", "-detector_rotx": "f", "-detector_roty": "f", "-detector_rotz": "f", "-detsize": "f",
-    "-detsize_f": "f", "-detsize_s": "f", "-detpixels": "i", "-detpixels_f": "i", "-detpixels_x": "i",
-    "-detpixels_s": "i", "-detpixels_y": "i", "-curved_det": "", "-pixel": "f", "-point_pixel": "",
-    "-polar": "f", "-nopolar": "", "-oversample_thick": "", "-oversample_polar": "", "-oversample_omega": "",
-    "-oversample": "i", "-roi": "I4", "-lambda": "f", "-wave": "f", "-wavelength": "f", "-energy": "f",
-    "-fluence": "f", "-flux": "f", "-exposure": "f", "-beamsize": "f", "-mosaic": "f", "-mosaic_spread": "f",
-    "-mosaicity": "f", "-mosaic_domains": "i", "-mosaic_dom": "i", "-dispersion": "f", "-dispsteps": "i",
-    "-divergence": "f", "-hdivrange": "f", "-vdivrange": "f", "-hdivstep": "f", "-hdivsteps": "i",
-    "-vdivstep": "f", "-vdivsteps": "i", "-divsteps": "i", "-round_div": "", "-square_div": "", "-adc": "f",
-    "-phi": "f", "-osc": "f", "-phistep": "f", "-phisteps": "i", "-dmin": "f", "-mat": "s", "-hkl": "s",
-    "-default_F": "f", "-dump": "s", "-img": "s", "-mask": "s", "-stolout": "s", "-stol": "s", "-4stol": "s",
-    "-Q": "s", "-sourcefile": "s", "-floatfile": "s", "-floatimage": "s", "-intfile": "s", "-intimage": "s",
-    "-pgmfile": "s", "-pgmimage": "s", "-noisefile": "s", "-noiseimage": "s", "-nonoise": "", "-nopgm": "",
-    "-scale": "f", "-pgmscale": "f", "-coherent": "", "-printout": "", "-noprogress": "", "-progress": "",
-    "-interpolate": "", "-nointerpolate": "", "-round_xtal": "", "-square_xtal": "", "-gauss_xtal": "",
-    "-binary_spots": "", "-tophat_spots": "", "-fudge": "f", "-printout_pixel": "I2", "-seed": "i",
-    "-mosaic_seed": "i", "-misset_seed": "i", "-water": "f",
+    "-Na": "i",
+    "-Nb": "i",
+    "-Nc": "i",
+    "-N": "i",
+    "-cell": "cell",
+    "-misset": "misset",
+    "-samplesize": "f",
+    "-sample_size": "f",
+    "-sample_thick": "f",
+    "-sample_x": "f",
+    "-sample_width": "f",
+    "-sample_y": "f",
+    "-width": "f",
+    "-sample_height": "f",
+    "-sample_z": "f",
+    "-height": "f",
+    "-xtalsize": "f",
+    "-xtal_size": "f",
+    "-xtal_thick": "f",
+    "-xtal_x": "f",
+    "-xtal_width": "f",
+    "-xtal_y": "f",
+    "-xtal_height": "f",
+    "-xtal_z": "f",
+    "-density": "f",
+    "-sample_density": "f",
+    "-MW": "f",
+    "-molecules": "f",
+    "-Xbeam": "f",
+    "-Ybeam": "f",
+    "-Xclose": "f",
+    "-Yclose": "f",
+    "-ORGX": "f",
+    "-ORGY": "f",
+    "-pivot": "pivot",
+    "-mosflm": "",
+    "-xds": "",
+    "-adxv": "",
+    "-denzo": "",
+    "-dials": "",
+    "-fdet_vector": "F3",
+    "-sdet_vector": "F3",
+    "-odet_vector": "F3",
+    "-beam_vector": "F3",
+    "-polar_vector": "F3",
+    "-spindle_axis": "F3",
+    "-twotheta_axis": "F3",
+    "-pix0_vector": "F3",
+    "-pix0_vector_mm": "F3",
+    "-distance": "f",
+    "-close_distance": "f",
+    "-detector_abs": "abs",
+    "-detector_absorb": "abs",
+    "-detector_thick": "f",
+    "-detector_thicksteps": "i",
+    "-thicksteps": "i",
+    "-twotheta": "f",
+    "-detector_rotx": "f",
+    "-detector_roty": "f",
+    "-detector_rotz": "f",
+    "-detsize": "f",
+    "-detsize_f": "f",
+    "-detsize_s": "f",
+    "-detpixels": "i",
+    "-detpixels_f": "i",
+    "-detpixels_x": "i",
+    "-detpixels_s": "i",
+    "-detpixels_y": "i",
+    "-curved_det": "",
+    "-pixel": "f",
+    "-point_pixel": "",
+    "-polar": "f",
+    "-nopolar": "",
+    "-oversample_thick": "",
+    "-oversample_polar": "",
+    "-oversample_omega": "",
+    "-oversample": "i",
+    "-roi": "I4",
+    "-lambda": "f",
+    "-wave": "f",
+    "-wavelength": "f",
+    "-energy": "f",
+    "-fluence": "f",
+    "-flux": "f",
+    "-exposure": "f",
+    "-beamsize": "f",
+    "-mosaic": "f",
+    "-mosaic_spread": "f",
+    "-mosaicity": "f",
+    "-mosaic_domains": "i",
+    "-mosaic_dom": "i",
+    "-dispersion": "f",
+    "-dispsteps": "i",
+    "-divergence": "f",
+    "-hdivrange": "f",
+    "-vdivrange": "f",
+    "-hdivstep": "f",
+    "-hdivsteps": "i",
+    "-vdivstep": "f",
+    "-vdivsteps": "i",
+    "-divsteps": "i",
+    "-round_div": "",
+    "-square_div": "",
+    "-adc": "f",
+    "-phi": "f",
+    "-osc": "f",
+    "-phistep": "f",
+    "-phisteps": "i",
+    "-dmin": "f",
+    "-mat": "s",
+    "-hkl": "s",
+    "-default_F": "f",
+    "-dump": "s",
+    "-img": "s",
+    "-mask": "s",
+    "-stolout": "s",
+    "-stol": "s",
+    "-4stol": "s",
+    "-Q": "s",
+    "-sourcefile": "s",
+    "-floatfile": "s",
+    "-floatimage": "s",
+    "-intfile": "s",
+    "-intimage": "s",
+    "-pgmfile": "s",
+    "-pgmimage": "s",
+    "-noisefile": "s",
+    "-noiseimage": "s",
+    "-nonoise": "",
+    "-nopgm": "",
+    "-scale": "f",
+    "-pgmscale": "f",
+    "-coherent": "",
+    "-printout": "",
+    "-noprogress": "",
+    "-progress": "",
+    "-interpolate": "",
+    "-nointerpolate": "",
+    "-round_xtal": "",
+    "-square_xtal": "",
+    "-gauss_xtal": "",
+    "-binary_spots": "",
+    "-tophat_spots": "",
+    "-fudge": "f",
+    "-printout_pixel": "I2",
+    "-seed": "i",
+    "-mosaic_seed": "i",
+    "-misset_seed": "i",
+    "-water": "f",
 }
 # flags of ours (not the C's)
 OWN_FLAGS: dict[str, str] = {
-    "-dtype": "dtype", "-device": "s", "-trace_pixel": "I2", "-c_compat": "", "--c-compat": "",
-    "-pix0_override": "", "-pngfile": "s", "-demo": "", "-chunk": "i", "-outdir": "s",
+    "-dtype": "dtype",
+    "-device": "s",
+    "-trace_pixel": "I2",
+    "-c_compat": "",
+    "--c-compat": "",
+    "-pix0_override": "",
+    "-pngfile": "s",
+    "-demo": "",
+    "-chunk": "i",
+    "-outdir": "s",
 }
 ALL_FLAGS = {**C_FLAGS, **OWN_FLAGS}
 _ARITY = {"": 0, "f": 1, "i": 1, "s": 1, "abs": 1, "pivot": 1, "dtype": 1, "F3": 3, "I2": 2, "I4": 4}
@@ -87,13 +216,13 @@ def validate(argv: list[str]) -> None:
             if i + 1 < n and argv[i + 1].startswith("rand"):
                 i += 2
                 continue
-            vals = argv[i + 1:i + 4]
+            vals = argv[i + 1 : i + 4]
             if len(vals) < 3 or not all(_is_float(v) for v in vals):
                 raise InputError(f"flag {flag}: expected three angles in degrees or 'random'")
             i += 4
             continue
         arity = _ARITY[kind]
-        vals = argv[i + 1:i + 1 + arity]
+        vals = argv[i + 1 : i + 1 + arity]
         if len(vals) < arity:
             raise InputError(f"flag {flag}: missing value ({arity} expected)")
         for v in vals:
@@ -102,7 +231,9 @@ def validate(argv: list[str]) -> None:
             if kind in ("i", "I2", "I4") and not _INT.match(v):
                 raise InputError(f"flag {flag}: expected an integer, got {v!r}")
         if kind == "abs" and not (_is_float(vals[0]) or "inf" in vals[0]):
-            raise InputError(f"flag {flag}: expected an attenuation depth in microns or 'inf', got {vals[0]!r}")
+            raise InputError(
+                f"flag {flag}: expected an attenuation depth in microns or 'inf', got {vals[0]!r}"
+            )
         if kind == "pivot" and vals[0] not in ("sample", "beam"):
             raise InputError(f"flag {flag}: expected 'sample' or 'beam', got {vals[0]!r}")
         if kind == "dtype" and vals[0] not in ("float32", "float64"):
@@ -119,24 +250,106 @@ def c_defaults() -> dict:
     """The C's variables that the option loop can set, with their initial values."""
     nan = math.nan
     return dict(
-        Na=1.0, Nb=1.0, Nc=1.0, user_cell=0, cell=[0.0, 0.0, 0.0, 0.0, 0.0, 0.0], misset=[0.0, 0.0, 0.0, 0.0],
-        sample_x=0.0, sample_y=0.0, sample_z=0.0, Xbeam=nan, Ybeam=nan, Xclose=nan, Yclose=nan, ORGX=nan,
-        ORGY=nan, pivot="BEAM", convention="MOSFLM", fdet_vector=None, sdet_vector=None, odet_vector=None,
-        beam_vector=None, polar_vector=None, spindle_vector=None, twotheta_axis=None, pix0_vector=None,
-        distance=100.0e-3, close_distance=nan, detector_mu=-1.0, detector_thick=0.0, detector_thicksteps=-1,
-        detector_twotheta=0.0, detector_rotx=0.0, detector_roty=0.0, detector_rotz=0.0, detsize_f=102.4e-3,
-        detsize_s=102.4e-3, fpixels=0, spixels=0, curved_detector=0, pixel_size=0.1e-3, point_pixel=0,
-        polarization=0.0, nopolar=0, oversample_thick=0, oversample_polar=0, oversample_omega=0, oversample=-1,
-        roi=None, lambda0=1.0e-10, fluence=DEFAULT_FLUENCE, flux=0.0, exposure=1.0, beamsize=1e-4,
-        mosaic_spread=-1.0, mosaic_domains=-1, dispersion=0.0, dispsteps=-1, hdivrange=-1.0, vdivrange=-1.0,
-        hdivstep=-1.0, hdivsteps=-1, vdivstep=-1.0, vdivsteps=-1, round_div=1, adc_offset=40.0, phi0=0.0,
-        osc=-1.0, phistep=-1.0, phisteps=-1, dmin=0.0, matfilename=None, hklfilename=None, default_F=0.0,
-        dumpfilename="Fdump.bin", imginfilename=None, maskfilename=None, stoloutfilename="output.stol",
-        stolfilename=None, stol_file_mult=1e10, sourcefilename=None, floatfilename="floatimage.bin",
-        intfilename="intimage.img", pgmfilename="image.pgm", noisefilename="noiseimage.img",
-        calculate_noise=1, write_pgm=1, intfile_scale=0.0, pgm_scale=0.0, coherent=0, printout=0,
-        progress_meter=1, interpolate=2, xtal_shape="SQUARE", fudge=1.0, printout_fpixel=-1,
-        printout_spixel=-1, seed=None, mosaic_seed=12345678, misset_seed=None, water_size=0.0,
+        Na=1.0,
+        Nb=1.0,
+        Nc=1.0,
+        user_cell=0,
+        cell=[0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        misset=[0.0, 0.0, 0.0, 0.0],
+        sample_x=0.0,
+        sample_y=0.0,
+        sample_z=0.0,
+        Xbeam=nan,
+        Ybeam=nan,
+        Xclose=nan,
+        Yclose=nan,
+        ORGX=nan,
+        ORGY=nan,
+        pivot="BEAM",
+        convention="MOSFLM",
+        fdet_vector=None,
+        sdet_vector=None,
+        odet_vector=None,
+        beam_vector=None,
+        polar_vector=None,
+        spindle_vector=None,
+        twotheta_axis=None,
+        pix0_vector=None,
+        distance=100.0e-3,
+        close_distance=nan,
+        detector_mu=-1.0,
+        detector_thick=0.0,
+        detector_thicksteps=-1,
+        detector_twotheta=0.0,
+        detector_rotx=0.0,
+        detector_roty=0.0,
+        detector_rotz=0.0,
+        detsize_f=102.4e-3,
+        detsize_s=102.4e-3,
+        fpixels=0,
+        spixels=0,
+        curved_detector=0,
+        pixel_size=0.1e-3,
+        point_pixel=0,
+        polarization=0.0,
+        nopolar=0,
+        oversample_thick=0,
+        oversample_polar=0,
+        oversample_omega=0,
+        oversample=-1,
+        roi=None,
+        lambda0=1.0e-10,
+        fluence=DEFAULT_FLUENCE,
+        flux=0.0,
+        exposure=1.0,
+        beamsize=1e-4,
+        mosaic_spread=-1.0,
+        mosaic_domains=-1,
+        dispersion=0.0,
+        dispsteps=-1,
+        hdivrange=-1.0,
+        vdivrange=-1.0,
+        hdivstep=-1.0,
+        hdivsteps=-1,
+        vdivstep=-1.0,
+        vdivsteps=-1,
+        round_div=1,
+        adc_offset=40.0,
+        phi0=0.0,
+        osc=-1.0,
+        phistep=-1.0,
+        phisteps=-1,
+        dmin=0.0,
+        matfilename=None,
+        hklfilename=None,
+        default_F=0.0,
+        dumpfilename="Fdump.bin",
+        imginfilename=None,
+        maskfilename=None,
+        stoloutfilename="output.stol",
+        stolfilename=None,
+        stol_file_mult=1e10,
+        sourcefilename=None,
+        floatfilename="floatimage.bin",
+        intfilename="intimage.img",
+        pgmfilename="image.pgm",
+        noisefilename="noiseimage.img",
+        calculate_noise=1,
+        write_pgm=1,
+        intfile_scale=0.0,
+        pgm_scale=0.0,
+        coherent=0,
+        printout=0,
+        progress_meter=1,
+        interpolate=2,
+        xtal_shape="SQUARE",
+        fudge=1.0,
+        printout_fpixel=-1,
+        printout_spixel=-1,
+        seed=None,
+        mosaic_seed=12345678,
+        misset_seed=None,
+        water_size=0.0,
         header_twotheta=None,
     )
 
@@ -197,8 +410,14 @@ def c_option_loop(argv: list[str], v: dict) -> None:
             v["sample_y"] = f(i + 1) / 1000
         if (has("-xtal_heigh") or has("-xtal_z") or has("-heigh")) and more:
             v["sample_z"] = f(i + 1) / 1000
-        for key, conv, piv in (("-Xbeam", 1000.0, "BEAM"), ("-Ybeam", 1000.0, "BEAM"), ("-Xclose", 1000.0, "SAMPLE"),
-                               ("-Yclose", 1000.0, "SAMPLE"), ("-ORGX", 1.0, "SAMPLE"), ("-ORGY", 1.0, "SAMPLE")):
+        for key, conv, piv in (
+            ("-Xbeam", 1000.0, "BEAM"),
+            ("-Ybeam", 1000.0, "BEAM"),
+            ("-Xclose", 1000.0, "SAMPLE"),
+            ("-Yclose", 1000.0, "SAMPLE"),
+            ("-ORGX", 1.0, "SAMPLE"),
+            ("-ORGY", 1.0, "SAMPLE"),
+        ):
             if has(key) and more:
                 v[key[1:]] = f(i + 1) / conv
                 v["pivot"] = piv
@@ -207,15 +426,26 @@ def c_option_loop(argv: list[str], v: dict) -> None:
                 v["pivot"] = "SAMPLE"
             if "beam" in args[i + 1]:
                 v["pivot"] = "BEAM"
-        for key, conv, piv in (("-mosflm", "MOSFLM", "BEAM"), ("-xds", "XDS", "SAMPLE"), ("-adxv", "ADXV", "BEAM"),
-                               ("-denzo", "DENZO", "BEAM"), ("-dials", "DIALS", "BEAM")):
+        for key, conv, piv in (
+            ("-mosflm", "MOSFLM", "BEAM"),
+            ("-xds", "XDS", "SAMPLE"),
+            ("-adxv", "ADXV", "BEAM"),
+            ("-denzo", "DENZO", "BEAM"),
+            ("-dials", "DIALS", "BEAM"),
+        ):
             if has(key):
                 v["convention"] = conv
                 v["pivot"] = piv
-        for key, var in (("-fdet_vector", "fdet_vector"), ("-sdet_vector", "sdet_vector"),
-                         ("-odet_vector", "odet_vector"), ("-beam_vector", "beam_vector"),
-                         ("-polar_vector", "polar_vector"), ("-spindle_axis", "spindle_vector"),
-                         ("-twotheta_axis", "twotheta_axis"), ("-pix0_vector", "pix0_vector")):
+        for key, var in (
+            ("-fdet_vector", "fdet_vector"),
+            ("-sdet_vector", "sdet_vector"),
+            ("-odet_vector", "odet_vector"),
+            ("-beam_vector", "beam_vector"),
+            ("-polar_vector", "polar_vector"),
+            ("-spindle_axis", "spindle_vector"),
+            ("-twotheta_axis", "twotheta_axis"),
+            ("-pix0_vector", "pix0_vector"),
+        ):
             if has(key) and argc > i + 3:
                 v["convention"] = "CUSTOM"
                 v[var] = (f(i + 1), f(i + 2), f(i + 3))
@@ -332,8 +562,12 @@ def c_option_loop(argv: list[str], v: dict) -> None:
             v["phisteps"] = n(i + 1)
         if has("-dmin") and more:
             v["dmin"] = f(i + 1) * 1e-10
-        for key, var in (("-mat", "matfilename"), ("-hkl", "hklfilename"), ("-dump", "dumpfilename"),
-                         ("-img", "imginfilename")):
+        for key, var in (
+            ("-mat", "matfilename"),
+            ("-hkl", "hklfilename"),
+            ("-dump", "dumpfilename"),
+            ("-img", "imginfilename"),
+        ):
             if has(key) and more:
                 v[var] = args[i + 1]
         if has("-default_F") and more:
@@ -404,8 +638,17 @@ def c_option_loop(argv: list[str], v: dict) -> None:
 
 def own_options(argv: list[str]) -> dict:
     """Our flags (not the C's): dtype, device, trace pixel, C-compat, pix0 override, PNG preview, demo."""
-    o: dict = {"dtype": "float32", "device": "cpu", "trace_pixel": None, "c_compat": False,
-               "pix0_override": False, "pngfile": None, "demo": False, "chunk": None, "outdir": None}
+    o: dict = {
+        "dtype": "float32",
+        "device": "cpu",
+        "trace_pixel": None,
+        "c_compat": False,
+        "pix0_override": False,
+        "pngfile": None,
+        "demo": False,
+        "chunk": None,
+        "outdir": None,
+    }
     i = 0
     while i < len(argv):
         a = argv[i]

@@ -32,9 +32,41 @@ from .io.mosflm import read_mosflm_matrix
 from .io.smv import read_smv, smv_value
 from .io.textcolumns import read_text_columns
 
-DEMO_ARGS = ["-cell", "100", "100", "100", "90", "90", "90", "-N", "5", "-default_F", "100", "-lambda", "1.0",
-             "-distance", "100", "-detpixels", "256", "-pixel", "0.1", "-misset", "10", "20", "30", "-phi", "0",
-             "-osc", "1", "-phisteps", "4", "-mosaic", "0.2", "-mosaic_domains", "5"]
+DEMO_ARGS = [
+    "-cell",
+    "100",
+    "100",
+    "100",
+    "90",
+    "90",
+    "90",
+    "-N",
+    "5",
+    "-default_F",
+    "100",
+    "-lambda",
+    "1.0",
+    "-distance",
+    "100",
+    "-detpixels",
+    "256",
+    "-pixel",
+    "0.1",
+    "-misset",
+    "10",
+    "20",
+    "30",
+    "-phi",
+    "0",
+    "-osc",
+    "1",
+    "-phisteps",
+    "4",
+    "-mosaic",
+    "0.2",
+    "-mosaic_domains",
+    "5",
+]
 
 
 @dataclass
@@ -75,8 +107,12 @@ def _header_values(path: str, for_mask: bool, v: dict) -> np.ndarray:
         v["pixel_size"] = x / 1000.0
     v["detsize_f"] = v["pixel_size"] * v["fpixels"]
     v["detsize_s"] = v["pixel_size"] * v["spixels"]
-    for key, var, scale in (("DISTANCE", "distance", 1000.0), ("CLOSE_DISTANCE", "close_distance", 1000.0),
-                            ("WAVELENGTH", "lambda0", 1e10), ("BEAM_CENTER_X", "Xbeam", 1000.0)):
+    for key, var, scale in (
+        ("DISTANCE", "distance", 1000.0),
+        ("CLOSE_DISTANCE", "close_distance", 1000.0),
+        ("WAVELENGTH", "lambda0", 1e10),
+        ("BEAM_CENTER_X", "Xbeam", 1000.0),
+    ):
         x = val(key)
         if not math.isnan(x):
             v[var] = x / scale
@@ -158,8 +194,11 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         if c_compat or "-dump" in argv:
             dumpfile = v["dumpfilename"]
     else:
-        dump_path = os.path.join(cwd, v["dumpfilename"]) if not os.path.isabs(v["dumpfilename"]) else \
-            v["dumpfilename"]
+        dump_path = (
+            os.path.join(cwd, v["dumpfilename"])
+            if not os.path.isabs(v["dumpfilename"])
+            else v["dumpfilename"]
+        )
         if (c_compat or "-dump" in argv) and os.path.exists(dump_path):
             grid, meta = read_fdump(dump_path)
             sf = StructureFactors(grid, meta["h_min"], meta["k_min"], meta["l_min"], 1)
@@ -176,8 +215,14 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     if v["user_cell"]:
         a, b, c, al, be, ga = v["cell"]
         half_pi = math.pi / 2
-        cell = (a * 1e-10, (b if b > 0 else a) * 1e-10, (c if c > 0 else a) * 1e-10,
-                al if al > 0 else half_pi, be if be > 0 else half_pi, ga if ga > 0 else half_pi)
+        cell = (
+            a * 1e-10,
+            (b if b > 0 else a) * 1e-10,
+            (c if c > 0 else a) * 1e-10,
+            al if al > 0 else half_pi,
+            be if be > 0 else half_pi,
+            ga if ga > 0 else half_pi,
+        )
 
     seed = v["seed"] if v["seed"] is not None else int(time.time())
     misset_seed = v["misset_seed"] if v["misset_seed"] is not None else int(time.time())
@@ -191,11 +236,14 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     if roi is not None:
         xmin, xmax, ymin, ymax = roi
         if xmin > xmax or ymin > ymax or xmax < 0 or ymax < 0 or xmin >= fpixels or ymin >= spixels:
-            raise InputError(f"flag -roi: {xmin} {xmax} {ymin} {ymax} selects no pixel of a {fpixels}x{spixels} "
-                             "detector")
+            raise InputError(
+                f"flag -roi: {xmin} {xmax} {ymin} {ymax} selects no pixel of a {fpixels}x{spixels} detector"
+            )
     mask = v["mask"]
     if mask is not None and mask.shape != (spixels, fpixels):
-        raise InputError(f"flag -mask: mask is {mask.shape[1]}x{mask.shape[0]}, detector is {fpixels}x{spixels}")
+        raise InputError(
+            f"flag -mask: mask is {mask.shape[1]}x{mask.shape[0]}, detector is {fpixels}x{spixels}"
+        )
 
     def opt(x):
         return None if (isinstance(x, float) and math.isnan(x)) else x
@@ -208,42 +256,89 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     else:
         pix0_m = None
     detector = DetectorConfig(
-        fpixels=fpixels, spixels=spixels, pixel_size=pixel, distance=v["distance"],
-        close_distance=opt(v["close_distance"]), convention=v["convention"], pivot=v["pivot"],
-        Xbeam=opt(v["Xbeam"]), Ybeam=opt(v["Ybeam"]), Xclose=opt(v["Xclose"]), Yclose=opt(v["Yclose"]),
-        ORGX=opt(v["ORGX"]), ORGY=opt(v["ORGY"]), fdet_vector=v["fdet_vector"], sdet_vector=v["sdet_vector"],
-        odet_vector=v["odet_vector"], twotheta_axis=v["twotheta_axis"], pix0_vector=pix0_m,
-        rotx=v["detector_rotx"], roty=v["detector_roty"], rotz=v["detector_rotz"], twotheta=v["detector_twotheta"],
-        thickness=v["detector_thick"], thicksteps=v["detector_thicksteps"] if v["detector_thicksteps"] > 0 else None,
-        mu=v["detector_mu"] if v["detector_mu"] >= 0 else None, curved=curved, point_pixel=bool(v["point_pixel"]),
+        fpixels=fpixels,
+        spixels=spixels,
+        pixel_size=pixel,
+        distance=v["distance"],
+        close_distance=opt(v["close_distance"]),
+        convention=v["convention"],
+        pivot=v["pivot"],
+        Xbeam=opt(v["Xbeam"]),
+        Ybeam=opt(v["Ybeam"]),
+        Xclose=opt(v["Xclose"]),
+        Yclose=opt(v["Yclose"]),
+        ORGX=opt(v["ORGX"]),
+        ORGY=opt(v["ORGY"]),
+        fdet_vector=v["fdet_vector"],
+        sdet_vector=v["sdet_vector"],
+        odet_vector=v["odet_vector"],
+        twotheta_axis=v["twotheta_axis"],
+        pix0_vector=pix0_m,
+        rotx=v["detector_rotx"],
+        roty=v["detector_roty"],
+        rotz=v["detector_rotz"],
+        twotheta=v["detector_twotheta"],
+        thickness=v["detector_thick"],
+        thicksteps=v["detector_thicksteps"] if v["detector_thicksteps"] > 0 else None,
+        mu=v["detector_mu"] if v["detector_mu"] >= 0 else None,
+        curved=curved,
+        point_pixel=bool(v["point_pixel"]),
         oversample=v["oversample"] if v["oversample"] > 0 else None,
-        oversample_thick=bool(v["oversample_thick"]), oversample_polar=bool(v["oversample_polar"]),
-        oversample_omega=bool(v["oversample_omega"]), roi=roi, mask=mask,
+        oversample_thick=bool(v["oversample_thick"]),
+        oversample_polar=bool(v["oversample_polar"]),
+        oversample_omega=bool(v["oversample_omega"]),
+        roi=roi,
+        mask=mask,
     )
     beam = BeamConfig(
-        wavelength=v["lambda0"], fluence=fluence, beam_vector=v["beam_vector"], polar_vector=v["polar_vector"],
-        polarization=v["polarization"], nopolar=bool(v["nopolar"]),
+        wavelength=v["lambda0"],
+        fluence=fluence,
+        beam_vector=v["beam_vector"],
+        polar_vector=v["polar_vector"],
+        polarization=v["polarization"],
+        nopolar=bool(v["nopolar"]),
         hdivrange=v["hdivrange"] if v["hdivrange"] >= 0 else None,
         vdivrange=v["vdivrange"] if v["vdivrange"] >= 0 else None,
-        hdivstep=v["hdivstep"] if v["hdivstep"] >= 0 else None, vdivstep=v["vdivstep"] if v["vdivstep"] >= 0 else None,
+        hdivstep=v["hdivstep"] if v["hdivstep"] >= 0 else None,
+        vdivstep=v["vdivstep"] if v["vdivstep"] >= 0 else None,
         hdivsteps=v["hdivsteps"] if v["hdivsteps"] > 0 else None,
-        vdivsteps=v["vdivsteps"] if v["vdivsteps"] > 0 else None, round_div=bool(v["round_div"]),
-        dispersion=v["dispersion"], dispsteps=v["dispsteps"] if v["dispsteps"] > 0 else None,
-        sources=sources, water_size=v["water_size"],
+        vdivsteps=v["vdivsteps"] if v["vdivsteps"] > 0 else None,
+        round_div=bool(v["round_div"]),
+        dispersion=v["dispersion"],
+        dispsteps=v["dispsteps"] if v["dispsteps"] > 0 else None,
+        sources=sources,
+        water_size=v["water_size"],
     )
     crystal = CrystalConfig(
-        cell=cell, reciprocal_matrix=matrix,
-        misset=tuple(v["misset"][1:]) if v["misset"][0] > 0 else None, misset_random=v["misset"][0] == -1,
-        misset_seed=misset_seed, Na=v["Na"], Nb=v["Nb"], Nc=v["Nc"], sample_x=v["sample_x"], sample_y=sample_y,
-        sample_z=sample_z, shape=v["xtal_shape"], fudge=v["fudge"], phi0=v["phi0"],
-        osc=v["osc"] if v["osc"] >= 0 else None, phistep=v["phistep"] if v["phistep"] >= 0 else None,
-        phisteps=v["phisteps"] if v["phisteps"] >= 0 else None, spindle_axis=v["spindle_vector"],
+        cell=cell,
+        reciprocal_matrix=matrix,
+        misset=tuple(v["misset"][1:]) if v["misset"][0] > 0 else None,
+        misset_random=v["misset"][0] == -1,
+        misset_seed=misset_seed,
+        Na=v["Na"],
+        Nb=v["Nb"],
+        Nc=v["Nc"],
+        sample_x=v["sample_x"],
+        sample_y=sample_y,
+        sample_z=sample_z,
+        shape=v["xtal_shape"],
+        fudge=v["fudge"],
+        phi0=v["phi0"],
+        osc=v["osc"] if v["osc"] >= 0 else None,
+        phistep=v["phistep"] if v["phistep"] >= 0 else None,
+        phisteps=v["phisteps"] if v["phisteps"] >= 0 else None,
+        spindle_axis=v["spindle_vector"],
         mosaic_spread=v["mosaic_spread"] if v["mosaic_spread"] >= 0 else None,
-        mosaic_domains=v["mosaic_domains"] if v["mosaic_domains"] > 0 else None, mosaic_seed=v["mosaic_seed"],
-        structure_factors=sf, default_F=v["default_F"], interpolate=interp, dmin=v["dmin"],
+        mosaic_domains=v["mosaic_domains"] if v["mosaic_domains"] > 0 else None,
+        mosaic_seed=v["mosaic_seed"],
+        structure_factors=sf,
+        default_F=v["default_F"],
+        interpolate=interp,
+        dmin=v["dmin"],
     )
-    cfg = SimulationConfig(detector=detector, beam=beam, crystal=crystal, c_compat=c_compat,
-                           pix0_override=own["pix0_override"])
+    cfg = SimulationConfig(
+        detector=detector, beam=beam, crystal=crystal, c_compat=c_compat, pix0_override=own["pix0_override"]
+    )
 
     asked = v.get("asked", set())
     outdir = own["outdir"]
@@ -263,23 +358,40 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     pgmfile = out("pgm", v["pgmfilename"]) if v["write_pgm"] else None
     pngfile = None
     if own["pngfile"]:
-        pngfile = own["pngfile"] if (outdir is None or os.path.isabs(own["pngfile"])) else \
-            os.path.join(outdir, own["pngfile"])
+        pngfile = (
+            own["pngfile"]
+            if (outdir is None or os.path.isabs(own["pngfile"]))
+            else os.path.join(outdir, own["pngfile"])
+        )
     printout_pixel = None
     if v["printout_fpixel"] >= 0 or v["printout_spixel"] >= 0:
         printout_pixel = (v["printout_fpixel"], v["printout_spixel"])
     options = RunOptions(
-        dtype=own["dtype"], device=own["device"], c_compat=c_compat, trace_pixel=own["trace_pixel"],
-        printout=bool(v["printout"]), printout_pixel=printout_pixel, floatfile=out("float", v["floatfilename"]),
-        intfile=out("int", v["intfilename"]), noisefile=noisefile, pgmfile=pgmfile, pngfile=pngfile,
-        dumpfile=dumpfile, intfile_scale=v["intfile_scale"], pgm_scale=v["pgm_scale"],
-        adc_offset=v["adc_offset"], seed=seed, chunk=own["chunk"], notes=notes,
+        dtype=own["dtype"],
+        device=own["device"],
+        c_compat=c_compat,
+        trace_pixel=own["trace_pixel"],
+        printout=bool(v["printout"]),
+        printout_pixel=printout_pixel,
+        floatfile=out("float", v["floatfilename"]),
+        intfile=out("int", v["intfilename"]),
+        noisefile=noisefile,
+        pgmfile=pgmfile,
+        pngfile=pngfile,
+        dumpfile=dumpfile,
+        intfile_scale=v["intfile_scale"],
+        pgm_scale=v["pgm_scale"],
+        adc_offset=v["adc_offset"],
+        seed=seed,
+        chunk=own["chunk"],
+        notes=notes,
     )
     return cfg, options
 
 
 def _check_size_conflicts(argv: list[str], pixel: float, fpixels: int, spixels: int) -> None:
     """Unlike the C (pixel counts silently win), -detsize and -detpixels that disagree are an error."""
+
     def last(flags):
         val = None
         for i, a in enumerate(argv[:-1]):
@@ -288,14 +400,17 @@ def _check_size_conflicts(argv: list[str], pixel: float, fpixels: int, spixels: 
         return val
 
     for axis, size_flags, pix_flags, npix in (
-            ("fast", ("-detsize", "-detsize_f"), ("-detpixels", "-detpixels_f", "-detpixels_x"), fpixels),
-            ("slow", ("-detsize", "-detsize_s"), ("-detpixels", "-detpixels_s", "-detpixels_y"), spixels)):
+        ("fast", ("-detsize", "-detsize_f"), ("-detpixels", "-detpixels_f", "-detpixels_x"), fpixels),
+        ("slow", ("-detsize", "-detsize_s"), ("-detpixels", "-detpixels_s", "-detpixels_y"), spixels),
+    ):
         size, pix = last(size_flags), last(pix_flags)
         if size is not None and pix is not None:
             implied = math.ceil(float(size) / 1000.0 / pixel - 0.5)
             if implied != npix:
-                raise InputError(f"conflicting sizes on the {axis} axis: -detsize {size} mm with -pixel "
-                                 f"{pixel * 1000:g} mm is {implied} pixels, but -detpixels says {npix}")
+                raise InputError(
+                    f"conflicting sizes on the {axis} axis: -detsize {size} mm with -pixel "
+                    f"{pixel * 1000:g} mm is {implied} pixels, but -detpixels says {npix}"
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,9 +418,12 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
-        print("usage: nanobragg -cell a b c al be ga | -mat A.mat  -hkl F.hkl | -default_F F  [C flags...]\n"
-              "       nanobragg -demo    (render the built-in default case into ./out)\n"
-              "see docs/cli.md for every flag", file=sys.stderr)
+        print(
+            "usage: nanobragg -cell a b c al be ga | -mat A.mat  -hkl F.hkl | -default_F F  [C flags...]\n"
+            "       nanobragg -demo    (render the built-in default case into ./out)\n"
+            "see docs/cli.md for every flag",
+            file=sys.stderr,
+        )
         return 2
     try:
         cfg, options = config_from_flags(argv)

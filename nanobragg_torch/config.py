@@ -91,7 +91,9 @@ class BeamConfig:
     round_div: bool = True
     dispersion: Scalar | None = None  # delta-lambda/lambda (fraction)
     dispsteps: int | None = None
-    sources: np.ndarray | None = field(default=None, compare=False)  # -sourcefile rows: X Y Z I lambda (NaN=default)
+    sources: np.ndarray | None = field(
+        default=None, compare=False
+    )  # -sourcefile rows: X Y Z I lambda (NaN=default)
     water_size: Scalar = 0.0  # m
 
 
@@ -120,8 +122,12 @@ class StructureFactors:
 
 @dataclass(frozen=True)
 class CrystalConfig:
-    cell: tuple[Scalar, Scalar, Scalar, Scalar, Scalar, Scalar] | None = None  # a,b,c (m), alpha,beta,gamma (rad)
-    reciprocal_matrix: np.ndarray | torch.Tensor | None = None  # MOSFLM A: rows a*,b*,c* (1/Angstrom x lambda)
+    cell: tuple[Scalar, Scalar, Scalar, Scalar, Scalar, Scalar] | None = (
+        None  # a,b,c (m), alpha,beta,gamma (rad)
+    )
+    reciprocal_matrix: np.ndarray | torch.Tensor | None = (
+        None  # MOSFLM A: rows a*,b*,c* (1/Angstrom x lambda)
+    )
     misset: tuple[Scalar, Scalar, Scalar] | None = None  # rad
     misset_random: bool = False
     misset_seed: int = 0  # the user's -misset_seed (the C defaults it to the noise seed)

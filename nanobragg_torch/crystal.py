@@ -52,8 +52,13 @@ def _cell_reciprocal(cell, t) -> tuple[Tensor, Tensor, Tensor, Tensor, tuple[Ten
     zero = torch.zeros_like(a)
     a_star = torch.stack((as_len, zero, zero))
     b_star = torch.stack((bs_len * cos_gs, bs_len * sin_gs, zero))
-    c_star = torch.stack((cs_len * cos_bs, cs_len * (cos_as - cos_bs * cos_gs) / sin_gs,
-                          cs_len * V_cell / (a * b * c * sin_gs)))
+    c_star = torch.stack(
+        (
+            cs_len * cos_bs,
+            cs_len * (cos_as - cos_bs * cos_gs) / sin_gs,
+            cs_len * V_cell / (a * b * c * sin_gs),
+        )
+    )
     return a_star, b_star, c_star, V_cell, (a, b, c)
 
 
@@ -118,9 +123,17 @@ def build_crystal(cfg: SimulationConfig, dtype: torch.dtype, device: torch.devic
         if float(n_user.detach()) <= 1.0:
             n_user = torch.ones_like(n_user) if not n_user.requires_grad else n_user.clamp(min=1.0)
         N.append(n_user)
-    return Crystal(a0=a0, a_star=torch.stack((a_star, b_star, c_star)), cell=cell_print,
-                   reciprocal_cell=recip_print, volume=float(V_cell.detach()), Na=N[0], Nb=N[1], Nc=N[2],
-                   misset_deg=misset_deg)
+    return Crystal(
+        a0=a0,
+        a_star=torch.stack((a_star, b_star, c_star)),
+        cell=cell_print,
+        reciprocal_cell=recip_print,
+        volume=float(V_cell.detach()),
+        Na=N[0],
+        Nb=N[1],
+        Nc=N[2],
+        misset_deg=misset_deg,
+    )
 
 
 def _cell_parameters(a: Tensor, b: Tensor, c: Tensor) -> tuple[float, ...]:

@@ -64,7 +64,9 @@ class Plan:
     water_on: bool  # -water background (then F_latt == 0 samples are not skipped)
     any_toggle: bool  # any of -oversample_thick/polar/omega
     pixel_order: Tensor  # (n,) flat indices of the rendered pixels in the C's raster order
-    first_eval_phi_step: int | None  # c_compat: the phi step that the image's first evaluation takes unrotated
+    first_eval_phi_step: (
+        int | None
+    )  # c_compat: the phi step that the image's first evaluation takes unrotated
     hooks: dict[str, float] = field(default_factory=dict)  # test-only factor perturbations (drift demos)
     compiled: bool = False  # the fast path's per-sample chain is fused by torch.compile
     samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
@@ -87,12 +89,22 @@ class Plan:
 
     @property
     def samples_per_pixel(self) -> int:
-        return self.layers.count * self.oversample**2 * len(self.sources.wavelength) * self.phi.steps * \
-            self.mosaic.domains
+        return (
+            self.layers.count
+            * self.oversample**2
+            * len(self.sources.wavelength)
+            * self.phi.steps
+            * self.mosaic.domains
+        )
 
 
-def build_plan(cfg: SimulationConfig, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-               compile: bool | None = None, samples_per_chunk: int | None = None) -> Plan:
+def build_plan(
+    cfg: SimulationConfig,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    compile: bool | None = None,
+    samples_per_chunk: int | None = None,
+) -> Plan:
     """Resolve the configuration for rendering. `compile`: fuse the per-sample chain with torch.compile
     (None: automatically for renders of more than COMPILE_THRESHOLD samples; env NB_COMPILE=0/1 overrides)."""
     device = torch.device(device)
@@ -131,8 +143,9 @@ def build_plan(cfg: SimulationConfig, dtype: torch.dtype = torch.float32, device
         recommended = 1
     oversample = cfg.detector.oversample if (cfg.detector.oversample or 0) > 0 else recommended
     steps = len(sources.wavelength) * mosaic.domains * phi.steps * oversample * oversample
-    geom, layers, sources, crystal, phi, mosaic = (_cast(x, dtype) for x in (geom, layers, sources, crystal, phi,
-                                                                              mosaic))
+    geom, layers, sources, crystal, phi, mosaic = (
+        _cast(x, dtype) for x in (geom, layers, sources, crystal, phi, mosaic)
+    )
     cells = cells.to(dtype)
     N = (crystal.Na, crystal.Nb, crystal.Nc)
 
@@ -146,29 +159,53 @@ def build_plan(cfg: SimulationConfig, dtype: torch.dtype = torch.float32, device
         zero = (phi.phi.detach() == 0.0).cpu().numpy()
         if zero[0] and not zero.all():
             first_step = 0  # a zero at a later step reuses the previous step even in the first evaluation
-    plan = Plan(cfg=cfg, dtype=dtype, device=device, geom=geom, layers=layers, sources=sources,
-                crystal=crystal, phi=phi, mosaic=mosaic, cells=cells, fgrid=fgrid, oversample=oversample,
-                recommended_oversample=recommended, steps=steps, interpolate=interpolate, I_bg=I_bg,
-                fluence=fluence, polarization=t(cfg.beam.polarization), fudge=t(c.fudge), N=N,
-                N_active=tuple(float(n.detach()) > 1.0 for n in N), thick_on=float(layers.thickness.detach()) != 0.0,
-                water_on=float(water.detach()) != 0.0,
-                any_toggle=cfg.detector.oversample_thick or cfg.detector.oversample_polar or cfg.detector.oversample_omega,
-                pixel_order=pixel_order,
-                first_eval_phi_step=first_step, samples_per_chunk=samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK)
+    plan = Plan(
+        cfg=cfg,
+        dtype=dtype,
+        device=device,
+        geom=geom,
+        layers=layers,
+        sources=sources,
+        crystal=crystal,
+        phi=phi,
+        mosaic=mosaic,
+        cells=cells,
+        fgrid=fgrid,
+        oversample=oversample,
+        recommended_oversample=recommended,
+        steps=steps,
+        interpolate=interpolate,
+        I_bg=I_bg,
+        fluence=fluence,
+        polarization=t(cfg.beam.polarization),
+        fudge=t(c.fudge),
+        N=N,
+        N_active=tuple(float(n.detach()) > 1.0 for n in N),
+        thick_on=float(layers.thickness.detach()) != 0.0,
+        water_on=float(water.detach()) != 0.0,
+        any_toggle=cfg.detector.oversample_thick
+        or cfg.detector.oversample_polar
+        or cfg.detector.oversample_omega,
+        pixel_order=pixel_order,
+        first_eval_phi_step=first_step,
+        samples_per_chunk=samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK,
+    )
     env = os.environ.get("NB_COMPILE")
     if compile is None:
-        compile = env != "0" and (env == "1" or plan.samples_per_pixel * pixel_order.numel() > COMPILE_THRESHOLD)
+        compile = env != "0" and (
+            env == "1" or plan.samples_per_pixel * pixel_order.numel() > COMPILE_THRESHOLD
+        )
     plan.compiled = bool(compile)
     return plan
 
 
-
-
-
 def _cast(obj, dtype: torch.dtype):
     """A copy of a set-up dataclass with every floating tensor field cast to the render dtype."""
-    changes = {f.name: getattr(obj, f.name).to(dtype) for f in dataclasses.fields(obj)
-               if isinstance(getattr(obj, f.name), torch.Tensor) and getattr(obj, f.name).is_floating_point()}
+    changes = {
+        f.name: getattr(obj, f.name).to(dtype)
+        for f in dataclasses.fields(obj)
+        if isinstance(getattr(obj, f.name), torch.Tensor) and getattr(obj, f.name).is_floating_point()
+    }
     return dataclasses.replace(obj, **changes)
 
 
@@ -207,15 +244,17 @@ def miller_indices(S: Tensor, cells: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """h = a.S, k = b.S, l = c.S for every cell orientation r and scattering vector n: three (R, n) tensors.
 
     S is (3, n) (component-major, samples contiguous), cells (R, 3, 3) with rows a, b, c."""
-    return tuple(cells[:, v, 0, None] * S[0] + cells[:, v, 1, None] * S[1] + cells[:, v, 2, None] * S[2]
-                 for v in range(3))
+    return tuple(
+        cells[:, v, 0, None] * S[0] + cells[:, v, 1, None] * S[1] + cells[:, v, 2, None] * S[2]
+        for v in range(3)
+    )
 
 
 def lattice_transform(plan: Plan, hkl, hkl0):
     """F_latt (and the per-axis sincg factors for the square crystal) of every sample."""
     shape = plan.cfg.crystal.shape
     if shape == "SQUARE":
-        fa, fb, fc = square_factors(hkl, plan.N, plan.N_active)
+        fa, fb, fc = square_factors(hkl, hkl0, plan.N, plan.N_active)
         return fa * fb * fc, (fa, fb, fc)
     return shape_factor(shape, hkl, hkl0, plan.N, plan.crystal.a_star, plan.fudge), None
 
@@ -251,8 +290,12 @@ def pixel_factors(plan: Plan, flat_idx: Tensor) -> dict[str, Tensor]:
     Fdet = sub * (fp[:, None] * O + subF[None, :]) + sub / 2.0  # (C, O2)
     Sdet = sub * (sp[:, None] * O + subS[None, :]) + sub / 2.0
     Odet = torch.arange(T, dtype=dt, device=dev) * plan.layers.step  # (T,)
-    pos = (Fdet[:, None, :, None] * g.fdet + Sdet[:, None, :, None] * g.sdet
-           + Odet[None, :, None, None] * g.odet + g.pix0)  # (C, T, O2, 3)
+    pos = (
+        Fdet[:, None, :, None] * g.fdet
+        + Sdet[:, None, :, None] * g.sdet
+        + Odet[None, :, None, None] * g.odet
+        + g.pix0
+    )  # (C, T, O2, 3)
     if d.curved:
         base = g.distance * g.beam
         tmp = rotate_axis(base, g.sdet, pos[..., 1] / g.distance)
@@ -299,10 +342,13 @@ def pixel_factors(plan: Plan, flat_idx: Tensor) -> dict[str, Tensor]:
     if b.nopolar and not d.oversample_polar:
         polar_all = torch.ones(gshape, dtype=dt, device=dev)
     elif d.oversample_polar or dmin > 0.0:
-        polar_all = kahn_polarization(plan.polarization, incident, diffracted[:, :, :, None, :], g.polar_vector)
+        polar_all = kahn_polarization(
+            plan.polarization, incident, diffracted[:, :, :, None, :], g.polar_vector
+        )
     else:
-        polar_all = kahn_polarization(plan.polarization, incident[:1], diffracted[:, :1, :1, None, :],
-                                      g.polar_vector).expand(gshape)
+        polar_all = kahn_polarization(
+            plan.polarization, incident[:1], diffracted[:, :1, :1, None, :], g.polar_vector
+        ).expand(gshape)
     polar_all = polar_all * plan.hooks.get("polar", 1.0)
     if b.nopolar and not d.oversample_polar:
         polar_first = torch.ones(C, dtype=dt, device=dev)
@@ -322,10 +368,25 @@ def pixel_factors(plan: Plan, flat_idx: Tensor) -> dict[str, Tensor]:
         toggled = toggled * omega_all[..., None]
     toggled = toggled.reshape(-1)
 
-    return dict(pos=pos, airpath=airpath, diffracted=diffracted, omega_all=omega_all, omega_first=omega_first,
-                omega_sum=omega_sum, capture_all=capture_all, capture_last=capture_last, incident=incident,
-                lam=lam, scattering=scattering, stol=stol, culled=culled, polar_all=polar_all,
-                polar_first=polar_first, toggled=toggled, S=scattering.reshape(-1, 3).T)
+    return dict(
+        pos=pos,
+        airpath=airpath,
+        diffracted=diffracted,
+        omega_all=omega_all,
+        omega_first=omega_first,
+        omega_sum=omega_sum,
+        capture_all=capture_all,
+        capture_last=capture_last,
+        incident=incident,
+        lam=lam,
+        scattering=scattering,
+        stol=stol,
+        culled=culled,
+        polar_all=polar_all,
+        polar_first=polar_first,
+        toggled=toggled,
+        S=scattering.reshape(-1, 3).T,
+    )
 
 
 def scale_to_photons(plan: Plan, I: Tensor, f: dict[str, Tensor]) -> Tensor:
@@ -351,8 +412,9 @@ def fast_values(plan: Plan, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
     return scale_to_photons(plan, I, f), f["omega_sum"]
 
 
-def render_chunk(plan: Plan, flat_idx: Tensor, interp: InterpolationState, first_eval: bool = False,
-                 keep: bool = False) -> ChunkResult:
+def render_chunk(
+    plan: Plan, flat_idx: Tensor, interp: InterpolationState, first_eval: bool = False, keep: bool = False
+) -> ChunkResult:
     """Render the pixels `flat_idx` (C,), in the C's order; `first_eval`: the image's first evaluation has
     not happened before this chunk."""
     cfg = plan.cfg
@@ -398,22 +460,39 @@ def render_chunk(plan: Plan, flat_idx: Tensor, interp: InterpolationState, first
     contrib = F_cell * F_cell * F_latt * F_latt
     contrib = torch.where(culled.reshape(1, -1), torch.zeros_like(contrib), contrib)  # (R, n)
     if plan.any_toggle and cfg.c_compat:
-        I = _running_product_sum(plan.I_bg, contrib.T.reshape(C, -1),
-                                 toggled[:, None].expand(-1, R).reshape(C, -1), reached.T.reshape(C, -1))
+        I = _running_product_sum(
+            plan.I_bg,
+            contrib.T.reshape(C, -1),
+            toggled[:, None].expand(-1, R).reshape(C, -1),
+            reached.T.reshape(C, -1),
+        )
     else:
         I = plan.I_bg + (contrib.sum(0) * toggled).reshape(C, -1).sum(1)
     if keep:
+
         def last(x):  # value at the pixel's last sample: group n-1, orientation R-1
             return x[-1, -1]
-        inter = dict(f, hkl=torch.stack([last(x) for x in hkl]),
-                     hkl0=torch.stack([last(x) for x in hkl0]),
-                     axes=None if axes is None else torch.stack([last(x) for x in axes]),
-                     F_latt=last(F_latt), F_cell=last(F_cell), cells=plan.cells, lam=f["lam"])
+
+        inter = dict(
+            f,
+            hkl=torch.stack([last(x) for x in hkl]),
+            hkl0=torch.stack([last(x) for x in hkl0]),
+            axes=None if axes is None else torch.stack([last(x) for x in axes]),
+            F_latt=last(F_latt),
+            F_cell=last(F_cell),
+            cells=plan.cells,
+            lam=f["lam"],
+        )
     value = scale_to_photons(plan, I, f)
     if inter is not None:
         inter["I"] = I * plan.hooks.get("I_before_scaling", 1.0)
-    return ChunkResult(intensity=value, omega_sum=f["omega_sum"], switch_pixel=switch_pixel, inter=inter,
-                       first_pixel=first_pixel)
+    return ChunkResult(
+        intensity=value,
+        omega_sum=f["omega_sum"],
+        switch_pixel=switch_pixel,
+        inter=inter,
+        first_pixel=first_pixel,
+    )
 
 
 def _first_evaluation(plan: Plan, hkl, S: Tensor, culled: Tensor):
@@ -431,7 +510,7 @@ def _first_evaluation(plan: Plan, hkl, S: Tensor, culled: Tensor):
     out = []
     for v, x in enumerate(hkl):
         x = x.clone()
-        x[i0 * M:(i0 + 1) * M, k] = fresh[:, v, :] @ S[:, k]
+        x[i0 * M : (i0 + 1) * M, k] = fresh[:, v, :] @ S[:, k]
         out.append(x)
     return tuple(out), k // (alive.numel() // culled.shape[0])
 
@@ -460,8 +539,12 @@ class RenderResult:
     traces: dict = field(default_factory=dict)  # (slow, fast) -> factors, for every traced pixel
 
 
-def render(plan: Plan, samples_per_chunk: int | None = None, trace_pixel: tuple[int, int] | None = None,
-           trace_pixels: list[tuple[int, int]] | None = None) -> RenderResult:
+def render(
+    plan: Plan,
+    samples_per_chunk: int | None = None,
+    trace_pixel: tuple[int, int] | None = None,
+    trace_pixels: list[tuple[int, int]] | None = None,
+) -> RenderResult:
     """Render the whole image chunk by chunk (the C's raster order); optionally keep the factors of
     `trace_pixel` / `trace_pixels` ((slow, fast) each), evaluated in the image's own state.
 
@@ -481,7 +564,7 @@ def render(plan: Plan, samples_per_chunk: int | None = None, trace_pixel: tuple[
     grad = torch.is_grad_enabled()
     first = True  # the pinned C's first evaluation has not happened yet
     for start in range(0, n, per_chunk):
-        idx = order[start:start + per_chunk]
+        idx = order[start : start + per_chunk]
         if grad:
             value, omega, state = checkpoint(_chunk_values, plan, idx, active, first, use_reentrant=False)
         else:
@@ -495,7 +578,7 @@ def render(plan: Plan, samples_per_chunk: int | None = None, trace_pixel: tuple[
                 pos = int(hit[0, 0])
                 state = InterpolationState(active and (switch < 0 or switch >= pos))
                 before = first and (first_pixel < 0 or first_pixel >= pos)
-                one = render_chunk(plan, idx[pos:pos + 1], state, first_eval=before, keep=True)
+                one = render_chunk(plan, idx[pos : pos + 1], state, first_eval=before, keep=True)
                 traces[pending[flat]] = {"inter": one.inter, "value": one.intensity[0]}
         active = active and switch < 0
         first = first and first_pixel < 0
@@ -503,8 +586,13 @@ def render(plan: Plan, samples_per_chunk: int | None = None, trace_pixel: tuple[
     if values:
         image = image.index_put((order,), torch.cat(values))
     single = traces.get(tuple(int(v) for v in trace_pixel)) if trace_pixel is not None else None
-    return RenderResult(image=image.reshape(d.spixels, d.fpixels), plan=plan, omega_sum=float(omega_sum),
-                        trace=single, traces=traces)
+    return RenderResult(
+        image=image.reshape(d.spixels, d.fpixels),
+        plan=plan,
+        omega_sum=float(omega_sum),
+        trace=single,
+        traces=traces,
+    )
 
 
 def _chunk_values(plan: Plan, idx: Tensor, active: bool, first: bool) -> tuple[Tensor, Tensor, Tensor]:

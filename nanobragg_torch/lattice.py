@@ -24,17 +24,6 @@ def sincg(x: Tensor, N: Tensor) -> Tensor:
     return torch.where(zero, N * torch.ones_like(x), torch.sin(x * N) / den)
 
 
-def sincg_smooth(x: Tensor, N: Tensor) -> Tensor:
-    """sincg() continued to real N: sin(N y)/sin(y) at y = x - pi*round(x/pi), the offset from the nearest
-    lattice point. For integer N it equals sincg up to the sign (-1)^((N-1)k) (F_latt enters squared), and
-    for any N it is bounded by N and continuously differentiable in x and N; the C's form has poles at
-    x = k pi (k != 0) for non-integer N, and its N-derivative there grows like k pi / sin(x)."""
-    y = x - math.pi * torch.round(x / math.pi).detach()
-    zero = y == 0.0
-    den = torch.where(zero, torch.ones_like(y), torch.sin(y))
-    return torch.where(zero, N * torch.ones_like(y), torch.sin(y * N) / den)
-
-
 def sinc3(x: Tensor) -> Tensor:
     """sinc3(): 3 (sin x / x - cos x) / x^2, 1 at x == 0 (transform of a sphere)."""
     zero = x == 0.0
@@ -42,30 +31,36 @@ def sinc3(x: Tensor) -> Tensor:
     return torch.where(zero, torch.ones_like(x), 3.0 * (torch.sin(xs) / xs - torch.cos(xs)) / (xs * xs))
 
 
-def square_factors(hkl: tuple[Tensor, Tensor, Tensor], N: tuple[Tensor, Tensor, Tensor],
-                   active: tuple[bool, bool, bool], smooth: tuple[bool, bool, bool] | None = None
-                   ) -> tuple[Tensor, Tensor, Tensor]:
+def square_factors(
+    hkl: tuple[Tensor, Tensor, Tensor],
+    hkl0: tuple[Tensor, Tensor, Tensor],
+    N: tuple[Tensor, Tensor, Tensor],
+    active: tuple[bool, bool, bool],
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per-axis sincg(pi h, Na) of the parallelepiped crystal; 1 where the C skips the axis (N <= 1).
 
-    `smooth`: per axis, use sincg_smooth (default: where N requires grad, so that dF_latt/dN is finite, or
-    is not an integer, so that F_latt has no poles; integer N keeps the C's sincg bit for bit)."""
-    if smooth is None:
-        smooth = tuple(_needs_smooth(n) for n in N)
-    return tuple((sincg_smooth if sm else sincg)(math.pi * x, n) if on else torch.ones_like(x)
-                 for x, n, on, sm in zip(hkl, N, active, smooth, strict=True))
+    Evaluated about the nearest lattice point: with h = h0 + f and integer N,
+    sin(N pi h)/sin(pi h) = (-1)^((N-1) h0) sin(N pi f)/sin(pi f). This is the C's value (to rounding) and
+    stays accurate in float32, where pi*h near a Bragg peak loses all the digits of sin(pi h). For a
+    non-integer N (gradients) it continues the transform around every peak alike (docs/gradients.md)."""
+    out = []
+    for x, x0, n, on in zip(hkl, hkl0, N, active, strict=True):
+        if not on:
+            out.append(torch.ones_like(x))
+            continue
+        parity = torch.remainder((torch.round(n.detach()) - 1.0) * x0, 2.0)
+        out.append((1.0 - 2.0 * parity) * sincg(math.pi * (x - x0), n))
+    return out[0], out[1], out[2]
 
 
-def _needs_smooth(n: Tensor) -> bool:
-    if n.requires_grad:
-        return True
-    if torch.compiler.is_compiling():  # no host read inside a compiled graph: callers pass `smooth` there
-        return False
-    v = float(n.detach())
-    return v != math.floor(v)
-
-
-def shape_factor(shape: str, hkl: tuple[Tensor, Tensor, Tensor], hkl0: tuple[Tensor, Tensor, Tensor],
-                 N: tuple[Tensor, Tensor, Tensor], a_star: Tensor, fudge: Tensor) -> Tensor:
+def shape_factor(
+    shape: str,
+    hkl: tuple[Tensor, Tensor, Tensor],
+    hkl0: tuple[Tensor, Tensor, Tensor],
+    N: tuple[Tensor, Tensor, Tensor],
+    a_star: Tensor,
+    fudge: Tensor,
+) -> Tensor:
     """F_latt for the ROUND, GAUSS and TOPHAT models (SQUARE is the product of square_factors)."""
     Na, Nb, Nc = N
     NNN = Na * Nb * Nc

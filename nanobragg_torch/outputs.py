@@ -28,42 +28,75 @@ def geometry_report(result: RenderResult) -> list[str]:
     """The C's description of the set-up (the lines golden parsers read), in its formats."""
     p = result.plan
     g = p.geom
-    lines = [f"{g.convention.lower()} convention selected.",
-             "pivoting detector around sample" if g.pivot == "SAMPLE" else "pivoting detector around direct beam spot"]
+    lines = [
+        f"{g.convention.lower()} convention selected.",
+        "pivoting detector around sample"
+        if g.pivot == "SAMPLE"
+        else "pivoting detector around direct beam spot",
+    ]
     inc = [_g(torch.dot(g.beam, ax)) for ax in (g.fdet, g.sdet, g.odet)]
     lines.append("XDS incident beam: %g %g %g" % tuple(inc))
     if p.crystal.misset_deg is not None:
         lines.append("random orientation misset angles: %f %f %f deg" % p.crystal.misset_deg)
-    lines += ["  %d sources" % len(p.sources.wavelength),
-              "  %d mosaic domains over mosaic spread of %g degrees" % (p.mosaic.domains, p.mosaic.spread * RTD),
-              "  %d phi steps from %g to %g degrees" % (p.phi.steps, p.phi.phi0 * RTD, (p.phi.phi0 + p.phi.osc) * RTD),
-              "  %dx%d pixel oversample steps" % (p.oversample, p.oversample),
-              "  incident fluence: %g photons/m^2" % _g(p.fluence),
-              "  distance=%g detsize=%gx%g  pixel=%g meters (%dx%d pixels)" % (
-                  _g(g.distance), _g(g.detsize_f), _g(g.detsize_s), _g(g.pixel_size), p.cfg.detector.fpixels,
-                  p.cfg.detector.spixels),
-              "  Xbeam=%g Ybeam=%g" % (_g(g.Xbeam), _g(g.Ybeam)), "  Fbeam=%g Sbeam=%g" % (_g(g.Fbeam), _g(g.Sbeam)),
-              "  Xclose=%g Yclose=%g" % (_g(g.Xclose), _g(g.Yclose)),
-              "  Fclose=%g Sclose=%g" % (_g(g.Fclose), _g(g.Sclose))]
-    for name, vec in (("DIRECTION_OF_DETECTOR_X-AXIS", g.fdet), ("DIRECTION_OF_DETECTOR_Y-AXIS", g.sdet),
-                      ("DIRECTION_OF_DETECTOR_Z-AXIS", g.odet), ("INCIDENT_BEAM_DIRECTION", g.beam),
-                      ("spindle ROTATION_AXIS", g.spindle)):
+    lines += [
+        "  %d sources" % len(p.sources.wavelength),
+        "  %d mosaic domains over mosaic spread of %g degrees" % (p.mosaic.domains, p.mosaic.spread * RTD),
+        "  %d phi steps from %g to %g degrees"
+        % (p.phi.steps, p.phi.phi0 * RTD, (p.phi.phi0 + p.phi.osc) * RTD),
+        "  %dx%d pixel oversample steps" % (p.oversample, p.oversample),
+        "  incident fluence: %g photons/m^2" % _g(p.fluence),
+        "  distance=%g detsize=%gx%g  pixel=%g meters (%dx%d pixels)"
+        % (
+            _g(g.distance),
+            _g(g.detsize_f),
+            _g(g.detsize_s),
+            _g(g.pixel_size),
+            p.cfg.detector.fpixels,
+            p.cfg.detector.spixels,
+        ),
+        "  Xbeam=%g Ybeam=%g" % (_g(g.Xbeam), _g(g.Ybeam)),
+        "  Fbeam=%g Sbeam=%g" % (_g(g.Fbeam), _g(g.Sbeam)),
+        "  Xclose=%g Yclose=%g" % (_g(g.Xclose), _g(g.Yclose)),
+        "  Fclose=%g Sclose=%g" % (_g(g.Fclose), _g(g.Sclose)),
+    ]
+    for name, vec in (
+        ("DIRECTION_OF_DETECTOR_X-AXIS", g.fdet),
+        ("DIRECTION_OF_DETECTOR_Y-AXIS", g.sdet),
+        ("DIRECTION_OF_DETECTOR_Z-AXIS", g.odet),
+        ("INCIDENT_BEAM_DIRECTION", g.beam),
+        ("spindle ROTATION_AXIS", g.spindle),
+    ):
         lines.append("  %s= %g %g %g" % ((name,) + tuple(_g(c) for c in vec)))
     lines.append("  dials origin= %g %g %g" % tuple(_g(c) for c in g.dials_origin))
-    lines.append("solid angle subtended by detector = %g steradian ( %g%% sphere)" % (
-        result.omega_sum / p.steps, 100 * result.omega_sum / p.steps / 4 / np.pi))
+    lines.append(
+        "solid angle subtended by detector = %g steradian ( %g%% sphere)"
+        % (result.omega_sum / p.steps, 100 * result.omega_sum / p.steps / 4 / np.pi)
+    )
     return lines
 
 
 def smv_header(result: RenderResult) -> SMVHeader:
     p = result.plan
     g = p.geom
-    return SMVHeader(fpixels=p.cfg.detector.fpixels, spixels=p.cfg.detector.spixels, pixel_size_m=_g(g.pixel_size),
-                     distance_m=_g(g.distance), lambda_m=_g(p.cfg.beam.wavelength), Xbeam=_g(g.Xbeam),
-                     Ybeam=_g(g.Ybeam), Fbeam=_g(g.Fbeam), Sbeam=_g(g.Sbeam), detsize_s=_g(g.detsize_s),
-                     dials_origin=tuple(_g(c) for c in g.dials_origin), ORGX=_g(g.ORGX), ORGY=_g(g.ORGY),
-                     close_distance_m=_g(g.close_distance), phi0_rad=p.phi.phi0, osc_rad=p.phi.osc,
-                     twotheta_rad=_g(g.twotheta))
+    return SMVHeader(
+        fpixels=p.cfg.detector.fpixels,
+        spixels=p.cfg.detector.spixels,
+        pixel_size_m=_g(g.pixel_size),
+        distance_m=_g(g.distance),
+        lambda_m=_g(p.cfg.beam.wavelength),
+        Xbeam=_g(g.Xbeam),
+        Ybeam=_g(g.Ybeam),
+        Fbeam=_g(g.Fbeam),
+        Sbeam=_g(g.Sbeam),
+        detsize_s=_g(g.detsize_s),
+        dials_origin=tuple(_g(c) for c in g.dials_origin),
+        ORGX=_g(g.ORGX),
+        ORGY=_g(g.ORGY),
+        close_distance_m=_g(g.close_distance),
+        phi0_rad=p.phi.phi0,
+        osc_rad=p.phi.osc,
+        twotheta_rad=_g(g.twotheta),
+    )
 
 
 def run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
@@ -124,8 +157,18 @@ def run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
     if options.dumpfile and cfg.crystal.structure_factors is not None:
         sf = cfg.crystal.structure_factors
         grid = np.asarray(sf.grid)
-        meta = dict(h_min=sf.h_min, h_max=sf.h_max, k_min=sf.k_min, k_max=sf.k_max, l_min=sf.l_min, l_max=sf.l_max,
-                    h_range=grid.shape[0], k_range=grid.shape[1], l_range=grid.shape[2], hkls=sf.hkls)
+        meta = dict(
+            h_min=sf.h_min,
+            h_max=sf.h_max,
+            k_min=sf.k_min,
+            k_max=sf.k_max,
+            l_min=sf.l_min,
+            l_max=sf.l_max,
+            h_range=grid.shape[0],
+            k_range=grid.shape[1],
+            l_range=grid.shape[2],
+            hkls=sf.hkls,
+        )
         write_fdump(options.dumpfile, grid, meta)
     return result
 

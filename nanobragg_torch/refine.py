@@ -168,8 +168,8 @@ def refine(target: Tensor, build: Builder, start: Mapping[str, Tensor | float | 
     scales = dict(scales or {})
     target = torch.as_tensor(target, dtype=dtype, device=device)
     names = list(start)
-    z = {n: (torch.as_tensor(start[n], dtype=dtype, device=device).clone() / scales.get(n, 1.0)).requires_grad_()
-         for n in names}
+    z = {n: (torch.as_tensor(start[n], dtype=dtype, device=device).clone() / scales.get(n, 1.0))
+         .requires_grad_() for n in names}
 
     def params() -> dict[str, Tensor]:
         return {n: z[n] * scales.get(n, 1.0) for n in names}
@@ -212,8 +212,8 @@ def refine(target: Tensor, build: Builder, start: Mapping[str, Tensor | float | 
         for i in range(iterations + 1):
             opt.zero_grad()
             value = objective()
-            record(i, float(value))
-            if i == iterations or float(value) <= stop_loss:
+            record(i, value.item())
+            if i == iterations or value.item() <= stop_loss:
                 break
             value.backward()
             opt.step()
@@ -271,3 +271,59 @@ def orientation_of(params: Mapping[str, Tensor], misset0: tuple[float, float, fl
     """The orientation matrix a `standard_model` parameter set stands for."""
     rot = torch.as_tensor(params["rotation"], dtype=torch.float64)
     return rotation_from_rotvec(rot * DEG) @ misset_rotation(torch.as_tensor(misset0, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# recovery experiments (tests, tools/refine_example.py)
+
+# start offsets: cell lengths (relative), cell angles (deg), misset (deg), distance (relative), beam (pixels)
+DEFAULT_OFFSETS = {"lengths": (0.004, -0.003, 0.005), "angles": (0.3, -0.2, 0.25),
+                   "misset": (0.3, -0.25, 0.2), "distance": 0.01, "beam": (0.6, -0.4)}
+# recovery tolerances: beam centre (pixels), distance and lengths (relative), angles and orientation (deg)
+TOLERANCES = {"beam_px": 0.05, "distance_rel": 1e-3, "length_rel": 1e-3, "angle_deg": 0.05,
+              "orientation_deg": 0.05}
+
+
+def _beam_pixels(d, pixel: float) -> tuple[float, float]:
+    xb = float(d.Xbeam) / pixel if d.Xbeam is not None else (d.spixels + 1) / 2.0
+    yb = float(d.Ybeam) / pixel if d.Ybeam is not None else (d.fpixels + 1) / 2.0
+    return xb, yb
+
+
+def perturb(truth: SimulationConfig, offsets: Mapping[str, object] | None = None
+            ) -> tuple[SimulationConfig, tuple[float, float, float]]:
+    """A start configuration: `truth` with cell, distance and beam centre offset, and the start misset
+    (radians) for standard_model (the truth's misset plus the misset offsets). MOSFLM-style default beam
+    centres (Xbeam/Ybeam None) are made explicit."""
+    o = {**DEFAULT_OFFSETS, **(offsets or {})}
+    c, d = truth.crystal, truth.detector
+    pixel = float(d.pixel_size)
+    cell = tuple(float(c.cell[i]) * (1 + o["lengths"][i]) for i in range(3)) + tuple(
+        float(c.cell[3 + i]) + o["angles"][i] * DEG for i in range(3))
+    xb, yb = _beam_pixels(d, pixel)
+    start = replace(truth, crystal=replace(c, cell=cell),
+                    detector=replace(d, distance=float(d.distance) * (1 + o["distance"]),
+                                     Xbeam=(xb + o["beam"][0]) * pixel, Ybeam=(yb + o["beam"][1]) * pixel))
+    misset = c.misset if c.misset is not None else (0.0, 0.0, 0.0)
+    misset0 = tuple(float(m) + off * DEG for m, off in zip(misset, o["misset"], strict=True))
+    return start, misset0
+
+
+def recovery_errors(params: Mapping[str, Tensor], truth: SimulationConfig,
+                    misset0: tuple[float, float, float]) -> dict[str, float]:
+    """Largest errors of standard_model parameters against `truth`, in the units of TOLERANCES."""
+    c, d = truth.crystal, truth.detector
+    pixel = float(d.pixel_size)
+    cell = params["cell"].detach().double()
+    true_len = torch.tensor([float(c.cell[i]) * 1e10 for i in range(3)], dtype=torch.float64)
+    true_ang = torch.tensor([float(c.cell[i]) / DEG for i in range(3, 6)], dtype=torch.float64)
+    beam = torch.tensor(_beam_pixels(d, pixel), dtype=torch.float64)
+    misset = c.misset if c.misset is not None else (0.0, 0.0, 0.0)
+    R_true = misset_rotation(torch.tensor([float(m) for m in misset], dtype=torch.float64))
+    return {
+        "beam_px": float((params["beam"].detach().double() - beam).abs().max()),
+        "distance_rel": abs(float(params["distance"]) / (float(d.distance) * 1e3) - 1.0),
+        "length_rel": float((cell[:3] / true_len - 1.0).abs().max()),
+        "angle_deg": float((cell[3:] - true_ang).abs().max()),
+        "orientation_deg": float(rotation_angle_between(orientation_of(params, misset0), R_true)) / DEG,
+    }

@@ -9,8 +9,12 @@ from .engine import RenderResult, build_plan, render
 from .trace import TraceValue, pixel_trace
 
 
-def simulate(config: SimulationConfig, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-             samples_per_chunk: int | None = None) -> torch.Tensor:
+def simulate(
+    config: SimulationConfig,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    samples_per_chunk: int | None = None,
+) -> torch.Tensor:
     """Render the float image (photons per pixel), shape (spixels, fpixels), on `device` in `dtype`.
 
     Gradients flow to every tensor in `config` that requires grad (cell, misset, distance, beam centre,
@@ -18,9 +22,13 @@ def simulate(config: SimulationConfig, dtype: torch.dtype = torch.float32, devic
     return render(build_plan(config, dtype, device), samples_per_chunk).image
 
 
-def simulate_with_trace(config: SimulationConfig, pixel: tuple[int, int], dtype: torch.dtype = torch.float64,
-                        device: torch.device | str = "cpu", samples_per_chunk: int | None = None
-                        ) -> tuple[torch.Tensor, dict[str, TraceValue], RenderResult]:
+def simulate_with_trace(
+    config: SimulationConfig,
+    pixel: tuple[int, int],
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+    samples_per_chunk: int | None = None,
+) -> tuple[torch.Tensor, dict[str, TraceValue], RenderResult]:
     """Render and trace one pixel (slow, fast): (image, trace factors, full result)."""
     result = render(build_plan(config, dtype, device), samples_per_chunk, trace_pixel=pixel)
     return result.image, pixel_trace(result), result

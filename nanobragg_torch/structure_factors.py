@@ -18,8 +18,9 @@ HKL = tuple[Tensor, Tensor, Tensor]
 class FGrid:
     """The HKL grid as a tensor on the render device, with the C's index bounds."""
 
-    def __init__(self, sf: StructureFactors | None, default_F: Tensor, dtype: torch.dtype,
-                 device: torch.device) -> None:
+    def __init__(
+        self, sf: StructureFactors | None, default_F: Tensor, dtype: torch.dtype, device: torch.device
+    ) -> None:
         self.default_F = default_F
         if sf is None or sf.hkls == 0:
             self.grid = torch.zeros((1, 1, 1), dtype=dtype, device=device)
@@ -66,13 +67,16 @@ class FGrid:
             first = (flr - 1 - lo).long()
             index.append((first[..., None] + torch.arange(4, device=x.device)).clamp(0, size - 1))
         kr, lr = self.grid.shape[1], self.grid.shape[2]
-        flat = (index[0][..., :, None, None] * kr + index[1][..., None, :, None]) * lr + index[2][..., None, None, :]
+        flat = (index[0][..., :, None, None] * kr + index[1][..., None, :, None]) * lr + index[2][
+            ..., None, None, :
+        ]
         cube = self.grid.reshape(-1)[flat.reshape(-1)].reshape(flat.shape)  # (..., 4, 4, 4)
         return torch.einsum("...ijk,...i,...j,...k->...", cube, weights[0], weights[1], weights[2])
 
 
-def nearest_lookup(grid: Tensor, lo: tuple[int, int, int], hi: tuple[int, int, int], default_F: Tensor,
-                   hkl0: HKL) -> Tensor:
+def nearest_lookup(
+    grid: Tensor, lo: tuple[int, int, int], hi: tuple[int, int, int], default_F: Tensor, hkl0: HKL
+) -> Tensor:
     """Fhkl[h0-h_min][k0-k_min][l0-l_min] inside the grid, default_F outside (a pure function: compilable)."""
     h0, k0, l0 = hkl0
     inside = (h0 >= lo[0]) & (h0 <= hi[0]) & (k0 >= lo[1]) & (k0 <= hi[1]) & (l0 >= lo[2]) & (l0 <= hi[2])

@@ -33,22 +33,44 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, int] | None = None) -> d
     g = plan.geom
     d = plan.cfg.detector
     out: dict[str, TraceValue] = {
-        "pix0_vector": _v(g.pix0), "fdet_vector": _v(g.fdet), "sdet_vector": _v(g.sdet), "odet_vector": _v(g.odet),
-        "beam_vector": _v(g.beam), "distance": _f(g.distance), "close_distance": _f(g.close_distance),
-        "Fbeam": _f(g.Fbeam), "Sbeam": _f(g.Sbeam), "Fclose": _f(g.Fclose), "Sclose": _f(g.Sclose),
-        "pixel_pos": _v(x["pos"][0, -1, -1]), "airpath": _f(x["airpath"][0, -1, -1]),
-        "diffracted": _v(x["diffracted"][0, -1, -1]), "incident": _v(x["incident"][-1]), "lambda": _f(x["lam"][-1]),
-        "scattering": _v(x["scattering"][0, -1, -1, -1]), "stol": _f(x["stol"][0, -1, -1, -1]),
-        "hkl_frac": _v(x["hkl"]), "hkl_rounded": _v(x["hkl0"]),
+        "pix0_vector": _v(g.pix0),
+        "fdet_vector": _v(g.fdet),
+        "sdet_vector": _v(g.sdet),
+        "odet_vector": _v(g.odet),
+        "beam_vector": _v(g.beam),
+        "distance": _f(g.distance),
+        "close_distance": _f(g.close_distance),
+        "Fbeam": _f(g.Fbeam),
+        "Sbeam": _f(g.Sbeam),
+        "Fclose": _f(g.Fclose),
+        "Sclose": _f(g.Sclose),
+        "pixel_pos": _v(x["pos"][0, -1, -1]),
+        "airpath": _f(x["airpath"][0, -1, -1]),
+        "diffracted": _v(x["diffracted"][0, -1, -1]),
+        "incident": _v(x["incident"][-1]),
+        "lambda": _f(x["lam"][-1]),
+        "scattering": _v(x["scattering"][0, -1, -1, -1]),
+        "stol": _f(x["stol"][0, -1, -1, -1]),
+        "hkl_frac": _v(x["hkl"]),
+        "hkl_rounded": _v(x["hkl0"]),
     }
     if x["axes"] is not None:
         fa, fb, fc = _v(x["axes"])
         out.update(F_latt_a=fa, F_latt_b=fb, F_latt_c=fc)
     cells = x["cells"][-1, -1] * 1e10
     I = _f(x["I"][0])
-    out.update(F_latt=_f(x["F_latt"]), F_cell=_f(x["F_cell"]), a_vec=_v(cells[0]), b_vec=_v(cells[1]),
-               c_vec=_v(cells[2]), I_before_scaling=I, r_e_sqr=R_E_SQR, fluence=_f(plan.fluence),
-               steps=float(plan.steps), I_over_steps=I / plan.steps)
+    out.update(
+        F_latt=_f(x["F_latt"]),
+        F_cell=_f(x["F_cell"]),
+        a_vec=_v(cells[0]),
+        b_vec=_v(cells[1]),
+        c_vec=_v(cells[2]),
+        I_before_scaling=I,
+        r_e_sqr=R_E_SQR,
+        fluence=_f(plan.fluence),
+        steps=float(plan.steps),
+        I_over_steps=I / plan.steps,
+    )
     # the C's variables after the pixel: the last value computed (cached ones from the first sub-pixel)
     out["capture_fraction"] = _f(x["capture_all"][0, -1, -1] if d.oversample_thick else x["capture_last"][0])
     out["polar"] = _f(x["polar_all"][0, -1, -1, -1] if d.oversample_polar else x["polar_first"][0])
@@ -67,8 +89,9 @@ def format_trace(trace: dict[str, TraceValue]) -> str:
     return "\n".join(lines)
 
 
-def format_c_printout(trace: dict[str, TraceValue], fpixel: int, spixel: int, pixel_value: float,
-                      lambda0: float) -> str:
+def format_c_printout(
+    trace: dict[str, TraceValue], fpixel: int, spixel: int, pixel_value: float, lambda0: float
+) -> str:
     """The C's -printout_pixel block, in its format (values from our trace)."""
     import math
 
@@ -78,19 +101,21 @@ def format_c_printout(trace: dict[str, TraceValue], fpixel: int, spixel: int, pi
     h, k, l = trace["hkl_frac"]
     h0, k0, l0 = (int(v) for v in trace["hkl_rounded"])
     a, b, c = trace["a_vec"], trace["b_vec"], trace["c_vec"]
-    return "\n".join([
-        "%4d %4d : stol = %g or %g" % (fpixel, spixel, trace["stol"], stol_lab),
-        "at %g %g %g" % (px, py, pz),
-        "hkl= %f %f %f  hkl0= %d %d %d" % (h, k, l, h0, k0, l0),
-        " F_cell=%g  F_latt=%g   I = %g" % (trace["F_cell"], trace["F_latt"], trace["I_before_scaling"]),
-        "I/steps %15.10g" % trace["I_over_steps"],
-        "polar   %15.10g" % trace["polar"],
-        "omega   %15.10g" % trace["omega_pixel"],
-        "capfrac %15.10g" % trace["capture_fraction"],
-        "pixel   %15.10g" % pixel_value,
-        "real-space cell vectors (Angstrom):",
-        "     %-10s  %-10s  %-10s" % ("a", "b", "c"),
-        "X: %11.8f %11.8f %11.8f" % (a[0], b[0], c[0]),
-        "Y: %11.8f %11.8f %11.8f" % (a[1], b[1], c[1]),
-        "Z: %11.8f %11.8f %11.8f" % (a[2], b[2], c[2]),
-    ])
+    return "\n".join(
+        [
+            "%4d %4d : stol = %g or %g" % (fpixel, spixel, trace["stol"], stol_lab),
+            "at %g %g %g" % (px, py, pz),
+            "hkl= %f %f %f  hkl0= %d %d %d" % (h, k, l, h0, k0, l0),
+            " F_cell=%g  F_latt=%g   I = %g" % (trace["F_cell"], trace["F_latt"], trace["I_before_scaling"]),
+            "I/steps %15.10g" % trace["I_over_steps"],
+            "polar   %15.10g" % trace["polar"],
+            "omega   %15.10g" % trace["omega_pixel"],
+            "capfrac %15.10g" % trace["capture_fraction"],
+            "pixel   %15.10g" % pixel_value,
+            "real-space cell vectors (Angstrom):",
+            "     %-10s  %-10s  %-10s" % ("a", "b", "c"),
+            "X: %11.8f %11.8f %11.8f" % (a[0], b[0], c[0]),
+            "Y: %11.8f %11.8f %11.8f" % (a[1], b[1], c[1]),
+            "Z: %11.8f %11.8f %11.8f" % (a[2], b[2], c[2]),
+        ]
+    )

@@ -125,7 +125,8 @@ BAD_INPUT = {
 
 @pytest.mark.parametrize("mode", [[], ["--c-compat"]], ids=["default", "c-compat"])
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
-def test_bad_input_exits_2_with_one_line_and_no_files(cli: CliRun, work: Path, case: str, mode: list[str]) -> None:
+def test_bad_input_exits_2_with_one_line_and_no_files(cli: CliRun, work: Path, case: str,
+                                                      mode: list[str]) -> None:  # fmt: skip
     argv, names = BAD_INPUT[case]
     rc, out, err = cli([*ALL_OUTPUTS, *mode, *argv])  # the faulty flag last: "missing value" means at the end
     assert_one_line_error(rc, err, *names)
@@ -147,7 +148,7 @@ OWN_FLAG_BUG = pytest.mark.xfail(strict=True, reason=(
 
 
 @pytest.mark.parametrize("argv, names", [
-    pytest.param(["-trace_pixel", "a", "b"], ["-trace_pixel"], id="trace_pixel-non-integer", marks=OWN_FLAG_BUG),
+    pytest.param(["-trace_pixel", "a", "b"], ["-trace_pixel"], id="trace_pixel-non-int", marks=OWN_FLAG_BUG),
     pytest.param(["-chunk", "x"], ["-chunk"], id="chunk-non-integer", marks=OWN_FLAG_BUG),
     pytest.param(["-trace_pixel", "5"], ["-trace_pixel"], id="trace_pixel-missing-value", marks=OWN_FLAG_BUG),
     pytest.param(["-dtype"], ["-dtype"], id="dtype-missing-value", marks=OWN_FLAG_BUG),
@@ -168,10 +169,12 @@ def test_bad_own_flag_values(cli: CliRun, work: Path, argv: list[str], names: li
     assert written(work) == set()
 
 
-@pytest.mark.xfail(strict=True, reason="outputs.run writes files one by one and cli.main does not catch OSError: "
-                   "an unwritable output path after rendering gives a traceback (exit 1) and leaves the files "
-                   "written before it; check output paths before rendering (or remove partial outputs) and "
-                   "report OSError as one line")  # fmt: skip
+UNWRITABLE_BUG = ("outputs.run writes files one by one and cli.main does not catch OSError: an unwritable "
+                  "output path found after rendering gives a traceback (exit 1) and leaves the files written "
+                  "before it; check output paths before rendering (or remove partial ones), report one line")
+
+
+@pytest.mark.xfail(strict=True, reason=UNWRITABLE_BUG)
 def test_unwritable_output_found_after_render_leaves_nothing(cli: CliRun, work: Path) -> None:
     (work / "adir").mkdir()
     rc, _, err = cli([*BASE, "-floatfile", "f.bin", "-intfile", "adir"])
@@ -207,7 +210,8 @@ def test_default_mode_writes_nothing_unasked(cli: CliRun, work: Path) -> None:
     (["-outdir", "o", "-floatfile", "f.bin", "-intfile", "i.img"], {"o/f.bin", "o/i.img"}),
     (ALL_OUTPUTS, {"f.bin", "i.img", "n.img", "p.pgm", "p.png"}),
 ])  # fmt: skip
-def test_default_mode_writes_exactly_what_is_asked(cli: CliRun, work: Path, flags: list[str], files: set[str]) -> None:
+def test_default_mode_writes_exactly_what_is_asked(cli: CliRun, work: Path, flags: list[str],
+                                                   files: set[str]) -> None:  # fmt: skip
     rc, _, _ = cli([*BASE, *flags])
     assert rc == 0
     assert written(work) == files
@@ -275,20 +279,31 @@ def test_demo_writes_float_smv_png_into_out(cli: CliRun, work: Path) -> None:
     assert float_image(work / "out/demo_float.bin", (48, 48)).max() > 0
 
 
+@pytest.mark.slow
+def test_full_demo_case(cli: CliRun, work: Path) -> None:
+    """The built-in case as the README runs it (256 x 256 pixels, 4 phi steps x 5 mosaic domains)."""
+    rc, out, _ = cli(["-demo"])
+    assert rc == 0
+    assert written(work) == {"out/demo_float.bin", "out/demo_int.img", "out/demo.png"}
+    assert float_image(work / "out/demo_float.bin", (256, 256)).max() > 0
+    assert "max_I = " in out
+
+
 def test_module_entry_point(tmp_path: Path) -> None:
-    """`python -m nanobragg_torch`: the built-in demo case, then a bad flag (exit status through sys.exit)."""
+    """`python -m nanobragg_torch`: -demo into -outdir, then a bad flag (exit status through sys.exit)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    demo = subprocess.run([sys.executable, "-m", "nanobragg_torch", "-demo", "-outdir", "demo_out"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    argv = [sys.executable, "-m", "nanobragg_torch", "-demo", "-outdir", "demo_out", "-detpixels", "32"]
+    demo = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert demo.returncode == 0, demo.stderr
     names = {"demo_float.bin", "demo_int.img", "demo.png"}
     assert {p.name for p in (tmp_path / "demo_out").iterdir()} == names
     assert {p.name for p in tmp_path.iterdir()} == {"demo_out"}
     assert all(os.path.join("demo_out", n) in demo.stdout for n in names)
-    assert (tmp_path / "demo_out/demo_float.bin").stat().st_size == 256 * 256 * 4
-    bad = subprocess.run([sys.executable, "-m", "nanobragg_torch", *BASE, "-bogus"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert (tmp_path / "demo_out/demo_float.bin").stat().st_size == 32 * 32 * 4
+    argv = [sys.executable, "-m", "nanobragg_torch", *BASE, "-bogus"]
+    bad = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert_one_line_error(bad.returncode, bad.stderr, "-bogus")
+    assert {p.name for p in tmp_path.iterdir()} == {"demo_out"}
 
 
 # --------------------------------------------------------------------------------------------------- trace
@@ -312,9 +327,9 @@ def test_printout_pixel_takes_fast_first(cli: CliRun, work: Path) -> None:
     rc, out, _ = cli([*BASE, "-floatfile", "f.bin", "-printout_pixel", str(F), str(S)])
     assert rc == 0
     lines = out.splitlines()
-    assert "%4d %4d : stol" % (F, S) in out
+    assert f"{F:4d} {S:4d} : stol" in out
     pixel_line = next(ln for ln in lines if ln.startswith("pixel   "))
-    assert pixel_line == "pixel   %15.10g" % float(float_image(work / "f.bin")[S, F])
+    assert pixel_line == f"pixel   {float(float_image(work / 'f.bin')[S, F]):15.10g}"
 
 
 # ---------------------------------------------------------------------------------------------------- pix0

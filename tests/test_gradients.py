@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from nanobragg_torch.config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, StructureFactors
+from nanobragg_torch.config import (
+    BeamConfig,
+    CrystalConfig,
+    DetectorConfig,
+    SimulationConfig,
+    StructureFactors,
+)
 from nanobragg_torch.refine import oriented_reciprocal_matrix, rotation_from_quaternion, rotation_from_rotvec
 from nanobragg_torch.simulate import simulate
 
@@ -28,6 +34,16 @@ ANG = 1e-10
 PIX = 6  # image is PIX x PIX
 CELL = (30.0, 40.0, 50.0, 86.0, 92.0, 97.0)  # Angstrom, degrees
 MISSET = (5.0, 11.0, 17.0)  # degrees
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These renders are tiny: one intra-op thread is faster, and immune to OpenMP spin-waits when the CPU is
+    shared (2 threads on a loaded 2-core runner made the refinement 10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def base_config(convention: str = "MOSFLM", **over) -> SimulationConfig:
@@ -91,13 +107,15 @@ def _cell_case() -> Case:
 
 def _misset_case() -> Case:
     cfg = base_config()
-    return Case("misset", MISSET, lambda p: with_field(cfg, "crystal.misset", tuple(p[i] * DEG for i in range(3))))
+    return Case("misset", MISSET,
+                lambda p: with_field(cfg, "crystal.misset", tuple(p[i] * DEG for i in range(3))))
 
 
 def _matrix_case() -> Case:
     cfg = base_config(xtal__misset=None)
     cell = cfg.crystal.cell
-    A0 = oriented_reciprocal_matrix(cell, rotation_from_rotvec(torch.tensor(MISSET, dtype=DT) * DEG), 1.0 * ANG)
+    R0 = rotation_from_rotvec(torch.tensor(MISSET, dtype=DT) * DEG)
+    A0 = oriented_reciprocal_matrix(cell, R0, 1.0 * ANG)
     # matrix alone (no -cell): the engine derives the whole cell from it
     cfg = with_field(cfg, "crystal.cell", None)
     return Case("reciprocal_matrix", tuple(A0.reshape(-1).tolist()),
@@ -176,7 +194,7 @@ def _grid_values_case() -> Case:  # the grid tensor itself: the five entries the
     return Case("F_grid_entries", tuple(g0.reshape(-1)[idx].tolist()), make)
 
 
-def _tricubic_geometry_case() -> Case:  # interpolated F: smooth in hkl, so the geometry gradient includes dF/dhkl
+def _tricubic_geometry_case() -> Case:  # interpolated F is smooth in hkl: the geometry gradient has dF/dhkl
     sf = _hkl_grid()
     cfg = base_config(xtal__structure_factors=sf, xtal__interpolate=True)
     return Case("distance_tricubic_F", 50.0, lambda p: with_field(cfg, "detector.distance", p * MM))
@@ -214,7 +232,8 @@ CASES: list[Case] = [
     field_case("vdivrange", "beam.vdivrange", 2.0, 1e-3, beam__vdivsteps=3),
     field_case("hdivstep", "beam.hdivstep", 1.0, 1e-3, beam__hdivrange=2e-3, beam__hdivsteps=3),
     # the C draws the domain angles in float32: finite differences need a step above that staircase
-    field_case("mosaic_spread", "crystal.mosaic_spread", 0.5, DEG, eps=1e-4, rtol=1e-3, xtal__mosaic_domains=3),
+    field_case("mosaic_spread", "crystal.mosaic_spread", 0.5, DEG, eps=1e-4, rtol=1e-3,
+               xtal__mosaic_domains=3),
     field_case("phi0", "crystal.phi0", 10.0, DEG, xtal__phisteps=2, xtal__osc=1.0 * DEG),
     field_case("phistep", "crystal.phistep", 0.5, DEG, xtal__phisteps=3, xtal__osc=1.5 * DEG),
     field_case("osc", "crystal.osc", 1.0, DEG, xtal__phisteps=3, xtal__phi0=5.0 * DEG),

@@ -35,7 +35,7 @@ from .schema import FACTORS, order_index
 
 __all__ = ["fingerprint", "format_number", "grid_sums", "FingerprintExtension"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def format_number(x: float, digits: int = 8, floor: float = 0.0) -> str:
@@ -82,7 +82,9 @@ def _image_lines(image: Any, digits: int, grid: int, grid_digits: int) -> list[s
     s, f = a.shape
     am = np.unravel_index(int(np.argmax(flat)), a.shape) if flat.size else (0, 0)
     pct = np.percentile(flat, [50, 90, 99, 99.9]) if flat.size else [0.0] * 4
-    n = lambda v: format_number(v, digits)  # noqa: E731
+    peak = float(np.abs(flat).max()) if flat.size else 0.0
+    # pixels below 1e-9 of the peak sit in the zeros of the lattice transform, where rounding dominates
+    n = lambda v: format_number(v, digits, floor=1e-9 * peak)  # noqa: E731
     lines = [
         f"  shape (slow fast)  {s} {f}",
         f"  sum                {n(flat.sum())}",

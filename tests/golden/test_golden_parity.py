@@ -50,7 +50,9 @@ PARAMS = _params()
 def _skip_without_shared(case) -> None:
     for rel in case.shared_files():
         if not (shared_data_dir() / rel).exists():
-            pytest.skip(f"shared reference input {rel} not found under {shared_data_dir()} (set NB_SHARED_DATA)")
+            pytest.skip(
+                f"shared reference input {rel} not found under {shared_data_dir()} (set NB_SHARED_DATA)"
+            )
 
 
 @cache
@@ -86,8 +88,10 @@ def test_traces_match_c_printout(name, variant, device):
     for pixel in golden.traced_pixels:
         ours = pixel_trace(result, pixel)
         report = compare_traces(golden.c_trace(pixel), ours)
-        assert report.ok, f"{variant}/{name} pixel {pixel}: first divergent factor {report.first_divergent}\n" \
-                          f"{report.summary()}"
+        assert report.ok, (
+            f"{variant}/{name} pixel {pixel}: first divergent factor {report.first_divergent}\n"
+            f"{report.summary()}"
+        )
 
 
 @pytest.mark.parametrize("name,variant", PARAMS)
@@ -100,8 +104,11 @@ def test_trace_is_the_image(name, variant, device):
         t = pixel_trace(result, pixel)
         assert t["I_pixel_final"] == pytest.approx(float(result.image[pixel].double()), rel=1e-12, abs=0)
         product = t["r_e_sqr"] * t["fluence"] * t["I_before_scaling"] / t["steps"]
-        for factor, per_sample in (("capture_fraction", d.oversample_thick), ("polar", d.oversample_polar),
-                                   ("omega_pixel", d.oversample_omega)):
+        for factor, per_sample in (
+            ("capture_fraction", d.oversample_thick),
+            ("polar", d.oversample_polar),
+            ("omega_pixel", d.oversample_omega),
+        ):
             if not per_sample:
                 product *= t[factor]
         assert t["I_pixel_final"] == pytest.approx(product, rel=1e-12, abs=1e-300)
@@ -170,7 +177,9 @@ def test_fingerprint_snapshot(name, variant, snapshot_fp, device):
     golden, _, result = _render(name, variant, "float64", str(device))
     pixel = golden.traced_pixels[0]
     image = result.image.detach().cpu().double().numpy()
-    assert fingerprint(f"{variant}/{name} float64", trace=pixel_trace(result, pixel), image=image) == snapshot_fp
+    assert (
+        fingerprint(f"{variant}/{name} float64", trace=pixel_trace(result, pixel), image=image) == snapshot_fp
+    )
 
 
 def test_every_case_has_a_golden():

@@ -30,7 +30,7 @@ def test_exact_format_of_a_tiny_case():
     img[3, 3] = 0.5
     fp = fingerprint("tiny", {"F_cell": 100.0, "fdet_vector": (0.0, -0.0, 1.0)}, img, grid=2)
     assert fp == (
-        "fingerprint v1: tiny\n"
+        "fingerprint v2: tiny\n"
         "[trace]\n"
         "  fdet_vector        0 0 1.0000000e+00\n"
         "  F_cell             1.0000000e+02\n"
