@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from . import quirks
 from .cflags import c_defaults, c_option_loop, own_options, strip_own_flags, validate
@@ -153,6 +154,7 @@ def parse_c_flags(argv: list[str]) -> dict:
 
 def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig, RunOptions]:
     """argv (without the program name) -> (SimulationConfig in SI units, RunOptions)."""
+    validate(argv)
     own = own_options(argv)
     if own["demo"]:
         argv = DEMO_ARGS + [a for a in argv if a != "-demo"]
@@ -194,11 +196,7 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         if c_compat or "-dump" in argv:
             dumpfile = v["dumpfilename"]
     else:
-        dump_path = (
-            os.path.join(cwd, v["dumpfilename"])
-            if not os.path.isabs(v["dumpfilename"])
-            else v["dumpfilename"]
-        )
+        dump_path = os.path.join(cwd, v["dumpfilename"]) if not os.path.isabs(v["dumpfilename"]) else v["dumpfilename"]
         if (c_compat or "-dump" in argv) and os.path.exists(dump_path):
             grid, meta = read_fdump(dump_path)
             sf = StructureFactors(grid, meta["h_min"], meta["k_min"], meta["l_min"], 1)
@@ -241,9 +239,7 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
             )
     mask = v["mask"]
     if mask is not None and mask.shape != (spixels, fpixels):
-        raise InputError(
-            f"flag -mask: mask is {mask.shape[1]}x{mask.shape[0]}, detector is {fpixels}x{spixels}"
-        )
+        raise InputError(f"flag -mask: mask is {mask.shape[1]}x{mask.shape[0]}, detector is {fpixels}x{spixels}")
 
     def opt(x):
         return None if (isinstance(x, float) and math.isnan(x)) else x
@@ -366,6 +362,18 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     printout_pixel = None
     if v["printout_fpixel"] >= 0 or v["printout_spixel"] >= 0:
         printout_pixel = (v["printout_fpixel"], v["printout_spixel"])
+        _check_traced(cfg, "-printout_pixel", printout_pixel[1], printout_pixel[0])
+    if own["trace_pixel"] is not None:
+        _check_traced(cfg, "-trace_pixel", *own["trace_pixel"])
+    if own["chunk"] is not None and own["chunk"] <= 0:
+        raise InputError(f"flag -chunk: expected a positive number of samples, got {own['chunk']}")
+    try:
+        torch.device(own["device"])
+    except RuntimeError:
+        raise InputError(f"flag -device: unknown device {own['device']!r} (cpu, cuda, cuda:N)") from None
+    if v["stolfilename"] is not None:  # the C reads the table (then never uses it): a bad file still fails
+        if len(read_text_columns(v["stolfilename"], 2)) == 0:
+            raise InputError(f"{v['stolfilename']}: no data in the -stol file")
     options = RunOptions(
         dtype=own["dtype"],
         device=own["device"],
@@ -387,6 +395,19 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         notes=notes,
     )
     return cfg, options
+
+
+def _check_traced(cfg: SimulationConfig, flag: str, slow: int, fast: int) -> None:
+    """A traced pixel must be one the render computes (on the detector, inside -roi, not masked)."""
+    d = cfg.detector
+    if not (0 <= slow < d.spixels and 0 <= fast < d.fpixels):
+        raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is off the {d.fpixels}x{d.spixels} detector")
+    if d.roi is not None:
+        xmin, xmax, ymin, ymax = d.roi
+        if not (xmin <= fast <= xmax and ymin <= slow <= ymax):
+            raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is outside -roi")
+    if d.mask is not None and d.mask[slow, fast] == 0:
+        raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is masked")
 
 
 def _check_size_conflicts(argv: list[str], pixel: float, fpixels: int, spixels: int) -> None:

@@ -10,6 +10,7 @@ import torch
 from .cli import RunOptions
 from .config import RTD, SimulationConfig, scalar_value
 from .engine import RenderResult, build_plan, render
+from .errors import InputError
 from .images import image_statistics, int_image, pgm_image
 from .io.fdump import write_fdump
 from .io.floatimage import write_float_image
@@ -30,9 +31,7 @@ def geometry_report(result: RenderResult) -> list[str]:
     g = p.geom
     lines = [
         f"{g.convention.lower()} convention selected.",
-        "pivoting detector around sample"
-        if g.pivot == "SAMPLE"
-        else "pivoting detector around direct beam spot",
+        "pivoting detector around sample" if g.pivot == "SAMPLE" else "pivoting detector around direct beam spot",
     ]
     inc = [_g(torch.dot(g.beam, ax)) for ax in (g.fdet, g.sdet, g.odet)]
     lines.append("XDS incident beam: %g %g %g" % tuple(inc))
@@ -41,8 +40,7 @@ def geometry_report(result: RenderResult) -> list[str]:
     lines += [
         "  %d sources" % len(p.sources.wavelength),
         "  %d mosaic domains over mosaic spread of %g degrees" % (p.mosaic.domains, p.mosaic.spread * RTD),
-        "  %d phi steps from %g to %g degrees"
-        % (p.phi.steps, p.phi.phi0 * RTD, (p.phi.phi0 + p.phi.osc) * RTD),
+        "  %d phi steps from %g to %g degrees" % (p.phi.steps, p.phi.phi0 * RTD, (p.phi.phi0 + p.phi.osc) * RTD),
         "  %dx%d pixel oversample steps" % (p.oversample, p.oversample),
         "  incident fluence: %g photons/m^2" % _g(p.fluence),
         "  distance=%g detsize=%gx%g  pixel=%g meters (%dx%d pixels)"
@@ -99,12 +97,50 @@ def smv_header(result: RenderResult) -> SMVHeader:
     )
 
 
+def output_paths(options: RunOptions) -> list[str]:
+    return [
+        p
+        for p in (
+            options.floatfile,
+            options.intfile,
+            options.pgmfile,
+            options.pngfile,
+            options.noisefile,
+            options.dumpfile,
+        )
+        if p
+    ]
+
+
+def check_output_paths(options: RunOptions) -> None:
+    """Refuse, before rendering, any output path that cannot be written (a folder, an unwritable folder)."""
+    for path in output_paths(options):
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise InputError(f"output {path}: is a folder")
+        while not os.path.exists(folder):
+            folder = os.path.dirname(folder)
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"output {path}: folder {folder} is not writable")
+
+
 def run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
+    """Render and write the outputs; on failure no output of this run is left behind."""
+    check_output_paths(options)
+    existed = {p for p in output_paths(options) if os.path.exists(p)}
+    try:
+        return _run(cfg, options)
+    except BaseException:
+        for path in output_paths(options):
+            if path not in existed and os.path.exists(path):
+                os.remove(path)
+        raise
+
+
+def _run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
     dtype = torch.float64 if options.dtype == "float64" else torch.float32
     device = torch.device(options.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        from .errors import InputError
-
         raise InputError("flag -device: CUDA requested but no CUDA device is available")
     for note in options.notes:
         print(note)

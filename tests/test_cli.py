@@ -142,26 +142,15 @@ def test_cuda_without_device_is_refused_at_run_start(cli: CliRun, work: Path) ->
     assert written(work) == set()
 
 
-OWN_FLAG_BUG = pytest.mark.xfail(strict=True, reason=(
-    "cli.config_from_flags calls cflags.own_options before cflags.validate, so int()/argv[i+1] raise "
-    "ValueError/IndexError (traceback, exit 1): validate first"))
-
-
 @pytest.mark.parametrize("argv, names", [
-    pytest.param(["-trace_pixel", "a", "b"], ["-trace_pixel"], id="trace_pixel-non-int", marks=OWN_FLAG_BUG),
-    pytest.param(["-chunk", "x"], ["-chunk"], id="chunk-non-integer", marks=OWN_FLAG_BUG),
-    pytest.param(["-trace_pixel", "5"], ["-trace_pixel"], id="trace_pixel-missing-value", marks=OWN_FLAG_BUG),
-    pytest.param(["-dtype"], ["-dtype"], id="dtype-missing-value", marks=OWN_FLAG_BUG),
-    pytest.param(["-outdir"], ["-outdir"], id="outdir-missing-value", marks=OWN_FLAG_BUG),
-    pytest.param(["-device", "gpu0"], ["-device"], id="device-unknown",
-                 marks=pytest.mark.xfail(strict=True, reason="outputs.run: torch.device('gpu0') raises "
-                                         "RuntimeError (traceback, exit 1); catch it as InputError")),
-    pytest.param(["-trace_pixel", "0", "40"], ["-trace_pixel"], id="trace_pixel-fast-outside",
-                 marks=pytest.mark.xfail(strict=True, reason="not range-checked: engine.render flattens "
-                                         "slow*fpixels+fast, so (0, 40) on a 16-wide detector traces pixel "
-                                         "(2, 8) under the requested label; exit 0")),
-    pytest.param(["-trace_pixel", "-1", "0"], ["-trace_pixel"], id="trace_pixel-negative",
-                 marks=pytest.mark.xfail(strict=True, reason="not range-checked: no trace printed, exit 0")),
+    pytest.param(["-trace_pixel", "a", "b"], ["-trace_pixel"], id="trace_pixel-non-int"),
+    pytest.param(["-chunk", "x"], ["-chunk"], id="chunk-non-integer"),
+    pytest.param(["-trace_pixel", "5"], ["-trace_pixel"], id="trace_pixel-missing-value"),
+    pytest.param(["-dtype"], ["-dtype"], id="dtype-missing-value"),
+    pytest.param(["-outdir"], ["-outdir"], id="outdir-missing-value"),
+    pytest.param(["-device", "gpu0"], ["-device"], id="device-unknown"),
+    pytest.param(["-trace_pixel", "0", "40"], ["-trace_pixel"], id="trace_pixel-fast-outside"),
+    pytest.param(["-trace_pixel", "-1", "0"], ["-trace_pixel"], id="trace_pixel-negative"),
 ])  # fmt: skip
 def test_bad_own_flag_values(cli: CliRun, work: Path, argv: list[str], names: list[str]) -> None:
     rc, _, err = cli([*BASE, "-floatfile", "f.bin", *argv])
@@ -169,12 +158,6 @@ def test_bad_own_flag_values(cli: CliRun, work: Path, argv: list[str], names: li
     assert written(work) == set()
 
 
-UNWRITABLE_BUG = ("outputs.run writes files one by one and cli.main does not catch OSError: an unwritable "
-                  "output path found after rendering gives a traceback (exit 1) and leaves the files written "
-                  "before it; check output paths before rendering (or remove partial ones), report one line")
-
-
-@pytest.mark.xfail(strict=True, reason=UNWRITABLE_BUG)
 def test_unwritable_output_found_after_render_leaves_nothing(cli: CliRun, work: Path) -> None:
     (work / "adir").mkdir()
     rc, _, err = cli([*BASE, "-floatfile", "f.bin", "-intfile", "adir"])

@@ -1,5 +1,5 @@
-"""Recovering perturbed cell, orientation, distance and beam centre by L-BFGS through the differentiable render
-(trajectories are printed: run with -s to see them).
+"""Recovering perturbed cell, orientation, distance and beam centre by L-BFGS through the differentiable
+render (trajectories are printed: run with -s to see them).
 
 Start offsets (refine.DEFAULT_OFFSETS): cell lengths +0.4/-0.3/+0.5 %, cell angles +0.3/-0.2/+0.25 deg, misset
 +0.3/-0.25/+0.2 deg, distance +1 %, beam centre +0.6/-0.4 pixel. Tolerances (refine.TOLERANCES): beam centre
