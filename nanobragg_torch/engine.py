@@ -556,7 +556,8 @@ def render(
     n = order.numel()
     per_chunk = chunk_pixels(plan, samples_per_chunk or plan.samples_per_chunk)
     active = plan.interpolate
-    values = []
+    # written chunk by chunk: no small per-chunk tensors stay behind to pin freed work buffers in the heap
+    image = torch.zeros(d.spixels * d.fpixels, dtype=plan.dtype, device=plan.device)
     omega_sum = torch.zeros((), dtype=plan.dtype, device=plan.device)
     wanted = list(trace_pixels or []) + ([trace_pixel] if trace_pixel is not None else [])
     pending = {int(p[0]) * d.fpixels + int(p[1]): (int(p[0]), int(p[1])) for p in wanted}
@@ -569,7 +570,7 @@ def render(
             value, omega, state = checkpoint(_chunk_values, plan, idx, active, first, use_reentrant=False)
         else:
             value, omega, state = _chunk_values(plan, idx, active, first)
-        values.append(value)
+        image = image.index_copy(0, idx, value) if value.requires_grad else image.index_copy_(0, idx, value)
         omega_sum = omega_sum + omega.detach()
         switch, first_pixel = int(state[0]), int(state[1])
         for flat in pending:
@@ -582,9 +583,6 @@ def render(
                 traces[pending[flat]] = {"inter": one.inter, "value": one.intensity[0]}
         active = active and switch < 0
         first = first and first_pixel < 0
-    image = torch.zeros(d.spixels * d.fpixels, dtype=plan.dtype, device=plan.device)
-    if values:
-        image = image.index_put((order,), torch.cat(values))
     single = traces.get(tuple(int(v) for v in trace_pixel)) if trace_pixel is not None else None
     return RenderResult(
         image=image.reshape(d.spixels, d.fpixels),

@@ -148,7 +148,8 @@ def _run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
     trace_at = options.trace_pixel
     if trace_at is None and options.printout_pixel is not None:
         trace_at = (options.printout_pixel[1], options.printout_pixel[0])
-    result = render(plan, options.chunk, trace_pixel=trace_at)
+    with torch.no_grad():  # the command line needs no gradients
+        result = render(plan, options.chunk, trace_pixel=trace_at)
     for line in geometry_report(result):
         print(line)
     image = result.image.detach().to("cpu", torch.float32).numpy()

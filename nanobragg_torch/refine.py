@@ -24,6 +24,7 @@ import torch
 
 from .config import SimulationConfig
 from .crystal import _cell_reciprocal
+from .detector import resolve_geometry
 from .simulate import simulate
 from .vectors import rotate_xyz
 
@@ -232,7 +233,9 @@ def standard_model(base: SimulationConfig, misset0: tuple[float, float, float] =
       rotation  (3,) rotation vector (degrees) applied after the misset `misset0` (radians):
                 orientation = exp([rotation]) @ misset_rotation(misset0), no gimbal lock
       distance  ()   mm
-      beam      (2,) Xbeam, Ybeam in pixels (the C's -Xbeam/-Ybeam divided by the pixel size)
+      beam      (2,) Xbeam, Ybeam in pixels (the C's -Xbeam/-Ybeam divided by the pixel size); needs a
+                convention whose beam centre places the detector (BEAM pivot: MOSFLM, DENZO, ADXV, CUSTOM
+                with pivot BEAM), else ValueError (XDS/DIALS place it by ORGX/ORGY: write a build for those)
 
     Returns (build, start values read from `base`, default scales). Refine a subset by leaving names out of
     the start dict passed to `refine` (missing names keep their start value)."""
@@ -245,9 +248,7 @@ def standard_model(base: SimulationConfig, misset0: tuple[float, float, float] =
                              + [float(c.cell[i]) / DEG for i in range(3, 6)], dtype=torch.float64),
         "rotation": torch.zeros(3, dtype=torch.float64),
         "distance": torch.tensor(float(d.distance) * 1e3, dtype=torch.float64),
-        "beam": torch.tensor([float(d.Xbeam) / pixel if d.Xbeam is not None else (d.spixels + 1) / 2.0,
-                              float(d.Ybeam) / pixel if d.Ybeam is not None else (d.fpixels + 1) / 2.0],
-                             dtype=torch.float64),
+        "beam": torch.tensor(_beam_pixels(base), dtype=torch.float64),
     }
     scales = {"cell": 0.1, "rotation": 0.1, "distance": 0.1, "beam": 0.1}
     fixed = dict(start)
@@ -284,10 +285,14 @@ TOLERANCES = {"beam_px": 0.05, "distance_rel": 1e-3, "length_rel": 1e-3, "angle_
               "orientation_deg": 0.05}
 
 
-def _beam_pixels(d, pixel: float) -> tuple[float, float]:
-    xb = float(d.Xbeam) / pixel if d.Xbeam is not None else (d.spixels + 1) / 2.0
-    yb = float(d.Ybeam) / pixel if d.Ybeam is not None else (d.fpixels + 1) / 2.0
-    return xb, yb
+def _beam_pixels(cfg: SimulationConfig) -> tuple[float, float]:
+    """Xbeam, Ybeam in pixels as the engine resolves them (the convention's defaults when not given)."""
+    g = resolve_geometry(cfg, torch.float64, torch.device("cpu"))
+    if g.pivot != "BEAM":
+        raise ValueError(f"the {g.convention} convention places the detector by Xclose/ORGX (SAMPLE pivot): "
+                         "Xbeam/Ybeam do not move it")
+    pixel = float(g.pixel_size)
+    return float(g.Xbeam) / pixel, float(g.Ybeam) / pixel
 
 
 def perturb(truth: SimulationConfig, offsets: Mapping[str, object] | None = None
@@ -300,7 +305,7 @@ def perturb(truth: SimulationConfig, offsets: Mapping[str, object] | None = None
     pixel = float(d.pixel_size)
     cell = tuple(float(c.cell[i]) * (1 + o["lengths"][i]) for i in range(3)) + tuple(
         float(c.cell[3 + i]) + o["angles"][i] * DEG for i in range(3))
-    xb, yb = _beam_pixels(d, pixel)
+    xb, yb = _beam_pixels(truth)
     start = replace(truth, crystal=replace(c, cell=cell),
                     detector=replace(d, distance=float(d.distance) * (1 + o["distance"]),
                                      Xbeam=(xb + o["beam"][0]) * pixel, Ybeam=(yb + o["beam"][1]) * pixel))
@@ -313,11 +318,10 @@ def recovery_errors(params: Mapping[str, Tensor], truth: SimulationConfig,
                     misset0: tuple[float, float, float]) -> dict[str, float]:
     """Largest errors of standard_model parameters against `truth`, in the units of TOLERANCES."""
     c, d = truth.crystal, truth.detector
-    pixel = float(d.pixel_size)
     cell = params["cell"].detach().double()
     true_len = torch.tensor([float(c.cell[i]) * 1e10 for i in range(3)], dtype=torch.float64)
     true_ang = torch.tensor([float(c.cell[i]) / DEG for i in range(3, 6)], dtype=torch.float64)
-    beam = torch.tensor(_beam_pixels(d, pixel), dtype=torch.float64)
+    beam = torch.tensor(_beam_pixels(truth), dtype=torch.float64)
     misset = c.misset if c.misset is not None else (0.0, 0.0, 0.0)
     R_true = misset_rotation(torch.tensor([float(m) for m in misset], dtype=torch.float64))
     return {

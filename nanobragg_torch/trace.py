@@ -77,6 +77,13 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, int] | None = None) -> d
     out["omega_pixel"] = _f(x["omega_all"][0, -1, -1] if d.oversample_omega else x["omega_first"][0])
     out["cos_2theta"] = _f((x["incident"][-1] * x["diffracted"][0, -1, -1]).sum())
     out["I_pixel_final"] = _f(kept["value"])
+    # where in the sampling the "last" values above come from, and the per-layer capture fractions
+    out["source_index"] = float(len(plan.sources.wavelength) - 1)
+    out["phi_step"] = float(plan.phi.steps - 1)
+    out["phi"] = _f(plan.phi.phi[-1])
+    out["mosaic_domain"] = float(plan.mosaic.domains - 1)
+    out["layer"] = float(plan.layers.count - 1)
+    out["capture_per_layer"] = _v(x["capture_all"][0, :, 0])
     return out
 
 

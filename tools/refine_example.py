@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     start_all = standard_model(start_cfg, misset0)[1]
     print(f"\n{len(result.history) - 1} iterations, {result.seconds:.2f} s, loss {result.history[0].loss:.3e}"
           f" -> {result.loss:.3e}")
-    print(f"{'':10s} {'truth':>44s} {'start':>44s} {'refined':>44s}")
+    print("parameter  truth | start | refined")
     for n in ("cell", "distance", "beam"):
         print(f"{n:10s} {_fmt(truth_p[n].reshape(-1))} | {_fmt(start_all[n].reshape(-1))} | "
               f"{_fmt(final[n].reshape(-1))}")

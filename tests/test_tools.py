@@ -1,0 +1,151 @@
+"""tools/trace_pixel.py, tools/diff_picture.py and tools/bench.py: fast end-to-end checks (no C binary)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import struct
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from nanobragg_torch.cli import config_from_flags
+from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.parity.goldens import get_case, golden_dir, load_golden, repo_root, shared_data_dir
+from nanobragg_torch.parity.printout import parse_trace_py
+
+TOOLS = repo_root() / "tools"
+CASE = "mosflm_default"  # small (128 x 128), no shared inputs, pinned and fixed goldens
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(tool, *args) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = tool.main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory):
+    """trace_pixel.py on the case's first golden pixel (pinned -> --c-compat), float64."""
+    out = tmp_path_factory.mktemp("trace") / "trace.txt"
+    code, _, err = _run(_load("trace_pixel"), "--case", CASE, "--out", out)
+    assert code == 0, err
+    return out, load_golden(CASE, "pinned")
+
+
+def test_trace_pixel_is_the_rendered_pixel(traced):
+    out, golden = traced
+    pixel = golden.traced_pixels[0]
+    trace = parse_trace_py(out.read_text())
+    assert trace.pixel == tuple(pixel)
+    argv = get_case(CASE).argv(inputs=golden_dir() / "inputs", shared=shared_data_dir()) + ["--c-compat"]
+    cfg, _ = config_from_flags(argv, cwd=os.devnull)
+    with torch.no_grad():
+        image = render(build_plan(cfg, torch.float64, "cpu")).image
+    assert trace.values["I_pixel_final"] == pytest.approx(float(image[pixel]), rel=1e-12, abs=0)
+    env = json.loads((out.parent / "trace.txt.env.json").read_text())
+    for key in ("python", "torch", "numpy", "git_sha", "device", "dtype", "threads", "date"):
+        assert key in env
+    assert env["dtype"] == "float64" and env["pixel"] == list(pixel) and env["variant"] == "pinned"
+
+
+def test_trace_agrees_with_the_c_printout(traced, tmp_path):
+    out, golden = traced
+    s, f = golden.traced_pixels[0]
+    code, md, err = _run(_load("compare_traces"), "--c-log", golden.directory / f"printout_s{s}_f{f}.txt",
+                         "--c-stdout", golden.directory / "stdout.txt", "--py-log", out)
+    assert code == 0, md + err
+
+
+def test_trace_pixel_raw_flags_to_stdout():
+    flags = ["-cell", "100", "100", "100", "90", "90", "90", "-N", "3", "-default_F", "10", "-detpixels", "16",
+             "-pixel", "0.5", "-distance", "100"]
+    code, text, _ = _run(_load("trace_pixel"), "--pixel", 3, 5, "--dtype", "float32", "--", *flags)
+    assert code == 0
+    assert text.startswith("TRACE_PY: pixel 3 5\n") and "TRACE_PY: I_pixel_final " in text
+
+
+def _png_chunks(data: bytes) -> dict[bytes, bytes]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        (crc,) = struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
+        chunks[kind] = chunks.get(kind, b"") + body
+        pos += 12 + n
+    return chunks
+
+
+def test_diff_picture_writes_a_valid_png(tmp_path):
+    tool = _load("diff_picture")
+    rng = np.random.default_rng(1)
+    ref = rng.gamma(0.5, 10.0, size=(24, 40)).astype(np.float32)
+    ours = ref * (1 + 1e-3 * rng.standard_normal(ref.shape)).astype(np.float32)
+    ours[5, 7] = ref[5, 7] * 1.5 + 1.0  # the worst pixel
+    np.save(tmp_path / "ours.npy", ours)
+    ref.tofile(tmp_path / "ref.bin")  # raw float32, like the C's -floatfile
+    png = tmp_path / "diff.png"
+    code, text, _ = _run(tool, "--ours", tmp_path / "ours.npy", "--ref", tmp_path / "ref.bin", "--shape", 24, 40,
+                         "--out", png, "--worst", 3)
+    assert code == 0
+    chunks = _png_chunks(png.read_bytes())
+    width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (width, height, depth, colour) == (3 * 40 + 2 * tool.GAP, 24, 8, 2)
+    raw = zlib.decompress(chunks[b"IDAT"])
+    assert len(raw) == height * (1 + 3 * width)
+    worst = text.splitlines()[3].split()
+    assert (int(worst[0]), int(worst[1])) == (5, 7)
+
+
+def test_diff_picture_against_a_golden_case(tmp_path):
+    png = tmp_path / "case.png"
+    code, text, _ = _run(_load("diff_picture"), "--case", CASE, "--out", png, "--grey")
+    assert code == 0
+    chunks = _png_chunks(png.read_bytes())
+    assert struct.unpack(">IIBB", chunks[b"IHDR"][:10])[2:] == (8, 0)
+    corr = float(text.splitlines()[1].split()[1])
+    assert corr > 0.9999999
+
+
+def test_bench_quick_without_c(tmp_path, monkeypatch):
+    monkeypatch.delenv("NB_C_BIN", raising=False)
+    monkeypatch.delenv("NB_C_OMP_BIN", raising=False)
+    bench = _load("bench")
+    code, md, _ = _run(bench, "--case", "tiny", "--quick", "--reps", "1", "--dtype", "float32",
+                       "--json", tmp_path / "b.json", "--md", tmp_path / "b.md")
+    assert code == 0
+    assert "| case | samples | impl |" in md and md == (tmp_path / "b.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| tiny ")]
+    assert {r.split("|")[3].strip() for r in rows} == {"api", "cli"}
+    report = json.loads((tmp_path / "b.json").read_text())
+    (case,) = report["cases"]
+    assert case["samples"] == 64 * 64 * 2 * 2
+    assert all(r["times"] and r["peak_rss_mb"] > 0 for r in case["results"])
+    assert any("NB_C_BIN" in n for n in case["notes"])
+
+
+def test_bench_helpers():
+    bench = _load("bench")
+    assert bench.strip_outputs(["-N", "5", "-floatfile", "x", "-nonoise", "-printout_pixel", "1", "2", "-v"]) == [
+        "-N", "5", "-v"]
+    a = np.arange(10.0)
+    assert bench.correlation(a, 2 * a + 1) == pytest.approx(1.0)
+    names = {c.name for c in bench.select_cases(None)}
+    assert names == {"cubic_1024", "triclinic_512", "sampling_47m", "mosaic_1g", "pilatus6m"}

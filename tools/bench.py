@@ -1,0 +1,570 @@
+#!/usr/bin/env python
+"""Benchmark nanobragg-torch against the C nanoBragg, side by side in one run.
+
+    python tools/bench.py [--case NAME ...] [--dtype float32|float64|both] [--device cpu|cuda]
+                          [--reps 3] [--quick] [--no-cli] [--no-api] [--c-compat] [--threads N]
+                          [--json FILE] [--md FILE]
+    python tools/bench.py --memory-sweep [--domains 1 10 100 1000] [--dtype ...]
+
+Each case runs, interleaved within every repetition, through
+  api     our Python API in a child process (tools/bench_runner.py): build_plan + render, steady state; the
+          first call (torch.compile included) is timed separately before the repetitions,
+  cli     our command line as a whole process: python -m nanobragg_torch FLAGS -dtype D -device DEV,
+  C       the serial C binary ($NB_C_BIN),
+  C-omp   the OpenMP C build ($NB_C_OMP_BIN) with OMP_NUM_THREADS = the torch thread count,
+all with the same C flags plus ``-nonoise -nopgm -noprogress -floatfile F -intfile I`` in an empty working
+directory. Every run is a separate process whose peak RSS comes from os.wait4. The table gives samples
+(pixels x sub-pixels x layers x sources x phi steps x mosaic domains), min and median wall time, samples/s
+(at the min time), C time / our time (> 1: we are faster), peak RSS, and the correlation of our image with
+the serial C image. Without a C binary the C columns are left empty.
+
+``--memory-sweep`` renders a 256x256 image with 1, 10, 100, 1000 mosaic domains through the API and reports
+the peak RSS of each render process: memory is bounded by the chunk size, not by the number of samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from nanobragg_torch.cli import config_from_flags  # noqa: E402
+from nanobragg_torch.engine import build_plan  # noqa: E402
+from nanobragg_torch.io.floatimage import read_float_image  # noqa: E402
+
+RUNNER = ROOT / "tools" / "bench_runner.py"
+MARK = "BENCH_JSON "
+OUTPUT_FLAGS = {"-floatfile": 1, "-intfile": 1, "-noisefile": 1, "-pgmfile": 1, "-nonoise": 0, "-nopgm": 0,
+                "-noprogress": 0, "-printout": 0, "-printout_pixel": 2}
+CUBIC = ("-cell 100 100 100 90 90 90 -N 5 -default_F 100 -lambda 1 -distance 100").split()
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """A benchmark case: C flags (without outputs); `quick` replaces them under --quick."""
+
+    name: str
+    title: str
+    flags: tuple[str, ...]
+    quick: tuple[str, ...] | None = None
+    quick_title: str = ""
+    hidden: bool = False  # not part of the default set (select with --case)
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+def _pilatus_flags() -> tuple[str, ...] | None:
+    """The golden case full_pilatus6m's flags without its output flags (None: shared data missing)."""
+    from nanobragg_torch.parity.goldens import get_case, shared_data_dir
+
+    case = get_case("full_pilatus6m")
+    if any(not (shared_data_dir() / rel).exists() for rel in case.shared_files()):
+        return None
+    return tuple(strip_outputs(case.argv()))
+
+
+def strip_outputs(flags: list[str] | tuple[str, ...]) -> list[str]:
+    """Flags without the output/progress flags (the benchmark adds its own)."""
+    out, i = [], 0
+    while i < len(flags):
+        n = OUTPUT_FLAGS.get(flags[i])
+        if n is None:
+            out.append(flags[i])
+            i += 1
+        else:
+            i += 1 + n
+    return out
+
+
+MOSAIC = _split("-mosaic 0.5 -mosaic_domains 100 -phi 0 -osc 1 -phisteps 10")
+CASES: list[BenchCase] = [
+    BenchCase("cubic_1024", "cubic 1024^2, N=5",
+              _split("-cell 100 100 100 90 90 90 -N 5 -default_F 100 -lambda 1 -distance 100 -detpixels 1024 "
+                     "-pixel 0.1 -oversample 1")),
+    BenchCase("triclinic_512", "triclinic 512^2, N=8, misset",
+              _split("-cell 70 80 90 75 85 95 -misset 10 20 30 -N 8 -default_F 100 -lambda 1 -distance 100 "
+                     "-detpixels 512 -pixel 0.1 -oversample 1")),
+    BenchCase("sampling_47m", "256^2, oversample 2, 3 layers, 20 divergence x 3 wavelengths",
+              tuple(CUBIC) + _split("-pixel 0.1 -detpixels 256 -oversample 2 -detector_thick 100 "
+                                    "-detector_thicksteps 3 -hdivrange 1 -vdivrange 1 -hdivsteps 5 -vdivsteps 4 "
+                                    "-square_div -dispersion 1 -dispsteps 3")),
+    BenchCase("mosaic_1g", "1024^2, 100 mosaic domains x 10 phi steps",
+              tuple(CUBIC) + _split("-detpixels 1024 -pixel 0.1 -oversample 1") + MOSAIC,
+              quick=tuple(CUBIC) + _split("-detpixels 256 -pixel 0.4 -oversample 1") + MOSAIC,
+              quick_title="--quick: 256^2 of 0.4 mm (same detector area), 100 domains x 10 phi steps"),
+    BenchCase("pilatus6m", "Pilatus 6M, A.mat + scaled.hkl, 10 phi steps (golden full_pilatus6m)", ()),
+    BenchCase("tiny", "64^2, 2 phi x 2 domains (smoke test)",
+              tuple(CUBIC) + _split("-detpixels 64 -pixel 0.4 -oversample 1 -mosaic 0.3 -mosaic_domains 2 "
+                                    "-phi 0 -osc 1 -phisteps 2"), hidden=True),
+]
+SWEEP_FLAGS = tuple(CUBIC) + _split("-detpixels 256 -pixel 0.4 -oversample 1 -mosaic 0.5")
+
+
+# ---------------------------------------------------------------------------------------------------
+# processes
+
+
+def _gnu_time() -> str | None:
+    """GNU time, if present: it forks a small process, so the peak RSS it reports is the command's own.
+    (os.wait4 of a child spawned by this process would include this process's RSS at the spawn: Linux
+    keeps the pre-exec high-water mark.)"""
+    path = shutil.which("time") or ("/usr/bin/time" if os.path.exists("/usr/bin/time") else None)
+    if path is None:
+        return None
+    try:
+        ok = subprocess.run([path, "-f", "%M", "-o", os.devnull, "true"], capture_output=True).returncode == 0
+    except OSError:
+        return None
+    return path if ok else None
+
+
+GNU_TIME = _gnu_time()
+
+
+def measured(cmd: list[str], rss_file: Path) -> list[str]:
+    """`cmd` wrapped so that its peak RSS (kB) lands in rss_file."""
+    return [GNU_TIME, "-f", "%M", "-o", str(rss_file), *cmd] if GNU_TIME else cmd
+
+
+def read_rss(rss_file: Path, fallback_kb: int) -> int:
+    try:
+        return int(rss_file.read_text().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return fallback_kb
+
+
+@dataclass
+class ProcResult:
+    seconds: float
+    rss_kb: int
+    code: int
+    log: str
+
+
+def run_process(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> ProcResult:
+    """Run a whole process: wall time and its peak RSS (GNU time, else os.wait4: an upper bound)."""
+    rss_file = log.with_suffix(".rss")
+    with open(log, "wb") as fh:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(measured(cmd, rss_file), cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ProcResult(seconds, read_rss(rss_file, int(usage.ru_maxrss)), proc.returncode,
+                      log.read_text(errors="replace"))
+
+
+class ApiRunner:
+    """A tools/bench_runner.py child: renders on demand, so its runs interleave with the others."""
+
+    def __init__(self, flags: list[str], dtype: str, device: str, threads: int, image: Path, env: dict[str, str],
+                 stderr: Path) -> None:
+        cmd = [sys.executable, str(RUNNER), "--dtype", dtype, "--device", device, "--threads", str(threads),
+               "--image", str(image), "--", *flags]
+        self._err: IO[bytes] = open(stderr, "wb")  # noqa: SIM115 (closed in finish)
+        self.stderr_path = stderr
+        self.rss_file = stderr.with_suffix(".rss")
+        self.proc = subprocess.Popen(measured(cmd, self.rss_file), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._err, env=env, text=True, bufsize=1, cwd=image.parent)
+        self.ready = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(MARK):
+                return json.loads(line[len(MARK):])
+        self._err.flush()
+        raise RuntimeError(f"bench runner died: {self.stderr_path.read_text(errors='replace')[-2000:]}")
+
+    def render(self) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("render\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def finish(self) -> tuple[dict[str, Any], int]:
+        """Quit; (last message, peak RSS kB of the whole process)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.close()
+        last = self._read()
+        self.proc.stdout.read()
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self._err.close()
+        return last, read_rss(self.rss_file, int(usage.ru_maxrss))
+
+
+# ---------------------------------------------------------------------------------------------------
+# measurement
+
+
+@dataclass
+class Impl:
+    """Measurements of one implementation on one case."""
+
+    impl: str  # api | cli | C | C-omp
+    dtype: str
+    device: str
+    threads: int
+    times: list[float] = field(default_factory=list)
+    rss_kb: int = 0
+    first_s: float | None = None
+    compiled: bool | None = None
+    corr_c: float | None = None
+    ratio_c: float | None = None
+    ratio_omp: float | None = None
+    error: str | None = None
+
+    @property
+    def min_s(self) -> float | None:
+        return min(self.times) if self.times else None
+
+    @property
+    def median_s(self) -> float | None:
+        return statistics.median(self.times) if self.times else None
+
+    def as_dict(self, samples: int) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items()}
+        d.update(min_s=self.min_s, median_s=self.median_s, peak_rss_mb=self.rss_kb / 1024.0,
+                 samples_per_s=samples / self.min_s if self.min_s else None,
+                 compile_s=(self.first_s - self.median_s) if (self.first_s and self.median_s) else None)
+        return d
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def count_samples(flags: list[str]) -> tuple[int, tuple[int, int]]:
+    """(pixels x sub-pixels x layers x sources x phi x domains, (spixels, fpixels)) from our plan."""
+    cfg, _ = config_from_flags(flags, cwd=os.devnull)
+    plan = build_plan(cfg, torch.float64, "cpu", compile=False)
+    return plan.samples_per_pixel * int(plan.pixel_order.numel()), (cfg.detector.spixels, cfg.detector.fpixels)
+
+
+def c_binary(var: str) -> str | None:
+    path = os.environ.get(var)
+    return path if path and os.access(path, os.X_OK) else None
+
+
+def child_env(threads: int, compile_mode: str) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
+    env.pop("NB_COMPILE", None)
+    if compile_mode != "auto":
+        env["NB_COMPILE"] = "1" if compile_mode == "on" else "0"
+    return env
+
+
+def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work: Path,
+               log=print) -> dict[str, Any]:
+    """All implementations of one case, interleaved per repetition."""
+    samples, shape = count_samples(flags)
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    ours_extra = ["--c-compat"] if args.c_compat else []
+    env = child_env(args.threads, args.compile)
+    cdir = work / case.name
+    cdir.mkdir(parents=True, exist_ok=True)
+    out_flags = ["-nonoise", "-nopgm", "-noprogress"]
+
+    def outputs(tag: str) -> tuple[Path, list[str]]:
+        d = cdir / tag
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir()
+        return d, out_flags + ["-floatfile", str(d / "float.bin"), "-intfile", str(d / "int.img")]
+
+    results: list[Impl] = []
+    runners: dict[str, ApiRunner] = {}
+    api: dict[str, Impl] = {}
+    cli: dict[str, Impl] = {}
+    if not args.no_api:
+        for dt in dtypes:
+            imp = Impl("api", dt, args.device, args.threads)
+            api[dt] = imp
+            results.append(imp)
+            d, _ = outputs(f"api_{dt}")
+            try:
+                runners[dt] = ApiRunner(flags + ours_extra, dt, args.device, args.threads, d / "image.npy", env,
+                                        d / "stderr.txt")
+                first = runners[dt].render()
+                imp.first_s, imp.compiled = first["seconds"], first["compiled"]
+                log(f"  api {dt}: first call {imp.first_s:.2f} s (compiled={imp.compiled})")
+            except RuntimeError as exc:
+                imp.error = str(exc)
+                runners.pop(dt, None)
+    if not args.no_cli:
+        for dt in dtypes:
+            cli[dt] = Impl("cli", dt, args.device, args.threads)
+            results.append(cli[dt])
+    c_bin, omp_bin = c_binary("NB_C_BIN"), c_binary("NB_C_OMP_BIN")
+    c_impl = Impl("C", "double", "cpu", 1) if c_bin else None
+    omp_impl = Impl("C-omp", "double", "cpu", args.threads) if omp_bin else None
+    results += [x for x in (c_impl, omp_impl) if x is not None]
+    c_image_path = None
+
+    def whole(imp: Impl, cmd: list[str], tag: str) -> Path | None:
+        d, extra = outputs(tag)
+        r = run_process(cmd + extra, d, env, d / "log.txt")
+        if r.code != 0:
+            imp.error = f"exit {r.code}: {r.log[-500:]}"
+            return None
+        imp.times.append(r.seconds)
+        imp.rss_kb = max(imp.rss_kb, r.rss_kb)
+        log(f"  {imp.impl} {imp.dtype}: {r.seconds:.2f} s, {r.rss_kb / 1024:.0f} MB")
+        return d / "float.bin"
+
+    cli_images: dict[str, Path | None] = {}
+    for rep in range(args.reps):
+        log(f"  rep {rep + 1}/{args.reps}")
+        for dt in dtypes:
+            if dt in runners:
+                msg = runners[dt].render()
+                api[dt].times.append(msg["seconds"])
+                log(f"  api {dt}: {msg['seconds']:.2f} s")
+            if dt in cli and cli[dt].error is None:
+                cmd = [sys.executable, "-m", "nanobragg_torch", *flags, *ours_extra, "-dtype", dt,
+                       "-device", args.device]
+                cli_images[dt] = whole(cli[dt], cmd, f"cli_{dt}")
+        if c_impl is not None and c_impl.error is None:
+            c_image_path = whole(c_impl, [c_bin, *flags], "c")
+        if omp_impl is not None and omp_impl.error is None:
+            whole(omp_impl, [omp_bin, *flags], "c_omp")
+
+    c_image = read_float_image(c_image_path, shape) if c_image_path is not None else None
+    for dt, runner in runners.items():
+        _, rss = runner.finish()
+        api[dt].rss_kb = rss
+        if c_image is not None:
+            path = cdir / f"api_{dt}" / "image.npy"
+            if path.exists():
+                api[dt].corr_c = correlation(np.load(path), c_image)
+    for dt, path in cli_images.items():
+        if c_image is not None and path is not None and path.exists():
+            cli[dt].corr_c = correlation(read_float_image(path, shape), c_image)
+    for imp in results:
+        if imp.impl in ("api", "cli") and imp.min_s:
+            if c_impl is not None and c_impl.min_s:
+                imp.ratio_c = c_impl.min_s / imp.min_s
+            if omp_impl is not None and omp_impl.min_s:
+                imp.ratio_omp = omp_impl.min_s / imp.min_s
+    if omp_impl is not None and omp_impl.min_s and c_impl is not None and c_impl.min_s:
+        omp_impl.ratio_c = c_impl.min_s / omp_impl.min_s
+    notes = []
+    if c_impl is None:
+        notes.append("C serial not run (NB_C_BIN unset or not executable)")
+    if omp_impl is None:
+        notes.append("C OpenMP not run (NB_C_OMP_BIN unset or not executable)")
+    return {"name": case.name, "title": case.quick_title if (args.quick and case.quick) else case.title,
+            "flags": flags, "samples": samples, "shape": list(shape), "reps": args.reps, "notes": notes,
+            "results": [r.as_dict(samples) for r in results]}
+
+
+# ---------------------------------------------------------------------------------------------------
+# reporting
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": mem, "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "date": datetime.now(UTC).isoformat(timespec="seconds")}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    if x is None or (isinstance(x, float) and x != x):
+        return ""
+    return format(x, spec)
+
+
+def _corr(x: float | None) -> str:
+    if x is None or x != x:
+        return ""
+    return "1 - %.1e" % (1 - x) if x < 1 else "1"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB; torch {m['torch']}, "
+             f"{m['torch_threads']} threads; {m['date']}", ""]
+    lines += ["| case | samples | impl | dtype | device | threads | min s | median s | Msamples/s | C/ours "
+              "| C-omp/ours | peak RSS MB | first call s | corr vs C |",
+              "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for case in report["cases"]:
+        for r in case["results"]:
+            if r["error"] and not r["times"]:
+                lines.append(f"| {case['name']} | {case['samples']:,} | {r['impl']} | {r['dtype']} | | | failed: "
+                             f"{r['error'][:60]!s} | | | | | | | |")
+                continue
+            sps = r["samples_per_s"] / 1e6 if r["samples_per_s"] else None
+            first = _fmt(r["first_s"], ".2f") + (" (compiled)" if r["compiled"] else "")
+            lines.append(
+                f"| {case['name']} | {case['samples']:,} | {r['impl']} | {r['dtype']} | {r['device']} | "
+                f"{r['threads']} | {_fmt(r['min_s'], '.3f')} | {_fmt(r['median_s'], '.3f')} | {_fmt(sps, '.2f')} | "
+                f"{_fmt(r['ratio_c'], '.2f')} | {_fmt(r['ratio_omp'], '.2f')} | {_fmt(r['peak_rss_mb'], '.0f')} | "
+                f"{first} | {_corr(r['corr_c'])} |")
+    lines.append("")
+    for case in report["cases"]:
+        lines.append(f"- `{case['name']}`: {case['title']}; {case['reps']} reps; flags `{' '.join(case['flags'])}`")
+        for note in case["notes"]:
+            lines.append(f"  - {note}")
+    return "\n".join(lines) + "\n"
+
+
+def sweep_markdown(report: dict[str, Any]) -> str:
+    lines = ["| mosaic domains | samples | dtype | compiled | render s | RSS before render MB | peak RSS MB | "
+             "render increment MB | C peak RSS MB |", "|---:|---:|---|---|---:|---:|---:|---:|---:|"]
+    for r in report["sweep"]:
+        grow = r["peak_rss_mb"] - r["rss_before_mb"]
+        lines.append(f"| {r['domains']} | {r['samples']:,} | {r['dtype']} | {r['compiled']} | {r['seconds']:.2f} | "
+                     f"{r['rss_before_mb']:.0f} | {r['peak_rss_mb']:.0f} | {grow:.0f} | "
+                     f"{_fmt(r.get('c_rss_mb'), '.0f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def memory_sweep(args: argparse.Namespace, work: Path, log=print) -> list[dict[str, Any]]:
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    env = child_env(args.threads, args.compile)
+    c_bin = c_binary("NB_C_BIN")
+    rows = []
+    for domains in args.domains:
+        flags = list(SWEEP_FLAGS) + ["-mosaic_domains", str(domains)]
+        samples, _ = count_samples(flags)
+        c_rss = None
+        if c_bin:
+            d = work / f"sweep_c_{domains}"
+            d.mkdir(parents=True, exist_ok=True)
+            r = run_process([c_bin, *flags, "-nonoise", "-nopgm", "-noprogress", "-floatfile", "f.bin"], d, env,
+                            d / "log.txt")
+            c_rss = r.rss_kb / 1024.0
+        for dt in dtypes:
+            d = work / f"sweep_{domains}_{dt}"
+            d.mkdir(parents=True, exist_ok=True)
+            runner = ApiRunner(flags, dt, args.device, args.threads, d / "image.npy", env, d / "stderr.txt")
+            msg = runner.render()
+            _, rss = runner.finish()
+            row = {"domains": domains, "samples": samples, "dtype": dt, "compiled": msg["compiled"],
+                   "seconds": msg["seconds"], "rss_before_mb": runner.ready["rss_kb"] / 1024.0,
+                   "peak_rss_mb": rss / 1024.0, "c_rss_mb": c_rss}
+            log(f"  {domains} domains {dt}: {row['seconds']:.2f} s, peak RSS {row['peak_rss_mb']:.0f} MB "
+                f"(before render {row['rss_before_mb']:.0f} MB)")
+            rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def select_cases(names: list[str] | None) -> list[BenchCase]:
+    by_name = {c.name: c for c in CASES}
+    if not names:
+        return [c for c in CASES if not c.hidden]
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise SystemExit(f"unknown case(s) {unknown}; known: {sorted(by_name)}")
+    return [by_name[n] for n in names]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", action="append", help="run only this case (repeatable); default: all but 'tiny'")
+    ap.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per implementation (default 3)")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                    help="torch threads and OMP_NUM_THREADS of the OpenMP C (default: torch.get_num_threads())")
+    ap.add_argument("--quick", action="store_true", help="shrink the 1 G-sample case (see the case list)")
+    ap.add_argument("--no-cli", action="store_true", help="skip our whole-process CLI runs")
+    ap.add_argument("--no-api", action="store_true", help="skip our in-process API runs")
+    ap.add_argument("--c-compat", action="store_true", help="render ours with --c-compat (pinned C behaviour)")
+    ap.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                    help="torch.compile of our fused path: auto (engine default) or forced via NB_COMPILE")
+    ap.add_argument("--memory-sweep", action="store_true", help="peak RSS vs number of mosaic domains")
+    ap.add_argument("--domains", type=int, nargs="+", default=[1, 10, 100, 1000], help="for --memory-sweep")
+    ap.add_argument("--json", type=Path, help="write the full report as JSON")
+    ap.add_argument("--md", type=Path, help="write the Markdown table")
+    ap.add_argument("--workdir", type=Path, help="keep the run's files here (default: a temporary folder)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    report: dict[str, Any] = {"machine": machine(), "options": {k: (str(v) if isinstance(v, Path) else v)
+                                                                 for k, v in vars(args).items()},
+                              "c_bin": c_binary("NB_C_BIN"), "c_omp_bin": c_binary("NB_C_OMP_BIN")}
+    with tempfile.TemporaryDirectory(prefix="nb_bench_") as tmp:
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        if args.memory_sweep:
+            report["sweep"] = memory_sweep(args, work, log)
+            md = sweep_markdown(report)
+        else:
+            report["cases"] = []
+            for case in select_cases(args.case):
+                flags = list(case.quick if (args.quick and case.quick) else case.flags)
+                if case.name == "pilatus6m":
+                    pil = _pilatus_flags()
+                    if pil is None:
+                        log("pilatus6m: shared data missing (NB_SHARED_DATA); skipped")
+                        continue
+                    flags = list(pil)
+                log(f"{case.name}: {' '.join(flags)}")
+                report["cases"].append(bench_case(case, flags, args, work, log))
+            md = markdown(report)
+    sys.stdout.write(md)
+    if args.md:
+        args.md.write_text(md)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Child process of tools/bench.py: renders one case through the Python API on command.
+
+    python tools/bench_runner.py --dtype float32 --device cpu --threads 2 --image OUT.npy -- C-FLAGS...
+
+It parses the flags once, prints ``BENCH_JSON {"event": "ready", ...}``, then for each line ``render`` on
+stdin renders the image (build_plan + render, no autograd) and prints ``BENCH_JSON {"seconds": ...}``; on
+``quit`` (or end of input) it saves the last image to --image (float32 .npy) and exits. The parent times the
+steady state by sending ``render`` between its other runs (interleaving) and reads this process's peak RSS
+with os.wait4, so the RSS is per case and per dtype.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from nanobragg_torch.cli import config_from_flags  # noqa: E402
+from nanobragg_torch.engine import build_plan, render  # noqa: E402
+
+MARK = "BENCH_JSON "
+
+
+def peak_rss_kb() -> int:
+    """ru_maxrss of this process (kB on Linux)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def emit(obj: dict) -> None:
+    print(MARK + json.dumps(obj), flush=True)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--image", type=Path, help="save the last rendered image here (.npy, float32)")
+    ap.add_argument("--once", action="store_true", help="render once without waiting for commands")
+    ap.add_argument("flags", nargs=argparse.REMAINDER, help="C flags (after --)")
+    args = ap.parse_args(argv)
+    flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    device = torch.device(args.device)
+    cfg, _ = config_from_flags(flags, cwd=os.devnull)
+    emit({"event": "ready", "rss_kb": peak_rss_kb(), "threads": torch.get_num_threads(),
+          "torch": torch.__version__, "device": str(device), "dtype": args.dtype})
+    image = None
+    commands = iter(["render", "quit"]) if args.once else (line.strip() for line in sys.stdin)
+    for command in commands:
+        if command != "render":
+            break
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            plan = build_plan(cfg, dtype, device)
+            result = render(plan)
+        _sync(device)
+        seconds = time.perf_counter() - t0
+        image = result.image
+        emit({"event": "render", "seconds": seconds, "rss_kb": peak_rss_kb(), "compiled": plan.compiled,
+              "samples": plan.samples_per_pixel * int(plan.pixel_order.numel()),
+              "samples_per_chunk": plan.samples_per_chunk})
+    if image is not None and args.image is not None:
+        np.save(args.image, image.detach().to("cpu", torch.float32).numpy())
+    emit({"event": "done", "rss_kb": peak_rss_kb()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
