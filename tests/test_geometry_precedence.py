@@ -8,8 +8,23 @@ import torch
 from nanobragg_torch.cli import config_from_flags
 from nanobragg_torch.engine import build_plan
 
-BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "1", "-detpixels", "20", "-pixel", "0.5",
-        "-distance", "80"]
+BASE = [
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-default_F",
+    "1",
+    "-detpixels",
+    "20",
+    "-pixel",
+    "0.5",
+    "-distance",
+    "80",
+]
 
 
 def geom(*flags: str):
@@ -18,15 +33,19 @@ def geom(*flags: str):
 
 
 def close(a, b):
-    return torch.allclose(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64),
-                          atol=1e-12)
+    return torch.allclose(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64), atol=1e-12)
 
 
 def test_pix0_override_ignores_beam_centre_and_pivot_flags():
     v = ["-pix0_vector_mm", "81", "6", "-4", "-pix0_override"]
     ref = geom(*v).pix0
-    for extra in (["-Xbeam", "3", "-Ybeam", "7"], ["-ORGX", "5", "-ORGY", "9"], ["-Xclose", "2"],
-                  ["-pivot", "sample"], ["-close_distance", "70"]):
+    for extra in (
+        ["-Xbeam", "3", "-Ybeam", "7"],
+        ["-ORGX", "5", "-ORGY", "9"],
+        ["-Xclose", "2"],
+        ["-pivot", "sample"],
+        ["-close_distance", "70"],
+    ):
         assert close(geom(*v, *extra).pix0, ref), extra
     assert close(ref, [0.081, 0.006, -0.004])
 

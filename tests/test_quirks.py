@@ -59,11 +59,30 @@ def test_every_quirk_case_exists_and_docs_are_current():
         for name in q.golden_cases:
             assert name in CASES, f"{q.key}: golden case {name} missing from golden/cases.toml"
     doc = Path(__file__).resolve().parents[1] / "docs" / "c_quirks.md"
-    assert doc.read_text() == quirks.markdown() + "\n", "regenerate: python -m nanobragg_torch.quirks > docs/c_quirks.md"
+    assert doc.read_text() == quirks.markdown() + "\n", (
+        "regenerate: python -m nanobragg_torch.quirks > docs/c_quirks.md"
+    )
 
 
-SMALL = ["-cell", "50", "50", "50", "90", "90", "90", "-N", "3", "-detpixels", "16", "-pixel", "0.5",
-         "-distance", "60", "-lambda", "1.0"]
+SMALL = [
+    "-cell",
+    "50",
+    "50",
+    "50",
+    "90",
+    "90",
+    "90",
+    "-N",
+    "3",
+    "-detpixels",
+    "16",
+    "-pixel",
+    "0.5",
+    "-distance",
+    "60",
+    "-lambda",
+    "1.0",
+]
 
 
 def _write_hkl(path: Path, value: float) -> None:
