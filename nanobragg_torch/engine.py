@@ -137,7 +137,7 @@ def build_plan(
     # oversampling: recommended = ceil(3 * xtalsize_max / (lambda0 * distance / pixel))
     lengths = norm(crystal.a0).detach()
     xtal_max = max(float(lengths[i]) * float(N[i].detach()) for i in range(3))
-    recip_pixel = scalar_value(cfg.beam.wavelength) * float(geom.distance.detach()) / float(geom.pixel_size)
+    recip_pixel = scalar_value(cfg.beam.wavelength) * float(geom.distance.detach()) / float(geom.pixel_size.detach())
     recommended = math.ceil(3.0 * xtal_max / recip_pixel)
     if recommended <= 0:
         recommended = 1

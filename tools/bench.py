@@ -12,11 +12,13 @@ Each case runs, interleaved within every repetition, through
   cli     our command line as a whole process: python -m nanobragg_torch FLAGS -dtype D -device DEV,
   C       the serial C binary ($NB_C_BIN),
   C-omp   the OpenMP C build ($NB_C_OMP_BIN) with OMP_NUM_THREADS = the torch thread count,
-all with the same C flags plus ``-nonoise -nopgm -noprogress -floatfile F -intfile I`` in an empty working
-directory. Every run is a separate process whose peak RSS comes from os.wait4. The table gives samples
+all with the same C flags plus ``-nonoise -nopgm -noprogress -floatfile F`` in an empty working directory
+(the C also writes its default intimage.img; ours writes only the float file). Every run is a separate
+process; its peak RSS is measured by GNU time (else os.wait4, an upper bound). The table gives samples
 (pixels x sub-pixels x layers x sources x phi steps x mosaic domains), min and median wall time, samples/s
-(at the min time), C time / our time (> 1: we are faster), peak RSS, and the correlation of our image with
-the serial C image. Without a C binary the C columns are left empty.
+(at the min time), C time / our time at the min times (> 1: we are faster), peak RSS, the first call of the
+API (compile included), and the correlation of our image with the serial C image. Without a C binary the C
+columns are left empty.
 
 ``--memory-sweep`` renders a 256x256 image with 1, 10, 100, 1000 mosaic domains through the API and reports
 the peak RSS of each render process: memory is bounded by the chunk size, not by the number of samples.
@@ -25,6 +27,7 @@ the peak RSS of each render process: memory is bounded by the chunk size, not by
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -297,7 +300,7 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
         if d.exists():
             shutil.rmtree(d)
         d.mkdir()
-        return d, out_flags + ["-floatfile", str(d / "float.bin"), "-intfile", str(d / "int.img")]
+        return d, out_flags + ["-floatfile", str(d / "float.bin")]
 
     results: list[Impl] = []
     runners: dict[str, ApiRunner] = {}
@@ -411,7 +414,24 @@ def machine() -> dict[str, Any]:
             "date": datetime.now(UTC).isoformat(timespec="seconds")}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+    info.update(git_sha=git_sha(), sources_sha256=sources_digest())
     return info
+
+
+def git_sha() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (r.stdout.strip() or None) if r.returncode == 0 else None
+
+
+def sources_digest() -> str:
+    """sha256 over the package's .py files: identifies the engine measured, committed or not."""
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "nanobragg_torch").rglob("*.py")):
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -429,7 +449,8 @@ def _corr(x: float | None) -> str:
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB; torch {m['torch']}, "
-             f"{m['torch_threads']} threads; {m['date']}", ""]
+             f"{m['torch_threads']} threads; {m['date']}; git {str(m.get('git_sha'))[:10]}, sources sha256 "
+             f"{str(m.get('sources_sha256'))[:12]}", ""]
     lines += ["| case | samples | impl | dtype | device | threads | min s | median s | Msamples/s | C/ours "
               "| C-omp/ours | peak RSS MB | first call s | corr vs C |",
               "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
