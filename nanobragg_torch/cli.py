@@ -363,6 +363,11 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     if v["printout_fpixel"] >= 0 or v["printout_spixel"] >= 0:
         printout_pixel = (v["printout_fpixel"], v["printout_spixel"])
         _check_traced(cfg, "-printout_pixel", printout_pixel[1], printout_pixel[0])
+    elif v["printout"]:
+        notes.append(
+            "note: -printout without -printout_pixel: the C prints a block for every pixel; this program "
+            "prints none (use -printout_pixel F S or -trace_pixel S F)"
+        )
     if own["trace_pixel"] is not None:
         _check_traced(cfg, "-trace_pixel", *own["trace_pixel"])
     if own["chunk"] is not None and own["chunk"] <= 0:
