@@ -18,3 +18,13 @@ def test_device() -> torch.device:
 @pytest.fixture
 def device() -> torch.device:
     return test_device()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for tiny renders: faster, and immune to OpenMP spin-waits when the CPU is shared
+    (2 threads on a loaded 2-core runner made the refinement tests 10x slower). Restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -19,13 +19,8 @@ B = 3
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These renders are tiny: one intra-op thread is faster, and immune to OpenMP spin-waits when the CPU is
-    shared (2 threads on a loaded 2-core runner made the refinement 10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """These renders are tiny: see the `one_thread` fixture."""
 
 
 def base() -> SimulationConfig:
