@@ -79,7 +79,7 @@ class Plan:
         if self._kernel is None:
             self._kernel = torch.compile(fast_values, dynamic=False)
         n = flat_idx.shape[0]
-        fixed = chunk_pixels(self, self.samples_per_chunk)
+        fixed = min(chunk_pixels(self, self.samples_per_chunk), self.pixel_order.numel())
         if n < fixed:
             flat_idx = torch.cat([flat_idx, flat_idx[-1:].expand(fixed - n)])
         value, omega_sum = self._kernel(self, flat_idx)

@@ -173,7 +173,7 @@ def _run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
     print("intfile_scale = %g" % int_scale)
     if options.intfile:
         _mkdir(options.intfile)
-        write_smv(options.intfile, ints, header, "int")
+        write_smv(options.intfile, ints, header, "int", options.c_compat)
         print(f"wrote SMV image {options.intfile}")
     if options.pgmfile or options.pngfile:
         pgm, pgm_scale = pgm_image(image, options.pgm_scale, stats["rmsd"], int_scale, d.roi)
@@ -189,7 +189,7 @@ def _run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
         noisy, photons, overloads = noise_image(image, options.seed, options.adc_offset, d.roi)
         print("%.0f photons on noise image (%d overloads)" % (photons, overloads))
         _mkdir(options.noisefile)
-        write_smv(options.noisefile, noisy, header, "noise")
+        write_smv(options.noisefile, noisy, header, "noise", options.c_compat)
         print(f"wrote noise image {options.noisefile}")
     if options.dumpfile and cfg.crystal.structure_factors is not None:
         sf = cfg.crystal.structure_factors

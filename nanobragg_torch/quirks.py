@@ -203,6 +203,19 @@ NOPOLAR_OVERSAMPLE_POLAR = Quirk(
     False,
 )
 
+SMV_LONG_HEADER = Quirk(
+    "smv-long-header",
+    "The SMV writers pad the header with spaces only up to 512 bytes; a longer header (long %g values, e.g. the "
+    "Pilatus 6M geometry: 518 bytes) is written unpadded while it still declares HEADER_BYTES=512.",
+    "Every SMV reader then takes 6 header bytes as pixels and shifts the image.",
+    "HEADER_BYTES becomes the next multiple of 512 (1024) and the header is padded to it.",
+    "Reproduced: unpadded header declaring 512.",
+    "io.smv.smv_header_text (c_compat)",
+    (),
+    True,
+    scope="files",
+)
+
 REGISTRY: tuple[Quirk, ...] = (
     PHI0_STALE_ROTATION,
     OVERSAMPLE_RUNNING_SUM,
@@ -219,6 +232,7 @@ REGISTRY: tuple[Quirk, ...] = (
     SOURCE_INTENSITY_IGNORED,
     WATER_DOUBLE_SCALED,
     NOPOLAR_OVERSAMPLE_POLAR,
+    SMV_LONG_HEADER,
 )
 
 

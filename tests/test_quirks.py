@@ -131,3 +131,27 @@ def test_trailing_curved_det():
     assert config_from_flags(argv)[0].detector.curved
     assert not config_from_flags(argv + ["--c-compat"])[0].detector.curved
     assert config_from_flags(SMALL + ["-curved_det", "-default_F", "10", "--c-compat"])[0].detector.curved
+
+
+def test_long_smv_header(tmp_path, monkeypatch):
+    """SMV_LONG_HEADER: the Pilatus geometry prints a 518-byte header. The C writes it unpadded while declaring
+    512; by default we declare and pad to 1024, and the pixels read back right."""
+    from nanobragg_torch.io.smv import read_smv
+    from nanobragg_torch.parity.goldens import get_case
+
+    case = get_case("full_pilatus6m")
+    for rel in case.shared_files():
+        if not (shared_data_dir() / rel).exists():
+            pytest.skip(f"shared input {rel} absent")
+    monkeypatch.chdir(tmp_path)
+    argv = [a for a in case.argv(inputs=golden_dir() / "inputs", shared=shared_data_dir())]
+    argv += ["-roi", "1030", "1040", "680", "690", "-intfile", "i.img"]
+    assert main(argv) == 0
+    header, image, size = read_smv(tmp_path / "i.img")
+    assert size == 1024 and header["HEADER_BYTES"] == "1024"
+    assert image[680:691, 1030:1041].max() > 40 and image[0, 0] == 0  # ROI pixels (auto scale + adc), rest 0
+    assert main(argv + ["--c-compat", "-nopgm", "-nonoise"]) == 0
+    data = (tmp_path / "i.img").read_bytes()
+    assert b"HEADER_BYTES=512;" in data[:40]
+    text_end = data.index(b"}\f") + 2
+    assert text_end > 512 and len(data) == text_end + 2 * 2463 * 2527

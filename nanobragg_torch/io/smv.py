@@ -90,8 +90,16 @@ def c_g(value: float) -> str:
     return f"{value:g}"
 
 
-def smv_header_text(header: SMVHeader | Mapping[str, Any], variant: Variant = "int") -> bytes:
-    """The 512-byte header nanoBragg.c writes: ``variant`` "int" (intimage) or "noise" (noiseimage)."""
+def smv_header_text(header: SMVHeader | Mapping[str, Any], variant: Variant = "int", c_compat: bool = False) -> bytes:
+    """The header nanoBragg.c writes: ``variant`` "int" (intimage) or "noise" (noiseimage).
+
+    It fits 512 bytes unless the values print long (e.g. the Pilatus 6M geometry: 518 bytes). The C then
+    writes it unpadded while still declaring HEADER_BYTES=512 (readers misplace the pixels): ``c_compat``
+    reproduces that; otherwise HEADER_BYTES becomes the next multiple of 512 and the header is padded to it."""
+    return _header_text(header, variant, c_compat, HEADER_BYTES)
+
+
+def _header_text(header: SMVHeader | Mapping[str, Any], variant: Variant, c_compat: bool, size: int) -> bytes:
     if variant not in ("int", "noise"):
         raise ValueError(f"variant must be 'int' or 'noise', got {variant!r}")
     h = header if isinstance(header, SMVHeader) else SMVHeader.from_mapping(header)
@@ -101,7 +109,7 @@ def smv_header_text(header: SMVHeader | Mapping[str, Any], variant: Variant = "i
     denzo_y = (Fb - 0.0 * px) if variant == "int" else (Fb + 0.0 * px)
     lines = [
         "{",
-        f"HEADER_BYTES={HEADER_BYTES};",
+        f"HEADER_BYTES={size};",
         "DIM=2;",
         "BYTE_ORDER=little_endian;",
         "TYPE=unsigned_short;",
@@ -130,10 +138,11 @@ def smv_header_text(header: SMVHeader | Mapping[str, Any], variant: Variant = "i
         "BEAMLINE=fake;",
     ]
     text = ("\n".join(lines) + "\n}\f").encode("ascii")
-    if len(text) > HEADER_BYTES:
-        # the C would write it unpadded, contradicting its own HEADER_BYTES=512; refuse instead
-        raise ValueError(f"SMV header text is {len(text)} bytes, more than {HEADER_BYTES}")
-    return text + b" " * (HEADER_BYTES - len(text))
+    if len(text) > size:
+        if c_compat:
+            return text  # the C pads only up to 512 bytes (quirk smv-long-header)
+        return _header_text(header, variant, c_compat, size + HEADER_BYTES)
+    return text + b" " * (size - len(text))
 
 
 def _as_uint16(image: np.ndarray, fpixels: int, spixels: int) -> np.ndarray:
@@ -147,10 +156,12 @@ def _as_uint16(image: np.ndarray, fpixels: int, spixels: int) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype="<u2").reshape(-1)
 
 
-def smv_bytes(image: np.ndarray, header: SMVHeader | Mapping[str, Any], variant: Variant = "int") -> bytes:
+def smv_bytes(
+    image: np.ndarray, header: SMVHeader | Mapping[str, Any], variant: Variant = "int", c_compat: bool = False
+) -> bytes:
     """Header plus pixels, exactly as the C writes them."""
     h = header if isinstance(header, SMVHeader) else SMVHeader.from_mapping(header)
-    return smv_header_text(h, variant) + _as_uint16(image, h.fpixels, h.spixels).tobytes()
+    return smv_header_text(h, variant, c_compat) + _as_uint16(image, h.fpixels, h.spixels).tobytes()
 
 
 def write_smv(
@@ -158,12 +169,13 @@ def write_smv(
     image_uint16: np.ndarray,
     header_fields: SMVHeader | Mapping[str, Any],
     variant: Variant = "int",
+    c_compat: bool = False,
 ) -> None:
     """Write an SMV file as nanoBragg.c's intimage ("int") or noiseimage ("noise") writer does.
 
     ``image_uint16`` has shape (spixels, fpixels) (slow, fast) or is flat in that order.
     """
-    data = smv_bytes(image_uint16, header_fields, variant)
+    data = smv_bytes(image_uint16, header_fields, variant, c_compat)
     with atomic_write(path, "wb") as handle:
         handle.write(data)
 
@@ -200,9 +212,7 @@ def parse_smv_header(header_text: str) -> dict[str, str]:
     return out
 
 
-def read_smv(
-    path: str | os.PathLike[str], *, honor_byte_order: bool = True
-) -> tuple[dict[str, str], np.ndarray, int]:
+def read_smv(path: str | os.PathLike[str], *, honor_byte_order: bool = True) -> tuple[dict[str, str], np.ndarray, int]:
     """Read an SMV file as GetFrame does: returns ``(header, image, header_bytes)``.
 
     ``header`` maps keywords to their value strings; ``image`` is uint16 of shape (SIZE2, SIZE1) (slow, fast);
