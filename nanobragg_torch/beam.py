@@ -32,16 +32,12 @@ class Sources:
     dispersion: float
     dispstep: float
     deviations: list[tuple[float, float]]  # (hdiv, vdiv) of the kept grid points
-    raw: Tensor  # (n, 3) positions before unitizing (printed by the C)
 
 
-def _auto_steps(
-    steps: int, rng: float, step: float, whole_default: float, inclusive: bool
-) -> tuple[int, float, float]:
-    """The C's range/step/count auto-selection shared by hdiv, vdiv and dispersion.
+def _auto_steps(steps: int, rng: float, step: float) -> tuple[int, float, float]:
+    """The C's (count, range, step) auto-selection shared by hdiv, vdiv and dispersion (-1: not given).
 
-    `inclusive`: when range and count are given, step = range/(count-1) (divergence and dispersion).
-    """
+    With range and count given, step = range/(count-1); with only a count, the range is 1.0."""
     if steps <= 0:
         if rng < 0.0:
             if step <= 0.0:
@@ -52,7 +48,7 @@ def _auto_steps(
         return math.ceil(rng / step), rng, step
     if rng < 0.0:
         if step <= 0.0:
-            return steps, whole_default, whole_default / steps
+            return steps, 1.0, 1.0 / steps
         return 2, step, step
     if step <= 0.0:
         if steps <= 1:
@@ -70,31 +66,16 @@ def _step_tensor(user_step, user_range, steps: int, step: float, dtype, device) 
     return torch.as_tensor(step, dtype=dtype, device=device)
 
 
-def _f(x) -> float:
-    return scalar_value(x)
-
-
 def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, device: torch.device) -> Sources:
     b = cfg.beam
     lambda0 = torch.as_tensor(b.wavelength, dtype=dtype, device=device)
-    neg = -1.0
-    hsteps, hrange, hstep = _auto_steps(
-        b.hdivsteps or -1,
-        _f(b.hdivrange) if b.hdivrange is not None else neg,
-        _f(b.hdivstep) if b.hdivstep is not None else neg,
-        1.0,
-        True,
-    )
-    vsteps, vrange, vstep = _auto_steps(
-        b.vdivsteps or -1,
-        _f(b.vdivrange) if b.vdivrange is not None else neg,
-        _f(b.vdivstep) if b.vdivstep is not None else neg,
-        1.0,
-        True,
-    )
-    dsteps, disp, dstep = _auto_steps(
-        b.dispsteps or -1, _f(b.dispersion) if b.dispersion is not None else 0.0, neg, 1.0, True
-    )
+
+    def given(x, unset: float) -> float:
+        return unset if x is None else scalar_value(x)
+
+    hsteps, hrange, hstep = _auto_steps(b.hdivsteps or -1, given(b.hdivrange, -1.0), given(b.hdivstep, -1.0))
+    vsteps, vrange, vstep = _auto_steps(b.vdivsteps or -1, given(b.vdivrange, -1.0), given(b.vdivstep, -1.0))
+    dsteps, disp, dstep = _auto_steps(b.dispsteps or -1, given(b.dispersion, 0.0), -1.0)  # no -dispstep flag
     # sanity checks
     if hrange <= 0.0 or hstep <= 0.0 or hsteps <= 0:
         hsteps, hrange, hstep = 1, 0.0, 0.0
@@ -116,7 +97,7 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
         weight = torch.where(torch.isnan(rows[:, 3]), torch.ones_like(rows[:, 3]), rows[:, 3])
         lam = torch.where(torch.isnan(rows[:, 4]), lambda0.expand(rows.shape[0]), rows[:, 4])
         direction = unitize(pos)[0]
-        return Sources(direction, lam, weight, hrange, vrange, hstep, vstep, 0, dsteps, disp, dstep, [], pos)
+        return Sources(direction, lam, weight, hrange, vrange, hstep, vstep, 0, dsteps, disp, dstep, [])
 
     hrange_t, vrange_t = tens(b.hdivrange, hrange), tens(b.vdivrange, vrange)
     hstep_t = _step_tensor(b.hdivstep, b.hdivrange, hsteps, hstep, dtype, device)
@@ -130,16 +111,8 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
         for iv in range(vsteps):
             hdiv = hstep * ih - hrange / 2.0
             vdiv = vstep * iv - vrange / 2.0
-            test = (
-                (hdiv * hdiv - hstep * hstep / 4.0 * (1 - hsteps % 2)) / hrange / hrange
-                if hrange
-                else math.nan
-            )
-            test2 = (
-                (vdiv * vdiv - vstep * vstep / 4.0 * (1 - vsteps % 2)) / vrange / vrange
-                if vrange
-                else math.nan
-            )
+            test = (hdiv * hdiv - hstep * hstep / 4.0 * (1 - hsteps % 2)) / hrange / hrange if hrange else math.nan
+            test2 = (vdiv * vdiv - vstep * vstep / 4.0 * (1 - vsteps % 2)) / vrange / vrange if vrange else math.nan
             total = test + test2
             if b.round_div and total * 4.0 > 1.1:
                 continue  # the C's elliptical trim (NaN never trims)
@@ -160,6 +133,4 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
     lam = lam.repeat(n_div)
     weight = torch.full((n,), 1.0 / n if n else 0.0, dtype=dtype, device=device)
     direction = unitize(pos)[0]
-    return Sources(
-        direction, lam, weight, hrange, vrange, hstep, vstep, n_div, dsteps, disp, dstep, deviations, pos
-    )
+    return Sources(direction, lam, weight, hrange, vrange, hstep, vstep, n_div, dsteps, disp, dstep, deviations)

@@ -264,12 +264,3 @@ def resolve_layers(cfg: SimulationConfig, dtype: torch.dtype, device: torch.devi
     else:
         mu = _t(-1.0, dtype, device)
     return Layers(count=steps, step=step_t, thickness=thick_t, mu=mu)
-
-
-def subpixel_offsets(oversample: int, pixel_size: Tensor) -> Tensor:
-    """(oversample^2, 2) offsets (dF, dS) of sub-pixel centres within a pixel, in the C's (subS, subF) order."""
-    sub = pixel_size / oversample
-    idx = torch.arange(oversample, dtype=pixel_size.dtype, device=pixel_size.device)
-    pos = sub * idx + sub / 2.0
-    s_off, f_off = torch.meshgrid(pos, pos, indexing="ij")
-    return torch.stack((f_off.reshape(-1), s_off.reshape(-1)), dim=-1)
