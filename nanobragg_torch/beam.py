@@ -21,17 +21,7 @@ Tensor = torch.Tensor
 @dataclass
 class Sources:
     direction: Tensor  # (n, 3) unit vectors towards the sources; incident = -direction
-    wavelength: Tensor  # (n,) metres
-    weight: Tensor  # (n,) the C's source_I (reported, never used in the sum)
-    hdivrange: float
-    vdivrange: float
-    hdivstep: float
-    vdivstep: float
-    divsteps: int
-    dispsteps: int
-    dispersion: float
-    dispstep: float
-    deviations: list[tuple[float, float]]  # (hdiv, vdiv) of the kept grid points
+    wavelength: Tensor  # (n,) metres (the C's source_I column is read but never used: quirks)
 
 
 def _auto_steps(steps: int, rng: float, step: float) -> tuple[int, float, float]:
@@ -94,10 +84,9 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
         rows = torch.as_tensor(b.sources, dtype=dtype, device=device)
         default_pos = -SOURCE_DISTANCE * geom.beam
         pos = torch.where(torch.isnan(rows[:, :3]), default_pos.expand(rows.shape[0], 3), rows[:, :3])
-        weight = torch.where(torch.isnan(rows[:, 3]), torch.ones_like(rows[:, 3]), rows[:, 3])
         lam = torch.where(torch.isnan(rows[:, 4]), lambda0.expand(rows.shape[0]), rows[:, 4])
         direction = unitize(pos)[0]
-        return Sources(direction, lam, weight, hrange, vrange, hstep, vstep, 0, dsteps, disp, dstep, [])
+        return Sources(direction, lam)
 
     hrange_t, vrange_t = tens(b.hdivrange, hrange), tens(b.vdivrange, vrange)
     hstep_t = _step_tensor(b.hdivstep, b.hdivrange, hsteps, hstep, dtype, device)
@@ -106,7 +95,6 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
     dstep_t = _step_tensor(None, b.dispersion, dsteps, dstep, dtype, device)
 
     kept: list[tuple[int, int]] = []
-    deviations = []
     for ih in range(hsteps):
         for iv in range(vsteps):
             hdiv = hstep * ih - hrange / 2.0
@@ -117,7 +105,6 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
             if b.round_div and total * 4.0 > 1.1:
                 continue  # the C's elliptical trim (NaN never trims)
             kept.append((ih, iv))
-            deviations.append((hdiv, vdiv))
     n_div = len(kept)
     ih = torch.tensor([k[0] for k in kept], dtype=dtype, device=device)
     iv = torch.tensor([k[1] for k in kept], dtype=dtype, device=device)
@@ -128,9 +115,7 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
     v2 = rotate_axis(v1, geom.vert_vector, hdiv)
     idisp = torch.arange(dsteps, dtype=dtype, device=device)
     lam = lambda0 * (1.0 + dstep_t * idisp - disp_t / 2.0)
-    n = n_div * dsteps
     pos = v2.repeat_interleave(dsteps, dim=0)
     lam = lam.repeat(n_div)
-    weight = torch.full((n,), 1.0 / n if n else 0.0, dtype=dtype, device=device)
     direction = unitize(pos)[0]
-    return Sources(direction, lam, weight, hrange, vrange, hstep, vstep, n_div, dsteps, disp, dstep, deviations)
+    return Sources(direction, lam)

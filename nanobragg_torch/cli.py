@@ -78,7 +78,6 @@ class RunOptions:
     device: str
     c_compat: bool
     trace_pixel: tuple[int, int] | None
-    printout: bool
     printout_pixel: tuple[int, int] | None  # (fast, slow) as the C's -printout_pixel
     floatfile: str | None
     intfile: str | None
@@ -384,7 +383,6 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         device=own["device"],
         c_compat=c_compat,
         trace_pixel=own["trace_pixel"],
-        printout=bool(v["printout"]),
         printout_pixel=printout_pixel,
         floatfile=out("float", v["floatfilename"]),
         intfile=out("int", v["intfilename"]),

@@ -64,9 +64,7 @@ class Plan:
     water_on: bool  # -water background (then F_latt == 0 samples are not skipped)
     any_toggle: bool  # any of -oversample_thick/polar/omega
     pixel_order: Tensor  # (n,) flat indices of the rendered pixels in the C's raster order
-    first_eval_phi_step: (
-        int | None
-    )  # c_compat: the phi step that the image's first evaluation takes unrotated
+    first_eval_phi_step: int | None  # c_compat: the phi step that the image's first evaluation takes unrotated
     hooks: dict[str, float] = field(default_factory=dict)  # test-only factor perturbations (drift demos)
     compiled: bool = False  # the fast path's per-sample chain is fused by torch.compile
     samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
@@ -90,11 +88,7 @@ class Plan:
     @property
     def samples_per_pixel(self) -> int:
         return (
-            self.layers.count
-            * self.oversample**2
-            * len(self.sources.wavelength)
-            * self.phi.steps
-            * self.mosaic.domains
+            self.layers.count * self.oversample**2 * len(self.sources.wavelength) * self.phi.steps * self.mosaic.domains
         )
 
 
@@ -183,18 +177,14 @@ def build_plan(
         N_active=tuple(float(n.detach()) > 1.0 for n in N),
         thick_on=float(layers.thickness.detach()) != 0.0,
         water_on=float(water.detach()) != 0.0,
-        any_toggle=cfg.detector.oversample_thick
-        or cfg.detector.oversample_polar
-        or cfg.detector.oversample_omega,
+        any_toggle=cfg.detector.oversample_thick or cfg.detector.oversample_polar or cfg.detector.oversample_omega,
         pixel_order=pixel_order,
         first_eval_phi_step=first_step,
         samples_per_chunk=samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK,
     )
     env = os.environ.get("NB_COMPILE")
     if compile is None:
-        compile = env != "0" and (
-            env == "1" or plan.samples_per_pixel * pixel_order.numel() > COMPILE_THRESHOLD
-        )
+        compile = env != "0" and (env == "1" or plan.samples_per_pixel * pixel_order.numel() > COMPILE_THRESHOLD)
     plan.compiled = bool(compile)
     return plan
 
@@ -245,8 +235,7 @@ def miller_indices(S: Tensor, cells: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
     S is (3, n) (component-major, samples contiguous), cells (R, 3, 3) with rows a, b, c."""
     return tuple(
-        cells[:, v, 0, None] * S[0] + cells[:, v, 1, None] * S[1] + cells[:, v, 2, None] * S[2]
-        for v in range(3)
+        cells[:, v, 0, None] * S[0] + cells[:, v, 1, None] * S[1] + cells[:, v, 2, None] * S[2] for v in range(3)
     )
 
 
@@ -291,10 +280,7 @@ def pixel_factors(plan: Plan, flat_idx: Tensor) -> dict[str, Tensor]:
     Sdet = sub * (sp[:, None] * O + subS[None, :]) + sub / 2.0
     Odet = torch.arange(T, dtype=dt, device=dev) * plan.layers.step  # (T,)
     pos = (
-        Fdet[:, None, :, None] * g.fdet
-        + Sdet[:, None, :, None] * g.sdet
-        + Odet[None, :, None, None] * g.odet
-        + g.pix0
+        Fdet[:, None, :, None] * g.fdet + Sdet[:, None, :, None] * g.sdet + Odet[None, :, None, None] * g.odet + g.pix0
     )  # (C, T, O2, 3)
     if d.curved:
         base = g.distance * g.beam
@@ -342,9 +328,7 @@ def pixel_factors(plan: Plan, flat_idx: Tensor) -> dict[str, Tensor]:
     if b.nopolar and not d.oversample_polar:
         polar_all = torch.ones(gshape, dtype=dt, device=dev)
     elif d.oversample_polar or dmin > 0.0:
-        polar_all = kahn_polarization(
-            plan.polarization, incident, diffracted[:, :, :, None, :], g.polar_vector
-        )
+        polar_all = kahn_polarization(plan.polarization, incident, diffracted[:, :, :, None, :], g.polar_vector)
     else:
         polar_all = kahn_polarization(
             plan.polarization, incident[:1], diffracted[:, :1, :1, None, :], g.polar_vector
@@ -573,7 +557,7 @@ def render(
         image = image.index_copy(0, idx, value) if value.requires_grad else image.index_copy_(0, idx, value)
         omega_sum = omega_sum + omega.detach()
         switch, first_pixel = int(state[0]), int(state[1])
-        for flat in pending:
+        for flat in [f for f in pending if pending[f] not in traces]:
             hit = (idx == flat).nonzero()
             if hit.numel():
                 pos = int(hit[0, 0])

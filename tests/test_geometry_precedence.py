@@ -8,23 +8,7 @@ import torch
 from nanobragg_torch.cli import config_from_flags
 from nanobragg_torch.engine import build_plan
 
-BASE = [
-    "-cell",
-    "50",
-    "50",
-    "50",
-    "90",
-    "90",
-    "90",
-    "-default_F",
-    "1",
-    "-detpixels",
-    "20",
-    "-pixel",
-    "0.5",
-    "-distance",
-    "80",
-]
+BASE = "-cell 50 50 50 90 90 90 -default_F 1 -detpixels 20 -pixel 0.5 -distance 80".split()
 
 
 def geom(*flags: str):

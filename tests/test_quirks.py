@@ -64,25 +64,7 @@ def test_every_quirk_case_exists_and_docs_are_current():
     )
 
 
-SMALL = [
-    "-cell",
-    "50",
-    "50",
-    "50",
-    "90",
-    "90",
-    "90",
-    "-N",
-    "3",
-    "-detpixels",
-    "16",
-    "-pixel",
-    "0.5",
-    "-distance",
-    "60",
-    "-lambda",
-    "1.0",
-]
+SMALL = "-cell 50 50 50 90 90 90 -N 3 -detpixels 16 -pixel 0.5 -distance 60 -lambda 1.0".split()
 
 
 def _write_hkl(path: Path, value: float) -> None:
