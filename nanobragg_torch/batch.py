@@ -34,7 +34,6 @@ from .engine import (
     scale_to_photons,
 )
 from .simulate import simulate
-from .structure_factors import nearest_lookup
 
 Tensor = torch.Tensor
 
@@ -156,7 +155,7 @@ def _chunk_values_shared(plan: Plan, idx: Tensor, cells: Tensor) -> Tensor:
     hkl0 = tuple(torch.ceil(x - 0.5).detach() for x in hkl)
     F_latt, _ = lattice_transform(plan, hkl, hkl0)
     g = plan.fgrid
-    F_cell = nearest_lookup(g.grid, g.lo, g.hi, g.default_F, hkl0)
+    F_cell = g.nearest(hkl0)
     group_sum = (F_cell * F_cell * F_latt * F_latt).reshape(B, R, -1).sum(1)  # (B, n)
     group_sum = torch.where(f["culled"].reshape(1, -1), torch.zeros_like(group_sum), group_sum)
     I = plan.I_bg + (group_sum * f["toggled"]).reshape(B, idx.shape[0], -1).sum(-1)  # (B, C)

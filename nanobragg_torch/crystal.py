@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from .config import RTD, SimulationConfig, scalar_value
-from .rng import mosaic_umats, random_misset
 from .vectors import axis_rotation_matrix, cross, dot, norm, rotate_xyz
 
 Tensor = torch.Tensor
@@ -83,6 +82,8 @@ def build_crystal(cfg: SimulationConfig, dtype: torch.dtype, device: torch.devic
     misset_deg = None
     misset = c.misset
     if c.misset_random:
+        from .rng import random_misset  # numba: imported only when needed (start-up time)
+
         rx, ry, rz = random_misset(c.misset_seed)
         misset = (rx, ry, rz)
         misset_deg = tuple(v * RTD for v in misset)
@@ -223,6 +224,8 @@ def resolve_mosaic(cfg: SimulationConfig, dtype: torch.dtype, device: torch.devi
         elif spread == 0.0:
             domains = 1
     if spread > 0.0:
+        from .rng import mosaic_umats  # numba: imported only when needed (start-up time)
+
         u = torch.as_tensor(mosaic_umats(spread, domains, c.mosaic_seed), dtype=dtype, device=device)
         if isinstance(c.mosaic_spread, torch.Tensor) and c.mosaic_spread.requires_grad:
             u = _rescale_umats(u, c.mosaic_spread.to(dtype=dtype, device=device), spread)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,12 +20,14 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from .beam import Sources, build_sources
+from .compiled import KernelRunner, choose_mode
 from .config import AVOGADRO, R_E_SQR, WATER_F, WATER_MW, SimulationConfig, scalar_value
 from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, resolve_phi, rotated_cells
 from .detector import Geometry, Layers, resolve_geometry, resolve_layers
+from .kernel import kernel_inputs, kernel_spec
 from .lattice import shape_factor, square_factors
 from .polarization import kahn_polarization
-from .structure_factors import FGrid, nearest_lookup
+from .structure_factors import FGrid
 from .vectors import dot, norm, rotate_axis
 
 Tensor = torch.Tensor
@@ -66,24 +67,12 @@ class Plan:
     pixel_order: Tensor  # (n,) flat indices of the rendered pixels in the C's raster order
     first_eval_phi_step: int | None  # c_compat: the phi step that the image's first evaluation takes unrotated
     hooks: dict[str, float] = field(default_factory=dict)  # test-only factor perturbations (drift demos)
-    compiled: bool = False  # the fast path's per-sample chain is fused by torch.compile
     samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
-    _kernel: object = None
+    kernel: KernelRunner | None = None  # the fused kernel for chunks that need no per-sample state
 
-    def fast_values(self, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
-        """`fast_values` of this plan; compiled with static shapes (the last chunk padded) when requested."""
-        if not self.compiled:
-            return fast_values(self, flat_idx)
-        if self._kernel is None:
-            self._kernel = torch.compile(fast_values, dynamic=False)
-        n = flat_idx.shape[0]
-        fixed = min(chunk_pixels(self, self.samples_per_chunk), self.pixel_order.numel())
-        if n < fixed:
-            flat_idx = torch.cat([flat_idx, flat_idx[-1:].expand(fixed - n)])
-        value, omega_sum = self._kernel(self, flat_idx)
-        if n < fixed:  # the padding's share of the omega statistic: recompute it for the short chunk
-            omega_sum = pixel_factors(self, flat_idx[:n])["omega_sum"]
-        return value[:n], omega_sum
+    @property
+    def compiled(self) -> bool:
+        return self.kernel is not None and self.kernel.mode != "eager"
 
     @property
     def samples_per_pixel(self) -> int:
@@ -99,8 +88,9 @@ def build_plan(
     compile: bool | None = None,
     samples_per_chunk: int | None = None,
 ) -> Plan:
-    """Resolve the configuration for rendering. `compile`: fuse the per-sample chain with torch.compile
-    (None: automatically for renders of more than COMPILE_THRESHOLD samples; env NB_COMPILE=0/1 overrides)."""
+    """Resolve the configuration for rendering. `compile`: run the fused kernel compiled (compiled.py; None:
+    when its package is already cached or the render has more than COMPILE_THRESHOLD samples; env NB_COMPILE=0/1
+    overrides)."""
     device = torch.device(device)
 
     def t(x):
@@ -182,10 +172,9 @@ def build_plan(
         first_eval_phi_step=first_step,
         samples_per_chunk=samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK,
     )
-    env = os.environ.get("NB_COMPILE")
-    if compile is None:
-        compile = env != "0" and (env == "1" or plan.samples_per_pixel * pixel_order.numel() > COMPILE_THRESHOLD)
-    plan.compiled = bool(compile)
+    spec, inputs = kernel_spec(plan), kernel_inputs(plan)
+    samples = plan.samples_per_pixel * pixel_order.numel()
+    plan.kernel = KernelRunner(spec, inputs, choose_mode(spec, inputs, compile, samples, COMPILE_THRESHOLD))
     return plan
 
 
@@ -203,6 +192,8 @@ def _pixel_order(cfg: SimulationConfig, device: torch.device) -> Tensor:
     """Flat indices (spixel*fpixels + fpixel) of the pixels the C renders: inside the ROI, not masked."""
     d = cfg.detector
     F, S = d.fpixels, d.spixels
+    if d.roi is None and d.mask is None:
+        return torch.arange(S * F, device=device)
     ok = np.ones((S, F), dtype=bool)
     if d.roi is not None:
         xmin, xmax, ymin, ymax = d.roi
@@ -246,18 +237,6 @@ def lattice_transform(plan: Plan, hkl, hkl0):
         fa, fb, fc = square_factors(hkl, hkl0, plan.N, plan.N_active)
         return fa * fb * fc, (fa, fb, fc)
     return shape_factor(shape, hkl, hkl0, plan.N, plan.crystal.a_star, plan.fudge), None
-
-
-def lattice_sum(plan: Plan, S: Tensor, cells: Tensor) -> Tensor:
-    """Sum over orientations of F_cell^2 F_latt^2 for each scattering vector (nearest-neighbour F): (n,).
-
-    The fast path: no per-sample state is needed, so the per-sample chain can be fused (torch.compile)."""
-    hkl = miller_indices(S, cells)
-    hkl0 = tuple(torch.ceil(x - 0.5).detach() for x in hkl)
-    F_latt, _ = lattice_transform(plan, hkl, hkl0)
-    g = plan.fgrid
-    F_cell = nearest_lookup(g.grid, g.lo, g.hi, g.default_F, hkl0)
-    return (F_cell * F_cell * F_latt * F_latt).sum(0)
 
 
 def pixel_factors(plan: Plan, flat_idx: Tensor) -> dict[str, Tensor]:
@@ -386,16 +365,6 @@ def scale_to_photons(plan: Plan, I: Tensor, f: dict[str, Tensor]) -> Tensor:
     return value
 
 
-def fast_values(plan: Plan, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
-    """The chunk's pixel values when no per-sample state is needed: one pure function, fused by torch.compile
-    when the plan is compiled. Returns (values (C,), omega_sum)."""
-    f = pixel_factors(plan, flat_idx)
-    group_sum = lattice_sum(plan, f["S"], plan.cells.reshape(-1, 3, 3))
-    group_sum = torch.where(f["culled"].reshape(-1), torch.zeros_like(group_sum), group_sum)
-    I = plan.I_bg + (group_sum * f["toggled"]).reshape(flat_idx.shape[0], -1).sum(1)
-    return scale_to_photons(plan, I, f), f["omega_sum"]
-
-
 def render_chunk(
     plan: Plan, flat_idx: Tensor, interp: InterpolationState, first_eval: bool = False, keep: bool = False
 ) -> ChunkResult:
@@ -405,7 +374,7 @@ def render_chunk(
     first_fix = first_eval and plan.first_eval_phi_step is not None
     general = keep or interp.active or first_fix or (plan.any_toggle and cfg.c_compat) or bool(plan.hooks)
     if not general:
-        value, omega_sum = plan.fast_values(flat_idx)
+        value, omega_sum = plan.kernel(flat_idx)
         return ChunkResult(intensity=value, omega_sum=omega_sum, switch_pixel=None)
     dev = plan.device
     f = pixel_factors(plan, flat_idx)
@@ -547,6 +516,7 @@ def render(
     pending = {int(p[0]) * d.fpixels + int(p[1]): (int(p[0]), int(p[1])) for p in wanted}
     traces: dict[tuple[int, int], dict] = {}
     grad = torch.is_grad_enabled()
+    whole = n == image.numel()
     first = True  # the pinned C's first evaluation has not happened yet
     for start in range(0, n, per_chunk):
         idx = order[start : start + per_chunk]
@@ -554,7 +524,12 @@ def render(
             value, omega, state = checkpoint(_chunk_values, plan, idx, active, first, use_reentrant=False)
         else:
             value, omega, state = _chunk_values(plan, idx, active, first)
-        image = image.index_copy(0, idx, value) if value.requires_grad else image.index_copy_(0, idx, value)
+        if value.requires_grad:
+            image = image.index_copy(0, idx, value)
+        elif whole:  # every pixel, in order: the chunk is a slice
+            image[start : start + idx.numel()] = value
+        else:
+            image.index_copy_(0, idx, value)
         omega_sum = omega_sum + omega.detach()
         switch, first_pixel = int(state[0]), int(state[1])
         for flat in [f for f in pending if pending[f] not in traces]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
 from .io.smv import c_g
 
@@ -27,83 +26,24 @@ def _roi_or_full(roi: Roi | None, shape: tuple[int, ...]) -> Roi:
     return tuple(int(v) for v in roi)  # type: ignore[return-value]
 
 
-@njit(cache=True)
-def c_cast_unsigned(value: float, mask: int) -> int:
-    """C cast of a double to unsigned char/short on x86-64: truncate to int32, keep the low bits.
+def c_cast_unsigned(values: np.ndarray, mask: int) -> np.ndarray:
+    """C cast of doubles to unsigned char/short on x86-64: truncate to int32, keep the low bits.
 
-    NaN and values outside int32 become int32's minimum (x86's 'integer indefinite'), hence 0.
-    """
-    if not (value > -2147483649.0 and value < 2147483648.0):
-        return _INT32_MIN & mask
-    return int(value) & mask
-
-
-@njit(cache=True)
-def _int_loop(img, scale, adc, xmin, xmax, ymin, ymax, out):
-    for s in range(img.shape[0]):
-        for f in range(img.shape[1]):
-            if f < xmin or f > xmax or s < ymin or s > ymax:
-                continue
-            test = np.float64(img[s, f]) * scale + adc
-            if test > 65535.0:
-                test = 65535.0
-            if test < 0.0:
-                test = 0.0
-            # floorf() takes a float: the sum is rounded to float32 before the floor
-            out[s, f] = c_cast_unsigned(np.float64(np.floor(np.float32(test + 0.5))), 0xFFFF)
+    NaN and values outside int32 become int32's minimum (x86's 'integer indefinite'), hence 0."""
+    v = np.asarray(values, dtype=np.float64)
+    ok = (v > -2147483649.0) & (v < 2147483648.0)  # False for NaN
+    as_int = np.trunc(np.where(ok, v, 0.0)).astype(np.int64)
+    return np.where(ok, as_int, _INT32_MIN) & mask
 
 
-@njit(cache=True)
-def _pgm_loop(img, scale, xmin, xmax, ymin, ymax, out):
-    for s in range(img.shape[0]):
-        for f in range(img.shape[1]):
-            if f < xmin or f > xmax or s < ymin or s > ymax:
-                continue
-            test = np.float64(img[s, f]) * scale
-            if test > 255.0:
-                test = 255.0
-            out[s, f] = c_cast_unsigned(test, 0xFF)
+def _roi_view(img: np.ndarray, roi: Roi) -> tuple[slice, slice]:
+    xmin, xmax, ymin, ymax = roi
+    return slice(max(ymin, 0), max(ymax + 1, 0)), slice(max(xmin, 0), max(xmax + 1, 0))
 
 
-@njit(cache=True)
-def _first_pass(img, xmin, xmax, ymin, ymax, mask, use_mask):
-    """The C's in-loop statistics: max (strict >), sum and sum of float32 squares over rendered pixels."""
-    max_i = 0.0
-    max_f = -1
-    max_s = -1
-    total = 0.0
-    sumsqr = 0.0
-    n = 0
-    for s in range(img.shape[0]):
-        for f in range(img.shape[1]):
-            if f < xmin or f > xmax or s < ymin or s > ymax:
-                continue
-            if use_mask and mask[s, f] == 0:
-                continue
-            v = img[s, f]
-            if np.float64(v) > max_i:
-                max_i = np.float64(v)
-                max_f = f
-                max_s = s
-            total += np.float64(v)
-            sumsqr += np.float64(v * v)  # float * float in the C
-            n += 1
-    return max_i, max_f, max_s, total, sumsqr, n
-
-
-@njit(cache=True)
-def _rmsd_pass(img, xmin, xmax, ymin, ymax, avg):
-    """The C's second pass: squared deviations from the mean over every ROI pixel (mask ignored)."""
-    sumsqr = 0.0
-    n = 0
-    for s in range(img.shape[0]):
-        for f in range(img.shape[1]):
-            if f < xmin or f > xmax or s < ymin or s > ymax:
-                continue
-            d = np.float64(img[s, f]) - avg
-            sumsqr += d * d
-            n += 1
-    return sumsqr, n
+def _sequential_sum(values: np.ndarray) -> float:
+    """sum += v in order, in double (the C's loop; np.sum would add pairwise and round differently)."""
+    return float(np.cumsum(values, dtype=np.float64)[-1]) if values.size else 0.0
 
 
 def image_statistics(
@@ -123,20 +63,28 @@ def image_statistics(
     C's ``-roi`` (inclusive bounds; None: whole image).
     """
     img = np.ascontiguousarray(float_image, dtype=np.float32)
-    xmin, xmax, ymin, ymax = _roi_or_full(roi, img.shape)
-    use_mask = mask is not None
-    mask_arr = np.ascontiguousarray(mask) if use_mask else np.ones((1, 1), dtype=np.uint16)
-    if use_mask and mask_arr.shape != img.shape:
-        raise ValueError(f"mask shape {mask_arr.shape} differs from image shape {img.shape}")
-    max_i, max_f, max_s, total, sumsqr, n = _first_pass(img, xmin, xmax, ymin, ymax, mask_arr, use_mask)
-    n_mean = int(n)
-    n = max(n, 1)
-    avg = total / n
-    n = max(n, 2)
-    rms = math.sqrt(sumsqr / (n - 1))
-    dev, m = _rmsd_pass(img, xmin, xmax, ymin, ymax, avg)
-    m = max(m, 2)
-    rmsd = math.sqrt(dev / (m - 1))
+    rows, cols = _roi_view(img, _roi_or_full(roi, img.shape))
+    inside = img[rows, cols]  # the ROI in raster order (slow outer)
+    keep = np.ones(inside.shape, dtype=bool)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != img.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from image shape {img.shape}")
+        keep = mask[rows, cols] != 0
+    # the C's in-loop statistics over rendered pixels: max (strict >, from 0), sum, sum of float32 squares
+    used = inside[keep]
+    max_i, max_f, max_s = 0.0, -1, -1
+    if used.size and float(used.max()) > 0.0:
+        k = int(np.argmax(used))  # the first occurrence, as the C's strict >
+        s_idx, f_idx = np.nonzero(keep)
+        max_i, max_s, max_f = float(used[k]), int(s_idx[k]) + rows.start, int(f_idx[k]) + cols.start
+    n = used.size
+    n_mean = n
+    avg = _sequential_sum(used) / max(n, 1)
+    rms = math.sqrt(_sequential_sum(used * used) / (max(n, 2) - 1))
+    # the second pass: squared deviations from the mean over every ROI pixel (the mask is ignored)
+    dev = inside.astype(np.float64).ravel() - avg
+    rmsd = math.sqrt(_sequential_sum(dev * dev) / (max(inside.size, 2) - 1))
     max_x = max_y = 0.0
     if max_f >= 0:
         sub = pixel_size / oversample  # C: subpixel_size, then Fdet/Sdet of sub-pixel (last, last)
@@ -182,7 +130,10 @@ def int_image(
         max_I = max(0.0, float(inside.max())) if inside.size else 0.0
     used = intfile_scale_rule(scale, max_I)
     out = np.zeros(img.shape, dtype=np.uint16)
-    _int_loop(img, used, float(adc_offset), xmin, xmax, ymin, ymax, out)
+    rows, cols = _roi_view(img, (xmin, xmax, ymin, ymax))
+    test = np.clip(img[rows, cols].astype(np.float64) * used + float(adc_offset), 0.0, 65535.0)
+    # floorf() takes a float: the sum is rounded to float32 before the floor
+    out[rows, cols] = c_cast_unsigned(np.floor((test + 0.5).astype(np.float32)).astype(np.float64), 0xFFFF)
     return out, used
 
 
@@ -208,7 +159,9 @@ def pgm_image(
     img = np.ascontiguousarray(float_image, dtype=np.float32)
     used = pgm_scale_rule(pgm_scale, rmsd, intfile_scale)
     out = np.zeros(img.shape, dtype=np.uint8)
-    _pgm_loop(img, used, *_roi_or_full(roi, img.shape), out)
+    rows, cols = _roi_view(img, _roi_or_full(roi, img.shape))
+    test = np.minimum(img[rows, cols].astype(np.float64) * used, 255.0)
+    out[rows, cols] = c_cast_unsigned(test, 0xFF)
     return out, used
 
 

@@ -29,7 +29,7 @@ def _noise_loop(img, idum, tab, fs, adc, xmin, xmax, ymin, ymax, out):
             if value > 65535.0:
                 value = 65535.0
                 overloads += 1
-            out[s, f] = c_cast_unsigned(value, 0xFFFF)
+            out[s, f] = value
     return photons, overloads
 
 
@@ -55,7 +55,7 @@ def noise_image(
         raise ValueError(f"noise_image expects a 2-D (slow, fast) image, got shape {img.shape}")
     xmin, xmax, ymin, ymax = roi if roi is not None else (0, img.shape[1] - 1, 0, img.shape[0] - 1)
     rng = CRandom.from_user_seed(seed, statics)
-    out = np.zeros(img.shape, dtype=np.uint16)
+    values = np.zeros(img.shape, dtype=np.float64)  # clipped counts, cast to unsigned short below
     photons, overloads = _noise_loop(
         img,
         rng._idum,
@@ -66,6 +66,6 @@ def noise_image(
         int(xmax),
         int(ymin),
         int(ymax),
-        out,
+        values,
     )
-    return out, float(photons), int(overloads)
+    return c_cast_unsigned(values, 0xFFFF).astype(np.uint16), float(photons), int(overloads)

@@ -17,7 +17,6 @@ from .io.floatimage import write_float_image
 from .io.pgm import write_pgm
 from .io.png import write_png
 from .io.smv import SMVHeader, write_smv
-from .noise import noise_image
 from .trace import format_c_printout, format_trace, pixel_trace
 
 
@@ -186,6 +185,8 @@ def _run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
             write_png(options.pngfile, pgm)
             print(f"wrote PNG preview {options.pngfile}")
     if options.noisefile:
+        from .noise import noise_image  # numba: imported only when a noise image is wanted (start-up time)
+
         noisy, photons, overloads = noise_image(image, options.seed, options.adc_offset, d.roi)
         print("%.0f photons on noise image (%d overloads)" % (photons, overloads))
         _mkdir(options.noisefile)

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import torch
 
-from .vectors import cross, dot, unitize
-
 Tensor = torch.Tensor
 
 
 def kahn_polarization(kahn: Tensor, incident: Tensor, diffracted: Tensor, axis: Tensor) -> Tensor:
-    """0.5 (1 + cos^2 2theta - K cos(2 psi) sin^2 2theta), psi the azimuth of the diffracted ray about the
-    incident beam measured from the E-vector nearest `axis` (the C's polar_vector). Broadcasts over leading
-    dimensions of incident/diffracted."""
-    cos2t = dot(incident, diffracted)
+    """kahn_factor on (..., 3) vectors (broadcasting over the leading dimensions)."""
+    return kahn_factor(kahn, incident.unbind(-1), diffracted.unbind(-1), axis.unbind(-1))
+
+
+def kahn_factor(kahn: Tensor, inc, dif, axis) -> Tensor:
+    """polarization_factor() on component tuples: 0.5 (1 + cos^2 2theta - K cos 2psi sin^2 2theta)."""
+    ix, iy, iz = inc
+    dx, dy, dz = dif
+    cos2t = ix * dx + iy * dy + iz * dz
     cos2t_sqr = cos2t * cos2t
-    sin2t_sqr = 1 - cos2t_sqr
-    B_in = unitize(cross(axis.expand_as(incident), incident))[0]
-    E_in = unitize(cross(incident, B_in))[0]
-    E_out = dot(diffracted, E_in)
-    B_out = dot(diffracted, B_in)
-    psi = -torch.atan2(B_out, E_out)
-    return 0.5 * (1.0 + cos2t_sqr - kahn * torch.cos(2 * psi) * sin2t_sqr)
+    # B_in = unit(axis x incident), E_in = unit(incident x B_in): unit vectors of the source only
+    bx, by, bz = axis[1] * iz - axis[2] * iy, axis[2] * ix - axis[0] * iz, axis[0] * iy - axis[1] * ix
+    bn = torch.sqrt(bx * bx + by * by + bz * bz)
+    bn = torch.where(bn != 0, bn, torch.ones_like(bn))
+    bx, by, bz = bx / bn, by / bn, bz / bn
+    ex, ey, ez = iy * bz - iz * by, iz * bx - ix * bz, ix * by - iy * bx
+    en = torch.sqrt(ex * ex + ey * ey + ez * ez)
+    en = torch.where(en != 0, en, torch.ones_like(en))
+    ex, ey, ez = ex / en, ey / en, ez / en
+    psi = -torch.atan2(dx * bx + dy * by + dz * bz, dx * ex + dy * ey + dz * ez)
+    return 0.5 * (1.0 + cos2t_sqr - kahn * torch.cos(2.0 * psi) * (1.0 - cos2t_sqr))

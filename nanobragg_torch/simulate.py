@@ -14,12 +14,14 @@ def simulate(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     samples_per_chunk: int | None = None,
+    compile: bool | None = None,
 ) -> torch.Tensor:
     """Render the float image (photons per pixel), shape (spixels, fpixels), on `device` in `dtype`.
 
     Gradients flow to every tensor in `config` that requires grad (cell, misset, distance, beam centre,
-    rotations, wavelength, fluence, N, structure factors, ...)."""
-    return render(build_plan(config, dtype, device), samples_per_chunk).image
+    rotations, wavelength, fluence, N, structure factors, ...). `compile`: run the fused kernel compiled
+    (see nanobragg_torch.compiled; None: when its package is cached or the render is large)."""
+    return render(build_plan(config, dtype, device, compile=compile), samples_per_chunk).image
 
 
 def simulate_with_trace(

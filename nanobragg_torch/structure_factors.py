@@ -37,9 +37,14 @@ class FGrid:
     def ranges(self) -> tuple[int, int, int]:
         return tuple(self.hi[i] - self.lo[i] + 1 for i in range(3))
 
+    @property
+    def table(self) -> Tensor:
+        """The grid flattened, with default_F appended: the value of every index outside the grid."""
+        return torch.cat([self.grid.reshape(-1), self.default_F.reshape(1)])
+
     def nearest(self, hkl0: HKL) -> Tensor:
         """F_cell for the rounded indices (float tensors holding integers)."""
-        return nearest_lookup(self.grid, self.lo, self.hi, self.default_F, hkl0)
+        return nearest_lookup(self.table, self.grid.shape, self.lo, self.hi, hkl0, wide_index(self.grid))
 
     def out_of_interpolation_range(self, hkl: HKL) -> Tensor:
         """The C's test that disables interpolation: the 4-point stencil would leave the grid."""
@@ -74,15 +79,19 @@ class FGrid:
         return torch.einsum("...ijk,...i,...j,...k->...", cube, weights[0], weights[1], weights[2])
 
 
-def nearest_lookup(
-    grid: Tensor, lo: tuple[int, int, int], hi: tuple[int, int, int], default_F: Tensor, hkl0: HKL
-) -> Tensor:
-    """Fhkl[h0-h_min][k0-k_min][l0-l_min] inside the grid, default_F outside (a pure function: compilable)."""
+def wide_index(grid: Tensor) -> bool:
+    """Flat grid indices need float64: float32 holds integers exactly only below 2^24."""
+    return grid.dtype != torch.float64 and grid.numel() >= 1 << 24
+
+
+def nearest_lookup(table: Tensor, shape, lo, hi, hkl0: HKL, wide: bool = False) -> Tensor:
+    """Fhkl[h0-h_min][k0-k_min][l0-l_min] inside the grid, default_F outside (a pure function: compilable).
+
+    table: the grid (shape (H, K, L)) flattened with default_F appended (FGrid.table); lo, hi: the grid's
+    lowest and highest (h, k, l), ints or a tensor (3,) (then no recompile per grid). The flat index is
+    computed in the indices' float dtype (float64 when `wide`) and gathered once: SIMD-friendly."""
     h0, k0, l0 = hkl0
     inside = (h0 >= lo[0]) & (h0 <= hi[0]) & (k0 >= lo[1]) & (k0 <= hi[1]) & (l0 >= lo[2]) & (l0 <= hi[2])
-    kr, lr = grid.shape[1], grid.shape[2]
-    ih = torch.where(inside, h0 - lo[0], torch.zeros_like(h0)).long()
-    ik = torch.where(inside, k0 - lo[1], torch.zeros_like(k0)).long()
-    il = torch.where(inside, l0 - lo[2], torch.zeros_like(l0)).long()
-    values = grid.reshape(-1)[(ih * kr + ik) * lr + il]
-    return torch.where(inside, values, default_F)
+    dt = torch.float64 if wide else h0.dtype
+    flat = ((h0 - lo[0]).to(dt) * shape[1] + (k0 - lo[1]).to(dt)) * shape[2] + (l0 - lo[2]).to(dt)
+    return table[torch.where(inside, flat, -1.0).to(torch.int32)]  # -1: the last entry, default_F
