@@ -29,8 +29,8 @@ from .engine import (
     Plan,
     build_plan,
     lattice_transform,
-    miller_indices,
     pixel_factors,
+    sample_miller_indices,
     scale_to_photons,
 )
 from .simulate import simulate
@@ -151,7 +151,7 @@ def _chunk_values_shared(plan: Plan, idx: Tensor, cells: Tensor) -> Tensor:
     """The engine's fast path for one chunk and B cell sets (B, R, 3, 3): values (B, C)."""
     B, R = cells.shape[:2]
     f = pixel_factors(plan, idx)
-    hkl = miller_indices(f["S"], cells.reshape(B * R, 3, 3))  # three (B*R, n)
+    hkl = sample_miller_indices(f, cells.reshape(B * R, 3, 3))  # three (B*R, n)
     hkl0 = tuple(torch.ceil(x - 0.5).detach() for x in hkl)
     F_latt, _ = lattice_transform(plan, hkl, hkl0)
     g = plan.fgrid

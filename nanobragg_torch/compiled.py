@@ -148,9 +148,15 @@ class KernelRunner:
             flat_idx = flat_idx.expand(2)
         if self._aot is None:
             path = package_path(self.spec, self.inputs)
-            if not path.exists():
-                build_package(self.spec, self.inputs, flat_idx, path)
-            self._aot = load_package(path)
+            try:
+                if not path.exists():
+                    build_package(self.spec, self.inputs, flat_idx, path)
+                self._aot = load_package(path)
+            except Exception as exc:  # no C++ compiler, unsupported platform...: the same kernel, eager
+                warnings.warn(f"compiled kernel unavailable ({type(exc).__name__}: {exc}); rendering eager",
+                              RuntimeWarning, stacklevel=2)
+                self.mode = "eager"
+                return pixel_kernel(self.spec, self.inputs, flat_idx[:n])
         value, omega_sum = self._aot.run([flat_idx, *self.inputs])
         if n < 2:
             return value[:n], omega_sum / 2

@@ -2,8 +2,10 @@
 
 For a chunk of C pixels every sample is evaluated at once, broadcasting over
 (pixel C, layer T, sub-pixel O2, source S, phi P, mosaic domain M); the intensity is reduced over the samples
-inside the chunk, so peak memory is bounded by the chunk size, not by the image. The C's order of evaluation
-matters for three stateful behaviours, reproduced exactly:
+inside the chunk, so peak memory is bounded by the chunk size, not by the image. Chunks that need no
+per-sample state go through the fused kernel (kernel.py, compiled by compiled.py); the general path here
+serves traces, test hooks and the stateful behaviours. The C's order of evaluation matters for three of
+them, reproduced exactly:
   * the pinned C's phi == 0 stale rotation (`c_compat`; see crystal.rotated_cells and `_first_evaluation`),
   * the pinned C's oversample_* factors applied to the running sum (`c_compat`; `_running_product_sum`),
   * interpolation switched off for the rest of the image at the first out-of-range sample (both variants).
@@ -24,7 +26,7 @@ from .compiled import KernelRunner, choose_mode
 from .config import AVOGADRO, R_E_SQR, WATER_F, WATER_MW, SimulationConfig, scalar_value
 from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, resolve_phi, rotated_cells
 from .detector import Geometry, Layers, resolve_geometry, resolve_layers
-from .kernel import kernel_inputs, kernel_spec
+from .kernel import kernel_inputs, kernel_spec, miller_indices
 from .lattice import shape_factor, square_factors
 from .polarization import kahn_polarization
 from .structure_factors import FGrid
@@ -221,13 +223,15 @@ class InterpolationState:
         self.active = active
 
 
-def miller_indices(S: Tensor, cells: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """h = a.S, k = b.S, l = c.S for every cell orientation r and scattering vector n: three (R, n) tensors.
-
-    S is (3, n) (component-major, samples contiguous), cells (R, 3, 3) with rows a, b, c."""
-    return tuple(
-        cells[:, v, 0, None] * S[0] + cells[:, v, 1, None] * S[1] + cells[:, v, 2, None] * S[2] for v in range(3)
-    )
+def sample_miller_indices(f: dict[str, Tensor], cells: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """h, k, l of every orientation r (cells (R, 3, 3)) and group n of `pixel_factors` f: three (R, n)."""
+    dif = f["diffracted"][..., None, :]  # (C, T, O2, 1, 3)
+    inc, lam = f["incident"], f["lam"]  # (Ns, 3), (Ns,)
+    hkl = miller_indices(
+        cells[:, None, None, None, None], dif.unbind(-1), inc.unbind(-1), 1.0 / lam
+    )  # (R, C, T, O2, Ns)
+    R = cells.shape[0]
+    return tuple(x.reshape(R, -1) for x in hkl)
 
 
 def lattice_transform(plan: Plan, hkl, hkl0):
@@ -384,7 +388,7 @@ def render_chunk(
     R = cells.shape[0]
     switch_pixel = None
     inter = None
-    hkl = miller_indices(S, cells)  # three (R, n)
+    hkl = sample_miller_indices(f, cells)  # three (R, n)
     first_pixel = None
     if first_fix:
         hkl, first_pixel = _first_evaluation(plan, hkl, S, culled)

@@ -104,6 +104,21 @@ def _rotate_axis(v, axis, phi):
     )
 
 
+def miller_indices(cells: Tensor, dif, inc, inv_lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """h = a.S, k = b.S, l = c.S with S = (diffracted - incident)/lambda, evaluated as
+    (a.diffracted)/lambda - (a.incident)/lambda: no per-sample scattering vector is formed (the kernel's
+    memory traffic), and the general path calls this too, so that a trace is bitwise the image.
+
+    cells (..., 3, 3) with rows a, b, c; dif, inc: component tuples; all broadcast against each other."""
+    out = []
+    for v in range(3):
+        a = (cells[..., v, 0], cells[..., v, 1], cells[..., v, 2])
+        a_dif = a[0] * dif[0] + a[1] * dif[1] + a[2] * dif[2]
+        a_inc = (a[0] * inc[0] + a[1] * inc[1] + a[2] * inc[2]) * inv_lam
+        out.append(a_dif * inv_lam - a_inc)
+    return out[0], out[1], out[2]
+
+
 def pixel_kernel(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
     """Pixel values (C,) and omega_sum of the pixels `flat_idx` (C,). Sample axes, outermost first:
     orientation R, layer T, sub-pixel O2, source S, then the pixel C (contiguous)."""
@@ -148,14 +163,12 @@ def pixel_kernel(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> tuple[T
     else:
         capture = capture_last = None
 
-    # scattering vectors (T, O2, S, C): (diffracted - incident)/lambda
     inc = tuple(x.incident[:, i, None] for i in range(3))  # (S, 1)
-    lam = x.wavelength[:, None]
     difs = tuple(d[:, :, None, :] for d in dif)  # (T, O2, 1, C)
-    S = tuple((difs[i] - inc[i]) / lam for i in range(3))
 
     culled = None
-    if spec.dmin_on:
+    if spec.dmin_on:  # scattering vectors (T, O2, S, C): (diffracted - incident)/lambda
+        S = tuple((difs[i] - inc[i]) / x.wavelength[:, None] for i in range(3))
         stol = 0.5 * torch.sqrt(S[0] * S[0] + S[1] * S[1] + S[2] * S[2])
         culled = (stol > 0.0) & (x.dmin > 0.5 / torch.where(stol > 0, stol, torch.ones_like(stol)))
 
@@ -187,9 +200,9 @@ def pixel_kernel(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> tuple[T
             f = f if f.dim() == 4 else f[:, :, None, :]
             toggled = f if toggled is None else toggled * f
 
-    # Miller indices of every orientation (R, T, O2, S, C), the lattice and structure factors
-    cells = x.cells[:, :, :, None, None, None, None]  # (R, 3, 3, 1, 1, 1, 1)
-    hkl = tuple(cells[:, v, 0] * S[0] + cells[:, v, 1] * S[1] + cells[:, v, 2] * S[2] for v in range(3))
+    # Miller indices of every orientation (R, T, O2, S, C)
+    cells = x.cells[:, None, None, None, None]  # (R, 1, 1, 1, 1, 3, 3)
+    hkl = miller_indices(cells, difs, inc, (1.0 / x.wavelength)[:, None])
     hkl0 = tuple(torch.ceil(h - 0.5).detach() for h in hkl)
     N = (x.N[0], x.N[1], x.N[2])
     if spec.shape == "SQUARE":

@@ -226,3 +226,18 @@ def test_kernel_inputs_follow_plan_dtype_and_device():
             if t.is_floating_point():
                 assert t.dtype == dtype, name
         assert isinstance(plan.kernel, KernelRunner)
+
+
+def test_failed_build_falls_back_to_eager(monkeypatch, tmp_path):
+    """Without a working compiler the render still succeeds (eager), with one warning."""
+    monkeypatch.setenv("NB_KERNEL_CACHE", str(tmp_path))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(compiled, "build_package", broken)
+    plan = plan_for(BASE, compile=True)
+    with pytest.warns(RuntimeWarning, match="no compiler"), torch.no_grad():
+        image = render(plan).image
+    assert plan.kernel.mode == "eager"
+    torch.testing.assert_close(image, render(plan_for(BASE)).image, rtol=0, atol=0)

@@ -128,12 +128,12 @@ def test_bench_quick_without_c(tmp_path, monkeypatch):
     monkeypatch.delenv("NB_C_BIN", raising=False)
     monkeypatch.delenv("NB_C_OMP_BIN", raising=False)
     bench = _load("bench")
-    code, md, _ = _run(bench, "--case", "tiny", "--quick", "--reps", "1", "--dtype", "float32",
+    code, md, _ = _run(bench, "--case", "tiny", "--quick", "--reps", "1", "--dtype", "float32", "--compile", "off",
                        "--json", tmp_path / "b.json", "--md", tmp_path / "b.md")
     assert code == 0
     assert "| case | samples | impl |" in md and md == (tmp_path / "b.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| tiny ")]
-    assert {r.split("|")[3].strip() for r in rows} == {"api", "cli"}
+    assert {r.split("|")[3].strip() for r in rows} == {"api", "api render", "cli"}
     report = json.loads((tmp_path / "b.json").read_text())
     (case,) = report["cases"]
     assert case["samples"] == 64 * 64 * 2 * 2

@@ -306,12 +306,14 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
     results: list[Impl] = []
     runners: dict[str, ApiRunner] = {}
     api: dict[str, Impl] = {}
+    api_render: dict[str, Impl] = {}
     cli: dict[str, Impl] = {}
     if not args.no_api:
         for dt in dtypes:
             imp = Impl("api", dt, args.device, args.threads)
             api[dt] = imp
-            results.append(imp)
+            api_render[dt] = Impl("api render", dt, args.device, args.threads)
+            results += [imp, api_render[dt]]
             d, _ = outputs(f"api_{dt}")
             try:
                 runners[dt] = ApiRunner(flags + ours_extra, dt, args.device, args.threads, d / "image.npy", env,
@@ -358,6 +360,7 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
             if dt in runners:
                 msg = runners[dt].render()
                 api[dt].times.append(msg["seconds"])
+                api_render[dt].times.append(msg["render_seconds"])
                 log(f"  api {dt}: {msg['seconds']:.2f} s")
             if dt in cli and cli[dt].error is None:
                 cli_images[dt] = whole(cli[dt], cli_cmd(dt), f"cli_{dt}")
@@ -369,16 +372,16 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
     c_image = read_float_image(c_image_path, shape) if c_image_path is not None else None
     for dt, runner in runners.items():
         _, rss = runner.finish()
-        api[dt].rss_kb = rss
+        api[dt].rss_kb = api_render[dt].rss_kb = rss
         if c_image is not None:
             path = cdir / f"api_{dt}" / "image.npy"
             if path.exists():
-                api[dt].corr_c = correlation(np.load(path), c_image)
+                api[dt].corr_c = api_render[dt].corr_c = correlation(np.load(path), c_image)
     for dt, path in cli_images.items():
         if c_image is not None and path is not None and path.exists():
             cli[dt].corr_c = correlation(read_float_image(path, shape), c_image)
     for imp in results:
-        if imp.impl in ("api", "cli") and imp.min_s:
+        if imp.impl in ("api", "api render", "cli") and imp.min_s:
             if c_impl is not None and c_impl.min_s:
                 imp.ratio_c = c_impl.min_s / imp.min_s
             if omp_impl is not None and omp_impl.min_s:

@@ -4,7 +4,8 @@
     python tools/bench_runner.py --dtype float32 --device cpu --threads 2 --image OUT.npy -- C-FLAGS...
 
 It parses the flags once, prints ``BENCH_JSON {"event": "ready", ...}``, then for each line ``render`` on
-stdin renders the image (build_plan + render, no autograd) and prints ``BENCH_JSON {"seconds": ...}``; on
+stdin renders the image (build_plan + render, no autograd) and prints ``BENCH_JSON {"seconds": ...,
+"render_seconds": ...}`` (the whole call, and render() alone: a plan reused); on
 ``quit`` (or end of input) it saves the last image to --image (float32 .npy) and exits. The parent times the
 steady state by sending ``render`` between its other runs (interleaving) and reads this process's peak RSS
 with os.wait4, so the RSS is per case and per dtype.
@@ -71,12 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         with torch.no_grad():
             plan = build_plan(cfg, dtype, device)
+            _sync(device)
+            t1 = time.perf_counter()
             result = render(plan)
         _sync(device)
-        seconds = time.perf_counter() - t0
+        t2 = time.perf_counter()
+        seconds, render_seconds = t2 - t0, t2 - t1
         image = result.image
-        emit({"event": "render", "seconds": seconds, "rss_kb": peak_rss_kb(), "compiled": plan.compiled,
-              "samples": plan.samples_per_pixel * int(plan.pixel_order.numel()),
+        emit({"event": "render", "seconds": seconds, "render_seconds": render_seconds, "rss_kb": peak_rss_kb(),
+              "compiled": plan.compiled, "samples": plan.samples_per_pixel * int(plan.pixel_order.numel()),
               "samples_per_chunk": plan.samples_per_chunk})
     if image is not None and args.image is not None:
         np.save(args.image, image.detach().to("cpu", torch.float32).numpy())

@@ -4,7 +4,8 @@ A fingerprint is plain text with fixed formatting (never a numpy/torch repr, nev
 
 * the trace factors in pipeline order at ``digits`` significant digits (values below the factor's
   schema ``atol`` print as 0, so float64 round-off around zero does not flicker);
-* image statistics: shape, sum, max, argmax, nonzero count, mean, percentiles;
+* image statistics: shape, sum, max, argmax (the first pixel, in raster order, equal to the max at the
+  printed precision), nonzero count, mean, percentiles;
 * a coarse ``grid`` x ``grid`` map of block sums, so a spatial drift shows as a short, local diff.
 
 Use with syrupy::
@@ -80,7 +81,10 @@ def _image_lines(image: Any, digits: int, grid: int, grid_digits: int) -> list[s
     a = _array(image)
     flat = a.ravel()
     s, f = a.shape
-    am = np.unravel_index(int(np.argmax(flat)), a.shape) if flat.size else (0, 0)
+    am = (0, 0)
+    if flat.size:  # the first pixel equal to the max at the printed precision: symmetric ties do not flicker
+        top = float(flat.max())
+        am = np.unravel_index(int(np.argmax(flat >= top - abs(top) * 10.0 ** (1 - digits))), a.shape)
     pct = np.percentile(flat, [50, 90, 99, 99.9]) if flat.size else [0.0] * 4
     peak = float(np.abs(flat).max()) if flat.size else 0.0
     # pixels below 1e-9 of the peak sit in the zeros of the lattice transform, where rounding dominates
