@@ -11,7 +11,7 @@ from .cli import RunOptions
 from .config import RTD, SimulationConfig, scalar_value
 from .engine import RenderResult, build_plan, render
 from .errors import InputError
-from .images import image_statistics, int_image, pgm_image
+from .images import image_statistics, int_image, intfile_scale_rule, pgm_image
 from .io.fdump import write_fdump
 from .io.floatimage import write_float_image
 from .io.pgm import write_pgm
@@ -168,9 +168,10 @@ def _run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
         _mkdir(options.floatfile)
         write_float_image(options.floatfile, image)
         print(f"wrote float image {options.floatfile}")
-    ints, int_scale = int_image(image, options.intfile_scale, options.adc_offset, d.roi, max_I=stats["max_I"])
+    int_scale = intfile_scale_rule(options.intfile_scale, stats["max_I"])
     print("intfile_scale = %g" % int_scale)
     if options.intfile:
+        ints, _ = int_image(image, int_scale, options.adc_offset, d.roi)
         _mkdir(options.intfile)
         write_smv(options.intfile, ints, header, "int", options.c_compat)
         print(f"wrote SMV image {options.intfile}")

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+# compiled kernels used by the tests live in the checkout, not in the user's cache: whether a render runs
+# compiled (a cached package is used whatever the render size) must not depend on what the user ran before
+os.environ["NB_KERNEL_CACHE"] = str(Path(__file__).resolve().parents[1] / ".kernel_cache" / "tests")
+os.environ.pop("NB_COMPILE", None)
 
 
 def test_device() -> torch.device:
