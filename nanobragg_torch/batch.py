@@ -180,5 +180,5 @@ def _render_shared(plans: list[Plan], samples_per_chunk: int | None) -> Tensor:
             values.append(_chunk_values_shared(p0, idx, cells))
     image = torch.zeros((B, d.spixels * d.fpixels), dtype=p0.dtype, device=p0.device)
     if values:
-        image = image.index_copy(1, order, torch.cat(values, dim=1))
+        image = image.index_copy(1, order.long(), torch.cat(values, dim=1))
     return image.reshape(B, d.spixels, d.fpixels)

@@ -133,6 +133,7 @@ class KernelRunner:
         self._jit = None
 
     def __call__(self, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
+        flat_idx = flat_idx.to(torch.int32)  # the packages' index type (engine.Plan.pixel_order)
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in self.inputs)
         if self.mode == "eager":
             return pixel_kernel(self.spec, self.inputs, flat_idx)

@@ -66,7 +66,7 @@ class Plan:
     thick_on: bool  # detector thickness modelled (else capture_fraction = 1)
     water_on: bool  # -water background (then F_latt == 0 samples are not skipped)
     any_toggle: bool  # any of -oversample_thick/polar/omega
-    pixel_order: Tensor  # (n,) flat indices of the rendered pixels in the C's raster order
+    pixel_order: Tensor  # (n,) int32 flat indices of the rendered pixels in the C's raster order
     first_eval_phi_step: int | None  # c_compat: the phi step that the image's first evaluation takes unrotated
     hooks: dict[str, float] = field(default_factory=dict)  # test-only factor perturbations (drift demos)
     samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
@@ -195,7 +195,7 @@ def _pixel_order(cfg: SimulationConfig, device: torch.device) -> Tensor:
     d = cfg.detector
     F, S = d.fpixels, d.spixels
     if d.roi is None and d.mask is None:
-        return torch.arange(S * F, device=device)
+        return torch.arange(S * F, dtype=torch.int32, device=device)
     ok = np.ones((S, F), dtype=bool)
     if d.roi is not None:
         xmin, xmax, ymin, ymax = d.roi
@@ -204,7 +204,7 @@ def _pixel_order(cfg: SimulationConfig, device: torch.device) -> Tensor:
         ok &= ((f >= xmin) & (f <= xmax))[None, :] & ((s >= ymin) & (s <= ymax))[:, None]
     if d.mask is not None:
         ok &= np.asarray(d.mask).reshape(S, F) != 0
-    return torch.as_tensor(np.flatnonzero(ok.reshape(-1)), device=device)
+    return torch.as_tensor(np.flatnonzero(ok.reshape(-1)).astype(np.int32), device=device)
 
 
 @dataclass
@@ -529,11 +529,11 @@ def render(
         else:
             value, omega, state = _chunk_values(plan, idx, active, first)
         if value.requires_grad:
-            image = image.index_copy(0, idx, value)
+            image = image.index_copy(0, idx.long(), value)
         elif whole:  # every pixel, in order: the chunk is a slice
             image[start : start + idx.numel()] = value
         else:
-            image.index_copy_(0, idx, value)
+            image.index_copy_(0, idx.long(), value)
         omega_sum = omega_sum + omega.detach()
         switch, first_pixel = int(state[0]), int(state[1])
         for flat in [f for f in pending if pending[f] not in traces]:
