@@ -139,9 +139,16 @@ class KernelRunner:
             return pixel_kernel(self.spec, self.inputs, flat_idx)
         if self.mode == "aot" and not grad:
             return self._run_aot(flat_idx)
-        if self._jit is None:
-            self._jit = torch.compile(pixel_kernel, dynamic=True)
-        return self._jit(self.spec, self.inputs, flat_idx)
+        if self._jit is not None:
+            return self._jit(self.spec, self.inputs, flat_idx)
+        jit = torch.compile(pixel_kernel, dynamic=True)
+        try:  # the first call compiles
+            out = jit(self.spec, self.inputs, flat_idx)
+        except Exception as exc:  # no compiler / triton for this device: the same kernel, eager
+            _fall_back(self, exc)
+            return pixel_kernel(self.spec, self.inputs, flat_idx)
+        self._jit = jit
+        return out
 
     def _run_aot(self, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
         n = flat_idx.shape[0]
@@ -154,14 +161,18 @@ class KernelRunner:
                     build_package(self.spec, self.inputs, flat_idx, path)
                 self._aot = load_package(path)
             except Exception as exc:  # no C++ compiler, unsupported platform...: the same kernel, eager
-                warnings.warn(f"compiled kernel unavailable ({type(exc).__name__}: {exc}); rendering eager",
-                              RuntimeWarning, stacklevel=2)
-                self.mode = "eager"
+                _fall_back(self, exc)
                 return pixel_kernel(self.spec, self.inputs, flat_idx[:n])
         value, omega_sum = self._aot.run([flat_idx, *self.inputs])
         if n < 2:
             return value[:n], omega_sum / 2
         return value, omega_sum
+
+
+def _fall_back(runner: KernelRunner, exc: Exception) -> None:
+    warnings.warn(f"compiled kernel unavailable ({type(exc).__name__}: {exc}); rendering eager", RuntimeWarning,
+                  stacklevel=3)
+    runner.mode = "eager"
 
 
 def choose_mode(spec: KernelSpec, inputs: KernelInputs, compile: bool | None, samples: int, threshold: int) -> str:

@@ -241,3 +241,21 @@ def test_failed_build_falls_back_to_eager(monkeypatch, tmp_path):
         image = render(plan).image
     assert plan.kernel.mode == "eager"
     torch.testing.assert_close(image, render(plan_for(BASE)).image, rtol=0, atol=0)
+
+
+def test_failed_jit_falls_back_to_eager(monkeypatch):
+    """torch.compile failing (e.g. no triton on a GPU) leaves an eager render and one warning."""
+
+    def broken(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no backend")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    plan = plan_for(BASE)
+    plan.kernel.mode = "jit"
+    with pytest.warns(RuntimeWarning, match="no backend"), torch.no_grad():
+        image = render(plan).image
+    assert plan.kernel.mode == "eager"
+    torch.testing.assert_close(image, render(plan_for(BASE)).image, rtol=0, atol=0)
