@@ -4,8 +4,9 @@ One pure function of tensors (`pixel_kernel`) maps a chunk of flat pixel indices
 and its share of the C's omega_sum. Its layout is chosen for SIMD: every per-sample quantity is a separate
 component tensor (x, y, z) whose innermost, contiguous axis is the pixel, and every sample axis
 (orientation R, layer T, sub-pixel O2, source S) is a broadcast axis in front of it, summed inside the
-kernel. Compiled (torch.compile or AOTInductor, `compiled.py`) the whole chain is one vectorized loop nest
-over pixels with the samples reduced in registers; eager, it is the same algebra op by op.
+kernel. Compiled (AOTInductor or torch.compile, `compiled.py`) the chain becomes a few vectorized loop nests
+over pixels: per-pixel factors, then the per-sample terms (one orientation x pixel buffer) and their sum;
+eager, it is the same algebra op by op.
 
 What the kernel does not depend on — the tensors (`KernelInputs`) and the discrete switches (`KernelSpec`)
 — is fixed by the plan, so one compiled kernel serves every chunk, image size and sample count.
