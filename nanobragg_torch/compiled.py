@@ -153,7 +153,7 @@ class KernelRunner:
     def _run_aot(self, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
         n = flat_idx.shape[0]
         if n < 2:  # the package is compiled for chunks of two or more pixels
-            flat_idx = flat_idx.expand(2)
+            flat_idx = flat_idx.repeat(2)  # contiguous: the package assumes the strides it was built with
         if self._aot is None:
             path = package_path(self.spec, self.inputs)
             try:

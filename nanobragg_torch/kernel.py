@@ -255,7 +255,8 @@ def kernel_spec(plan) -> KernelSpec:
 
 
 def kernel_inputs(plan) -> KernelInputs:
-    """The tensors of `plan` (an engine.Plan) that the kernel reads."""
+    """The tensors of `plan` (an engine.Plan) that the kernel reads, contiguous: a compiled package assumes the
+    strides it was built with (mosaic cells come out of the set-up transposed)."""
     dt, dev = plan.dtype, plan.device
     g = plan.geom
 
@@ -266,7 +267,7 @@ def kernel_inputs(plan) -> KernelInputs:
     o = torch.arange(O, dtype=dt, device=dev)
     subS, subF = torch.meshgrid(o, o, indexing="ij")
     fg = plan.fgrid
-    return KernelInputs(
+    inputs = KernelInputs(
         fpixels=torch.tensor(plan.cfg.detector.fpixels, dtype=torch.int64, device=dev),
         oversample=t(float(O)),
         subpixel=g.pixel_size / O,
@@ -301,3 +302,4 @@ def kernel_inputs(plan) -> KernelInputs:
         steps=t(float(plan.steps)),
         dmin=t(plan.cfg.crystal.dmin),
     )
+    return KernelInputs(*(t.contiguous() for t in inputs))

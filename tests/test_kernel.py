@@ -259,3 +259,22 @@ def test_failed_jit_falls_back_to_eager(monkeypatch):
         image = render(plan).image
     assert plan.kernel.mode == "eager"
     torch.testing.assert_close(image, render(plan_for(BASE)).image, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_aot_package_serves_other_plans_of_its_variant(kernel_cache):
+    """A package built for one plan renders another plan of the same variant correctly: other sample counts,
+    and inputs that the set-up produced with other strides (mosaic cells come out transposed)."""
+    phi_only = plan_for(f"{BASE} -phi 0 -osc 3 -phisteps 3")
+    mosaic_only = plan_for(f"{BASE} -mosaic 1 -mosaic_domains 5 -detpixels 20")
+    assert package_path(phi_only.kernel.spec, phi_only.kernel.inputs) == package_path(
+        mosaic_only.kernel.spec, mosaic_only.kernel.inputs
+    )
+    compiled_plans = [plan_for(f"{BASE} -phi 0 -osc 3 -phisteps 3", compile=True),
+                      plan_for(f"{BASE} -mosaic 1 -mosaic_domains 5 -detpixels 20", compile=True)]
+    for eager, plan in zip((phi_only, mosaic_only), compiled_plans, strict=True):
+        with torch.no_grad():
+            image = render(plan).image
+            ref = render(eager).image
+        assert plan.kernel.mode == "aot"
+        torch.testing.assert_close(image, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
