@@ -4,7 +4,8 @@
   disk. A later process loads it in milliseconds through torch's C++ loader, without importing the compiler
   stack (torch._dynamo/_inductor cost ~3 s of import per process even with a warm inductor cache). No autograd;
   CPU only (untested elsewhere). Used for renders without gradients.
-* ``jit``: torch.compile of the same function (dynamic shapes): renders with gradients, and other devices.
+* ``jit``: torch.compile of the same function (dynamic shapes): renders with gradients (of large or explicitly
+  compiled plans), and other devices.
 * ``eager``: the function op by op.
 
 A variant is (KernelSpec, which sample axes have length 1, dtype, device type): the sample counts and the
@@ -127,28 +128,31 @@ def build_package(spec: KernelSpec, inputs: KernelInputs, flat_idx: Tensor, path
 class KernelRunner:
     """`pixel_kernel` of one plan in the chosen form; call with a chunk's flat pixel indices."""
 
-    def __init__(self, spec: KernelSpec, inputs: KernelInputs, mode: str) -> None:
-        self.spec, self.inputs, self.mode = spec, inputs, mode
+    def __init__(self, spec: KernelSpec, inputs: KernelInputs, mode: str, grad_mode: str = "eager") -> None:
+        self.spec, self.inputs = spec, inputs
+        self.mode = mode  # without gradients: eager | aot | jit
+        self.grad_mode = grad_mode  # with gradients: eager | jit
         self._aot = None
         self._jit = None
 
     def __call__(self, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
         flat_idx = flat_idx.to(torch.int32)  # the packages' index type (engine.Plan.pixel_order)
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in self.inputs)
-        if self.mode == "eager":
+        mode = self.grad_mode if grad and self.mode != "eager" else self.mode
+        if mode == "eager":
             return pixel_kernel(self.spec, self.inputs, flat_idx)
-        if self.mode == "aot" and not grad:
+        if mode == "aot":
             return self._run_aot(flat_idx)
-        if self._jit is not None:
+        first = self._jit is None
+        if first:  # note: torch.compile has no double backward; second derivatives need compile=False
+            self._jit = torch.compile(pixel_kernel, dynamic=True)
+        try:
             return self._jit(self.spec, self.inputs, flat_idx)
-        jit = torch.compile(pixel_kernel, dynamic=True)
-        try:  # the first call compiles
-            out = jit(self.spec, self.inputs, flat_idx)
-        except Exception as exc:  # no compiler / triton for this device: the same kernel, eager
+        except Exception as exc:  # the first call compiles: no compiler / triton for this device
+            if not first:
+                raise
             _fall_back(self, exc)
             return pixel_kernel(self.spec, self.inputs, flat_idx)
-        self._jit = jit
-        return out
 
     def _run_aot(self, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
         n = flat_idx.shape[0]
@@ -172,18 +176,25 @@ class KernelRunner:
 def _fall_back(runner: KernelRunner, exc: Exception) -> None:
     warnings.warn(f"compiled kernel unavailable ({type(exc).__name__}: {exc}); rendering eager", RuntimeWarning,
                   stacklevel=3)
-    runner.mode = "eager"
+    runner.mode = runner.grad_mode = "eager"
 
 
-def choose_mode(spec: KernelSpec, inputs: KernelInputs, compile: bool | None, samples: int, threshold: int) -> str:
-    """eager, aot or jit. compile=None: compiled when a package is already cached or the render is large;
-    env NB_COMPILE=0/1 overrides."""
+def choose_mode(
+    spec: KernelSpec, inputs: KernelInputs, compile: bool | None, samples: int, threshold: int
+) -> tuple[str, str]:
+    """(mode without gradients: eager | aot | jit, mode with gradients: eager | jit).
+
+    compile=None: compiled when the render is large, or (without gradients only: a package is free to load,
+    a torch.compile is not) when the variant's package is already cached; env NB_COMPILE=0/1 overrides."""
     env = os.environ.get("NB_COMPILE")
     if env in ("0", "1"):
         compile = env == "1"
     cpu = inputs.pixel_size.device.type == "cpu"
     if compile is None:
-        compile = samples > threshold or (cpu and package_path(spec, inputs).exists())
+        if samples > threshold:
+            compile = True
+        elif cpu and package_path(spec, inputs).exists():
+            return "aot", "eager"
     if not compile:
-        return "eager"
-    return "aot" if cpu else "jit"
+        return "eager", "eager"
+    return ("aot" if cpu else "jit"), "jit"

@@ -176,7 +176,7 @@ def build_plan(
     )
     spec, inputs = kernel_spec(plan), kernel_inputs(plan)
     samples = plan.samples_per_pixel * pixel_order.numel()
-    plan.kernel = KernelRunner(spec, inputs, choose_mode(spec, inputs, compile, samples, COMPILE_THRESHOLD))
+    plan.kernel = KernelRunner(spec, inputs, *choose_mode(spec, inputs, compile, samples, COMPILE_THRESHOLD))
     return plan
 
 

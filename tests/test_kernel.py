@@ -163,7 +163,8 @@ def test_aot_package_equals_eager(name, kernel_cache):
 
 @pytest.mark.slow
 def test_jit_gradients_equal_eager(kernel_cache):
-    """With gradients the compiled form is torch.compile: same image and same gradient as eager."""
+    """With gradients a compiled plan runs torch.compile: same image and gradient as eager. (torch.compile has
+    no double backward: second derivatives need compile=False, which small renders get by default.)"""
     cfg, _ = config_from_flags(f"{BASE} -mosaic 1 -mosaic_domains 2".split(), cwd=os.devnull)
     distance = torch.tensor(cfg.detector.distance, dtype=torch.float64, requires_grad=True)
 
@@ -174,14 +175,34 @@ def test_jit_gradients_equal_eager(kernel_cache):
         plan = build_plan(c, torch.float64, "cpu", compile=compile)
         image = render(plan).image
         (g,) = torch.autograd.grad(image.sum(), distance)
-        return image.detach(), g, plan.kernel.mode
+        return image.detach(), g, (plan.kernel.mode, plan.kernel.grad_mode)
 
     img_e, g_e, mode_e = grad(False)
     img_c, g_c, mode_c = grad(True)
-    assert (mode_e, mode_c) == ("eager", "aot")  # aot plans fall back to torch.compile under autograd
+    assert (mode_e, mode_c) == (("eager", "eager"), ("aot", "jit"))
     torch.testing.assert_close(img_c, img_e, rtol=1e-12, atol=0)
     torch.testing.assert_close(g_c, g_e, rtol=1e-10, atol=0)
     assert float(g_e) != 0.0
+
+
+def test_cached_package_keeps_small_gradient_renders_eager(monkeypatch, tmp_path):
+    """A package in the cache speeds up renders without gradients only: with gradients a small plan stays
+    eager (no torch.compile, and double backward works)."""
+    monkeypatch.setenv("NB_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.delenv("NB_COMPILE", raising=False)
+    plain = plan_for(BASE)
+    path = package_path(plain.kernel.spec, plain.kernel.inputs)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")  # "cached": never loaded below, since every call needs gradients
+    cfg, _ = config_from_flags(BASE.split(), cwd=os.devnull)
+    from dataclasses import replace
+
+    distance = torch.tensor(cfg.detector.distance, dtype=torch.float64, requires_grad=True)
+    plan = build_plan(replace(cfg, detector=replace(cfg.detector, distance=distance)), torch.float64, "cpu")
+    assert (plan.kernel.mode, plan.kernel.grad_mode) == ("aot", "eager")
+    (g,) = torch.autograd.grad(render(plan).image.sum(), distance, create_graph=True)
+    (h,) = torch.autograd.grad(g, distance)
+    assert torch.isfinite(h) and float(g) != 0.0
 
 
 def test_choose_mode(monkeypatch, tmp_path):
@@ -189,18 +210,19 @@ def test_choose_mode(monkeypatch, tmp_path):
     monkeypatch.delenv("NB_COMPILE", raising=False)
     plan = plan_for(BASE)
     spec, inputs = plan.kernel.spec, plan.kernel.inputs
-    assert choose_mode(spec, inputs, None, 10, 100) == "eager"
-    assert choose_mode(spec, inputs, None, 1000, 100) == "aot"
-    assert choose_mode(spec, inputs, False, 1000, 100) == "eager"
-    assert choose_mode(spec, inputs, True, 10, 100) == "aot"
+    assert choose_mode(spec, inputs, None, 10, 100) == ("eager", "eager")
+    assert choose_mode(spec, inputs, None, 1000, 100) == ("aot", "jit")
+    assert choose_mode(spec, inputs, False, 1000, 100) == ("eager", "eager")
+    assert choose_mode(spec, inputs, True, 10, 100) == ("aot", "jit")
     path = package_path(spec, inputs)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"")
-    assert choose_mode(spec, inputs, None, 10, 100) == "aot"  # a cached package is used whatever the size
+    # a cached package is loaded whatever the size; with gradients a small render stays eager (no torch.compile)
+    assert choose_mode(spec, inputs, None, 10, 100) == ("aot", "eager")
     monkeypatch.setenv("NB_COMPILE", "0")
-    assert choose_mode(spec, inputs, None, 1000, 100) == "eager"
+    assert choose_mode(spec, inputs, None, 1000, 100) == ("eager", "eager")
     monkeypatch.setenv("NB_COMPILE", "1")
-    assert choose_mode(spec, inputs, False, 10, 100) == "aot"
+    assert choose_mode(spec, inputs, False, 10, 100) == ("aot", "jit")
 
 
 def test_package_names_follow_variant(monkeypatch, tmp_path):
@@ -254,7 +276,7 @@ def test_failed_jit_falls_back_to_eager(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", broken)
     plan = plan_for(BASE)
-    plan.kernel.mode = "jit"
+    plan.kernel.mode = plan.kernel.grad_mode = "jit"
     with pytest.warns(RuntimeWarning, match="no backend"), torch.no_grad():
         image = render(plan).image
     assert plan.kernel.mode == "eager"
