@@ -77,7 +77,7 @@ def _unit_axes(inputs: KernelInputs) -> str:
     for field, dims in _AXES.items():
         for d, name in dims.items():
             seen[name] = getattr(inputs, field).shape[d] == 1
-    return "".join(name for name in ("O2", "T", "S", "R", "F") if seen[name]) or "none"
+    return "".join(name for name, unit in seen.items() if unit) or "none"
 
 
 def package_path(spec: KernelSpec, inputs: KernelInputs) -> Path:

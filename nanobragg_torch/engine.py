@@ -256,9 +256,7 @@ def pixel_factors(plan: Plan, flat_idx: Tensor) -> dict[str, Tensor]:
 
     # sub-pixel positions: Fdet = subpixel_size*(fpixel*oversample + subF) + subpixel_size/2
     sub = g.pixel_size / O
-    o = torch.arange(O, dtype=dt, device=dev)
-    subS, subF = torch.meshgrid(o, o, indexing="ij")
-    subS, subF = subS.reshape(-1), subF.reshape(-1)  # (O2,) in the C's subS-major order
+    subS, subF = plan.kernel.inputs.sub_s, plan.kernel.inputs.sub_f  # (O2,) in the C's subS-major order
     Fdet = sub * (fp[:, None] * O + subF[None, :]) + sub / 2.0  # (C, O2)
     Sdet = sub * (sp[:, None] * O + subS[None, :]) + sub / 2.0
     Odet = torch.arange(T, dtype=dt, device=dev) * plan.layers.step  # (T,)

@@ -23,6 +23,7 @@ from .config import R_E_SQR
 from .lattice import shape_factor, square_factors
 from .polarization import kahn_factor
 from .structure_factors import nearest_lookup, wide_index
+from .vectors import rotate_axis_xyz
 
 Tensor = torch.Tensor
 
@@ -92,19 +93,6 @@ class KernelInputs(NamedTuple):
     dmin: Tensor
 
 
-def _rotate_axis(v, axis, phi):
-    """rotate_axis() on component tuples (curved detector)."""
-    s, c = torch.sin(phi), torch.cos(phi)
-    ax, ay, az = axis
-    vx, vy, vz = v
-    d = (ax * vx + ay * vy + az * vz) * (1.0 - c)
-    return (
-        ax * d + vx * c + (-az * vy + ay * vz) * s,
-        ay * d + vy * c + (az * vx - ax * vz) * s,
-        az * d + vz * c + (-ay * vx + ax * vy) * s,
-    )
-
-
 def miller_indices(cells: Tensor, dif, inc, inv_lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """h = a.S, k = b.S, l = c.S with S = (diffracted - incident)/lambda, evaluated as
     (a.diffracted)/lambda - (a.incident)/lambda: no per-sample scattering vector is formed (the kernel's
@@ -139,8 +127,8 @@ def pixel_kernel(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> tuple[T
         beam = tuple(x.distance * x.beam[i] for i in range(3))
         sdet = tuple(x.sdet[i] for i in range(3))
         fdet = tuple(x.fdet[i] for i in range(3))
-        tmp = _rotate_axis(beam, sdet, pos[1] / x.distance)
-        pos = _rotate_axis(tmp, fdet, pos[2] / x.distance)
+        tmp = rotate_axis_xyz(beam, sdet, pos[1] / x.distance)
+        pos = rotate_axis_xyz(tmp, fdet, pos[2] / x.distance)
     px, py, pz = pos
     airpath = torch.sqrt(px * px + py * py + pz * pz)
     dif = (px / airpath, py / airpath, pz / airpath)  # (T, O2, C)

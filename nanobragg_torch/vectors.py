@@ -51,15 +51,20 @@ def rotate_xyz(v: Tensor, phix: Tensor, phiy: Tensor, phiz: Tensor) -> Tensor:
 
 def rotate_axis(v: Tensor, axis: Tensor, phi: Tensor) -> Tensor:
     """rotate_axis(): Rodrigues rotation of v about `axis` by phi (the C does not normalise the axis)."""
+    return torch.stack(rotate_axis_xyz(v.unbind(-1), axis.unbind(-1), phi), dim=-1)
+
+
+def rotate_axis_xyz(v, axis, phi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """rotate_axis() on (x, y, z) component tuples (the fused kernel's layout)."""
     s = torch.sin(phi)
     c = torch.cos(phi)
-    ax, ay, az = axis[..., 0], axis[..., 1], axis[..., 2]
-    vx, vy, vz = v[..., 0], v[..., 1], v[..., 2]
+    ax, ay, az = axis
+    vx, vy, vz = v
     d = (ax * vx + ay * vy + az * vz) * (1.0 - c)
     x = ax * d + vx * c + (-az * vy + ay * vz) * s
     y = ay * d + vy * c + (az * vx - ax * vz) * s
     z = az * d + vz * c + (-ay * vx + ax * vy) * s
-    return torch.stack((x, y, z), dim=-1)
+    return x, y, z
 
 
 def axis_rotation_matrix(axis: Tensor, phi: Tensor) -> Tensor:

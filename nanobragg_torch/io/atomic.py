@@ -1,4 +1,6 @@
-"""Write a file under a temporary name and rename it into place only when the write succeeded."""
+"""File access with the project's error rules: writes go to a temporary name renamed into place only when
+they succeed (`atomic_write`); reads of input files fail with a one-line InputError naming the file
+(`read_input`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from nanobragg_torch.errors import InputError
 
 
 def _current_umask() -> int:
@@ -44,3 +48,12 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def read_input(path: str | os.PathLike[str]) -> bytes:
+    """The whole input file; an unreadable one is an InputError naming it."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise InputError(f"{os.fspath(path)}: cannot read: {exc.strerror or exc}") from exc

@@ -15,7 +15,7 @@ import re
 import numpy as np
 
 from nanobragg_torch.errors import InputError
-from nanobragg_torch.io.atomic import atomic_write
+from nanobragg_torch.io.atomic import atomic_write, read_input
 from nanobragg_torch.io.hkl import HKLMeta, hkl_meta_from_bounds
 
 _HEADER = re.compile(rb"\s*([-+]?\d+)\s+([-+]?\d+)\s+([-+]?\d+)\s+([-+]?\d+)\s+([-+]?\d+)\s+([-+]?\d+)")
@@ -57,11 +57,7 @@ def read_fdump(
     True reproduces that misreading; False (default) reads the grid as written.
     """
     name = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    data = read_input(path)
 
     match = _HEADER.match(data)
     if match is None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nanobragg_torch.errors import InputError
-from nanobragg_torch.io.atomic import atomic_write
+from nanobragg_torch.io.atomic import atomic_write, read_input
 
 
 def write_float_image(path: str | os.PathLike[str], image: np.ndarray) -> None:
@@ -27,11 +27,7 @@ def read_float_image(path: str | os.PathLike[str], shape: Sequence[int] | int) -
     name = os.fspath(path)
     dims = (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(s) for s in shape)
     count = int(np.prod(dims, dtype=np.int64))
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    data = read_input(path)
     if len(data) != 4 * count:
         raise InputError(f"{name}: {len(data)} bytes, expected {4 * count} for float32 image of shape {dims}")
     return np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(dims)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from nanobragg_torch.errors import InputError
+from nanobragg_torch.io.atomic import read_input
 
 # Refuse grids that would need more than this many cells (8 bytes each): a typo'd index such as 100000.
 MAX_GRID_CELLS = 1 << 31
@@ -85,11 +86,7 @@ def read_hkl_file(path: str | os.PathLike[str], default_F: float = 0.0) -> tuple
     number of entries read, repeats included, as the C counts them).
     """
     name = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read().decode("latin-1")
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    text = read_input(path).decode("latin-1")
 
     data, linenos = _parse(name, text)
     hkl = data[:, :3]

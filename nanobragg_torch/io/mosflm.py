@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from nanobragg_torch.errors import InputError
+from nanobragg_torch.io.atomic import read_input
 from nanobragg_torch.io.textcolumns import c_strtod
 
 
@@ -51,11 +52,7 @@ def read_mosflm_matrix(path: str | os.PathLike[str]) -> np.ndarray:
     get 1/Angstrom, as the C does with ``vector_scale(a_star, a_star, 1e-10/lambda0)``.
     """
     name = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read().decode("latin-1")
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    text = read_input(path).decode("latin-1")
     return parse_mosflm_matrix(text, name)
 
 

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from nanobragg_torch.errors import InputError
-from nanobragg_torch.io.atomic import atomic_write
+from nanobragg_torch.io.atomic import atomic_write, read_input
 from nanobragg_torch.io.smv import c_g
 
 
@@ -41,11 +41,7 @@ def read_pgm(path: str | os.PathLike[str]) -> np.ndarray:
     Comment lines (``#``) in the header are skipped. A malformed or truncated file is an InputError.
     """
     name = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    data = read_input(path)
     if not data.startswith(b"P5"):
         raise InputError(f"{name}:1: not a binary PGM (must start with 'P5')")
     pos, values = 2, []

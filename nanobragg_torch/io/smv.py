@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from nanobragg_torch.errors import InputError
-from nanobragg_torch.io.atomic import atomic_write
+from nanobragg_torch.io.atomic import atomic_write, read_input
 from nanobragg_torch.io.textcolumns import c_atof
 
 Variant = Literal["int", "noise"]
@@ -227,11 +227,7 @@ def read_smv(path: str | os.PathLike[str], *, honor_byte_order: bool = True) -> 
     (the C would read zeros there).
     """
     name = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    data = read_input(path)
     if len(data) < HEADER_BYTES:
         raise InputError(f"{name}: only {len(data)} bytes, shorter than a {HEADER_BYTES}-byte SMV header")
     first = data[:HEADER_BYTES].decode("latin-1")

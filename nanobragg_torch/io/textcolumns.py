@@ -27,7 +27,7 @@ import re
 
 import numpy as np
 
-from nanobragg_torch.errors import InputError
+from nanobragg_torch.io.atomic import read_input
 
 _C_SPACE = " \t\n\v\f\r"
 _DELIMITERS = " \t,;:!"
@@ -144,9 +144,5 @@ def read_text_columns(path: str | os.PathLike[str], ncols: int) -> np.ndarray:
     Returns float64 of shape (rows, ncols). An empty file (or one with only blank lines) gives 0 rows; the
     caller decides whether that is an error. A file that cannot be read raises InputError.
     """
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise InputError(f"{os.fspath(path)}: cannot read: {exc.strerror or exc}") from exc
+    data = read_input(path)
     return parse_text_columns(data, ncols)
