@@ -4,13 +4,13 @@
 configurations works too. Gradients flow per element: element i's image depends only on element i's
 tensors.
 
-The engine has no batch axis. Two strategies:
+Two strategies:
   * vectorized: when the elements differ only in the crystal's orientation/cell (misset, reciprocal matrix,
     cell, phi0/phistep/osc, spindle axis... anything that only changes the rotated cells of engine.Plan) and
-    the render takes the engine's fast path (nearest-neighbour F, SQUARE or ROUND shape, no pinned-C
-    first-evaluation or oversample-toggle order), the pixel factors of each chunk (positions, solid angle,
-    polarization, capture fraction, scattering vectors) are computed once and the lattice sum is evaluated
-    for all elements' cells at once: one pass over the detector for the whole batch;
+    the render takes the fused kernel (nearest-neighbour F, SQUARE or ROUND shape, no pinned-C
+    first-evaluation or oversample-toggle order), the elements' cell sets go to `kernel.pixel_kernel` as a
+    leading axis of its cells: the pixel factors of each chunk are computed once and the lattice sum is
+    evaluated for all elements at once, one pass over the detector for the whole batch;
   * loop: otherwise, one `simulate` per element.
 """
 
@@ -24,15 +24,8 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from .config import SimulationConfig
-from .engine import (
-    DEFAULT_SAMPLES_PER_CHUNK,
-    Plan,
-    build_plan,
-    lattice_transform,
-    pixel_factors,
-    sample_miller_indices,
-    scale_to_photons,
-)
+from .engine import DEFAULT_SAMPLES_PER_CHUNK, Plan, build_plan
+from .kernel import pixel_kernel
 from .simulate import simulate
 
 Tensor = torch.Tensor
@@ -136,7 +129,7 @@ def _plans_incompatible(plans: list[Plan]) -> str | None:
     p0 = plans[0]
     if p0.interpolate:
         return "tricubic interpolation (its one-way switch is per image)"
-    if p0.first_eval_phi_step is not None or (p0.any_toggle and p0.cfg.c_compat) or p0.hooks:
+    if p0.first_eval_phi_step is not None or p0.running_product:
         return "the render needs the engine's general (stateful) path"
     for p in plans[1:]:
         if (p.oversample, p.steps, p.phi.steps, p.mosaic.domains, p.layers.count, p.N_active,
@@ -148,18 +141,9 @@ def _plans_incompatible(plans: list[Plan]) -> str | None:
 
 
 def _chunk_values_shared(plan: Plan, idx: Tensor, cells: Tensor) -> Tensor:
-    """The engine's fast path for one chunk and B cell sets (B, R, 3, 3): values (B, C)."""
-    B, R = cells.shape[:2]
-    f = pixel_factors(plan, idx)
-    hkl = sample_miller_indices(f, cells.reshape(B * R, 3, 3))  # three (B*R, n)
-    hkl0 = tuple(torch.ceil(x - 0.5).detach() for x in hkl)
-    F_latt, _ = lattice_transform(plan, hkl, hkl0)
-    g = plan.fgrid
-    F_cell = g.nearest(hkl0)
-    group_sum = (F_cell * F_cell * F_latt * F_latt).reshape(B, R, -1).sum(1)  # (B, n)
-    group_sum = torch.where(f["culled"].reshape(1, -1), torch.zeros_like(group_sum), group_sum)
-    I = plan.I_bg + (group_sum * f["toggled"]).reshape(B, idx.shape[0], -1).sum(-1)  # (B, C)
-    return scale_to_photons(plan, I, f)
+    """The plan's pipeline for one chunk and B cell sets (B, R, 3, 3) as the kernel's leading axis: (B, C)."""
+    inputs = plan.kernel.inputs._replace(cells=cells)
+    return pixel_kernel(plan.kernel.spec, inputs, idx)[0]
 
 
 def _render_shared(plans: list[Plan], samples_per_chunk: int | None) -> Tensor:

@@ -1,13 +1,14 @@
-"""The vectorized render: nanoBragg.c's pixel loop as tensor algebra over chunks of pixels.
+"""The render: nanoBragg.c's pixel loop over chunks of pixels, each chunk one call of the per-pixel pipeline.
 
-For a chunk of C pixels every sample is evaluated at once, broadcasting over
-(pixel C, layer T, sub-pixel O2, source S, phi P, mosaic domain M); the intensity is reduced over the samples
-inside the chunk, so peak memory is bounded by the chunk size, not by the image. Chunks that need no
-per-sample state go through the fused kernel (kernel.py, compiled by compiled.py); the general path here
-serves traces, test hooks and the stateful behaviours. The C's order of evaluation matters for three of
-them, reproduced exactly:
-  * the pinned C's phi == 0 stale rotation (`c_compat`; see crystal.rotated_cells and `_first_evaluation`),
-  * the pinned C's oversample_* factors applied to the running sum (`c_compat`; `_running_product_sum`),
+For a chunk of C pixels every sample is evaluated at once, broadcasting over (orientation R = phi step x
+mosaic domain, layer T, sub-pixel O2, source S, pixel C); the intensity is reduced over the samples inside
+the chunk, so peak memory is bounded by the chunk size, not by the image. The physics is `kernel.py`'s
+pipeline, nowhere else: chunks that need no per-sample state run the fused `pixel_kernel` (compiled by
+compiled.py); `evaluate_chunk` runs the same stages with the C's per-image state, in the C's order of
+evaluation, for
+  * traces (the named intermediates of one pixel),
+  * the pinned C's phi == 0 stale rotation (`c_compat`; crystal.rotated_cells and `_first_evaluation`),
+  * the pinned C's oversample_* factors applied to the running sum (`c_compat`; kernel.running_product_sum),
   * interpolation switched off for the rest of the image at the first out-of-range sample (both variants).
 """
 
@@ -21,16 +22,15 @@ import numpy as np
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from . import kernel as K
 from .beam import Sources, build_sources
 from .compiled import KernelRunner, choose_mode
 from .config import AVOGADRO, R_E_SQR, WATER_F, WATER_MW, SimulationConfig, scalar_value
 from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, resolve_phi, rotated_cells
 from .detector import Geometry, Layers, resolve_geometry, resolve_layers
-from .kernel import kernel_inputs, kernel_spec, miller_indices
-from .lattice import shape_factor, square_factors
-from .polarization import kahn_polarization
-from .structure_factors import FGrid
-from .vectors import dot, norm, rotate_axis
+from .kernel import KernelInputs, KernelSpec
+from .structure_factors import FGrid, wide_index
+from .vectors import norm
 
 Tensor = torch.Tensor
 
@@ -38,9 +38,10 @@ DEFAULT_SAMPLES_PER_CHUNK = 1 << 20
 COMPILE_THRESHOLD = 20_000_000  # samples: below this the one-off compile costs more than it saves
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """Everything the pixel loop needs, resolved once (the C's set-up before `sweep over detector`)."""
+    """Everything the pixel loop needs, resolved once (the C's set-up before `sweep over detector`); complete
+    and immutable when `build_plan` returns it. The tensors the pipeline reads are `kernel.inputs`."""
 
     cfg: SimulationConfig
     dtype: torch.dtype
@@ -57,24 +58,26 @@ class Plan:
     recommended_oversample: int
     steps: int
     interpolate: bool
-    I_bg: Tensor
-    fluence: Tensor
-    polarization: Tensor
-    fudge: Tensor
-    N: tuple[Tensor, Tensor, Tensor]
     N_active: tuple[bool, bool, bool]  # the C skips sincg on an axis with N <= 1
-    thick_on: bool  # detector thickness modelled (else capture_fraction = 1)
     water_on: bool  # -water background (then F_latt == 0 samples are not skipped)
     any_toggle: bool  # any of -oversample_thick/polar/omega
     pixel_order: Tensor  # (n,) int32 flat indices of the rendered pixels in the C's raster order
     first_eval_phi_step: int | None  # c_compat: the phi step that the image's first evaluation takes unrotated
-    hooks: dict[str, float] = field(default_factory=dict)  # test-only factor perturbations (drift demos)
+    kernel: KernelRunner  # the per-pixel pipeline of this plan (its switches, tensors and compiled form)
     samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
-    kernel: KernelRunner | None = None  # the fused kernel for chunks that need no per-sample state
 
     @property
     def compiled(self) -> bool:
-        return self.kernel is not None and self.kernel.mode != "eager"
+        return self.kernel.mode != "eager"
+
+    @property
+    def fluence(self) -> Tensor:
+        return self.kernel.inputs.fluence
+
+    @property
+    def running_product(self) -> bool:
+        """The pinned C multiplies the running sum by the -oversample_* factors (kernel.running_product_sum)."""
+        return self.any_toggle and self.cfg.c_compat
 
     @property
     def samples_per_pixel(self) -> int:
@@ -134,10 +137,66 @@ def build_plan(
     )
     cells = cells.to(dtype)
     N = (crystal.Na, crystal.Nb, crystal.Nc)
+    N_active = tuple(float(n.detach()) > 1.0 for n in N)
 
     fluence = t(cfg.beam.fluence)
     water = t(cfg.beam.water_size)
     I_bg = WATER_F * WATER_F * R_E_SQR * fluence * water**3 * 1e6 * AVOGADRO / WATER_MW
+
+    d, b = cfg.detector, cfg.beam
+    thick_on = float(layers.thickness.detach()) != 0.0
+    spec = KernelSpec(
+        shape=c.shape,
+        N_active=N_active,
+        curved=d.curved,
+        point_pixel=d.point_pixel,
+        thick_on=thick_on,
+        dmin_on=c.dmin > 0.0,
+        polar="off" if (b.nopolar and not d.oversample_polar) else ("sample" if d.oversample_polar else "pixel"),
+        oversample_thick=d.oversample_thick,
+        oversample_omega=d.oversample_omega,
+        has_grid=fgrid.hkls > 0,
+        wide_index=wide_index(fgrid.grid),
+    )
+    o = torch.arange(oversample, dtype=dtype, device=device)
+    subS, subF = torch.meshgrid(o, o, indexing="ij")
+    inputs = KernelInputs(
+        fpixels=torch.tensor(d.fpixels, dtype=torch.int64, device=device),
+        oversample=t(float(oversample)),
+        subpixel=geom.pixel_size / oversample,
+        sub_f=subF.reshape(-1),
+        sub_s=subS.reshape(-1),
+        layer_t=torch.arange(layers.count, dtype=dtype, device=device),
+        pixel_size=geom.pixel_size,
+        close_distance=geom.close_distance,
+        distance=geom.distance,
+        fdet=geom.fdet,
+        sdet=geom.sdet,
+        odet=geom.odet,
+        pix0=geom.pix0,
+        beam=geom.beam,
+        polar_vector=geom.polar_vector,
+        layer_step=layers.step,
+        layer_mu=layers.mu,
+        incident=-sources.direction,
+        wavelength=sources.wavelength,
+        cells=cells.reshape(-1, 3, 3),
+        N=torch.stack(N),
+        fudge=t(c.fudge),
+        a_star=crystal.a_star,
+        F_table=fgrid.table,
+        grid_shape=t(fgrid.grid.shape),
+        grid_lo=t(fgrid.lo),
+        grid_hi=t(fgrid.hi),
+        default_F=fgrid.default_F,
+        I_bg=I_bg,
+        kahn=t(b.polarization),
+        fluence=fluence,
+        steps=t(float(steps)),
+        dmin=t(c.dmin),
+    )
+    # contiguous: a compiled package assumes the strides it was built with (mosaic cells come out transposed)
+    inputs = KernelInputs(*(x.contiguous() for x in inputs))
 
     pixel_order = _pixel_order(cfg, device)
     first_step = None
@@ -145,7 +204,9 @@ def build_plan(
         zero = (phi.phi.detach() == 0.0).cpu().numpy()
         if zero[0] and not zero.all():
             first_step = 0  # a zero at a later step reuses the previous step even in the first evaluation
-    plan = Plan(
+    samples = layers.count * oversample**2 * len(sources.wavelength) * phi.steps * mosaic.domains
+    samples *= pixel_order.numel()
+    return Plan(
         cfg=cfg,
         dtype=dtype,
         device=device,
@@ -161,23 +222,14 @@ def build_plan(
         recommended_oversample=recommended,
         steps=steps,
         interpolate=interpolate,
-        I_bg=I_bg,
-        fluence=fluence,
-        polarization=t(cfg.beam.polarization),
-        fudge=t(c.fudge),
-        N=N,
-        N_active=tuple(float(n.detach()) > 1.0 for n in N),
-        thick_on=float(layers.thickness.detach()) != 0.0,
+        N_active=N_active,
         water_on=float(water.detach()) != 0.0,
-        any_toggle=cfg.detector.oversample_thick or cfg.detector.oversample_polar or cfg.detector.oversample_omega,
+        any_toggle=d.oversample_thick or d.oversample_polar or d.oversample_omega,
         pixel_order=pixel_order,
         first_eval_phi_step=first_step,
+        kernel=KernelRunner(spec, inputs, *choose_mode(spec, inputs, compile, samples, COMPILE_THRESHOLD)),
         samples_per_chunk=samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK,
     )
-    spec, inputs = kernel_spec(plan), kernel_inputs(plan)
-    samples = plan.samples_per_pixel * pixel_order.numel()
-    plan.kernel = KernelRunner(spec, inputs, *choose_mode(spec, inputs, compile, samples, COMPILE_THRESHOLD))
-    return plan
 
 
 def _cast(obj, dtype: torch.dtype):
@@ -207,276 +259,111 @@ def _pixel_order(cfg: SimulationConfig, device: torch.device) -> Tensor:
     return torch.as_tensor(np.flatnonzero(ok.reshape(-1)).astype(np.int32), device=device)
 
 
+@dataclass(frozen=True)
+class ChunkState:
+    """The C's per-image state when a chunk starts: `interpolate` (cleared for the rest of the image by the
+    first out-of-range sample) and whether the image's first evaluation is still to come (pinned C)."""
+
+    interpolate: bool
+    first_eval: bool = False
+
+
 @dataclass
 class ChunkResult:
     intensity: Tensor  # (C,) the float image values
     omega_sum: Tensor  # scalar: sum of omega_pixel over layers and sub-pixels (the C's omega_sum)
-    switch_pixel: int | None  # position in the chunk of the first out-of-range interpolation sample
-    inter: dict[str, Tensor] | None = None
+    switch_pixel: int | None = None  # position in the chunk of the first out-of-range interpolation sample
     first_pixel: int | None = None  # chunk position of the image's first evaluation (c_compat phi quirk)
+    inter: dict | None = None  # the pipeline's intermediates (kernel layout), when kept for a trace
 
 
-class InterpolationState:
-    """The C's `interpolate` flag, which the first out-of-range sample clears for the rest of the image."""
-
-    def __init__(self, active: bool) -> None:
-        self.active = active
+def needs_state(plan: Plan, state: ChunkState) -> bool:
+    """Whether a chunk needs `evaluate_chunk` (per-sample state), not the fused kernel."""
+    return state.interpolate or (state.first_eval and plan.first_eval_phi_step is not None) or plan.running_product
 
 
-def sample_miller_indices(f: dict[str, Tensor], cells: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """h, k, l of every orientation r (cells (R, 3, 3)) and group n of `pixel_factors` f: three (R, n)."""
-    dif = f["diffracted"][..., None, :]  # (C, T, O2, 1, 3)
-    inc, lam = f["incident"], f["lam"]  # (Ns, 3), (Ns,)
-    hkl = miller_indices(
-        cells[:, None, None, None, None], dif.unbind(-1), inc.unbind(-1), 1.0 / lam
-    )  # (R, C, T, O2, Ns)
-    R = cells.shape[0]
-    return tuple(x.reshape(R, -1) for x in hkl)
+def render_chunk(plan: Plan, flat_idx: Tensor, state: ChunkState) -> ChunkResult:
+    """Render the pixels `flat_idx` (C,), in the C's order, from the image state `state`."""
+    if needs_state(plan, state):
+        return evaluate_chunk(plan, flat_idx, state)
+    value, omega_sum = plan.kernel(flat_idx)
+    return ChunkResult(intensity=value, omega_sum=omega_sum)
 
 
-def lattice_transform(plan: Plan, hkl, hkl0):
-    """F_latt (and the per-axis sincg factors for the square crystal) of every sample."""
-    shape = plan.cfg.crystal.shape
-    if shape == "SQUARE":
-        fa, fb, fc = square_factors(hkl, hkl0, plan.N, plan.N_active)
-        return fa * fb * fc, (fa, fb, fc)
-    return shape_factor(shape, hkl, hkl0, plan.N, plan.crystal.a_star, plan.fudge), None
+def _c_order(x: Tensor) -> Tensor:
+    """A per-sample tensor (R, T, O2, S, C) as (C, T*O2*S*R): the C's loop order, pixel outermost."""
+    return x.permute(4, 1, 2, 3, 0).reshape(x.shape[4], -1)
 
 
-def pixel_factors(plan: Plan, flat_idx: Tensor) -> dict[str, Tensor]:
-    """Everything of the chunk's pixels that does not depend on the crystal orientation: sub-pixel positions,
-    solid angle, capture fraction, scattering vectors of every (pixel, layer, sub-pixel, source) group, dmin
-    culling, polarization, and the per-group factors of -oversample_thick/polar/omega."""
-    cfg, g, dt, dev = plan.cfg, plan.geom, plan.dtype, plan.device
-    d = cfg.detector
-    O = plan.oversample
-    T = plan.layers.count
-    fp = (flat_idx % d.fpixels).to(dt)
-    sp = torch.div(flat_idx, d.fpixels, rounding_mode="floor").to(dt)
-
-    # sub-pixel positions: Fdet = subpixel_size*(fpixel*oversample + subF) + subpixel_size/2
-    sub = g.pixel_size / O
-    subS, subF = plan.kernel.inputs.sub_s, plan.kernel.inputs.sub_f  # (O2,) in the C's subS-major order
-    Fdet = sub * (fp[:, None] * O + subF[None, :]) + sub / 2.0  # (C, O2)
-    Sdet = sub * (sp[:, None] * O + subS[None, :]) + sub / 2.0
-    Odet = torch.arange(T, dtype=dt, device=dev) * plan.layers.step  # (T,)
-    pos = (
-        Fdet[:, None, :, None] * g.fdet + Sdet[:, None, :, None] * g.sdet + Odet[None, :, None, None] * g.odet + g.pix0
-    )  # (C, T, O2, 3)
-    if d.curved:
-        base = g.distance * g.beam
-        tmp = rotate_axis(base, g.sdet, pos[..., 1] / g.distance)
-        pos = rotate_axis(tmp, g.fdet, pos[..., 2] / g.distance)
-    airpath = norm(pos)
-    diffracted = pos / airpath.unsqueeze(-1)
-
-    # solid angle: pixel_size^2/airpath^2 * close_distance/airpath (or 1/airpath^2 for -point_pixel)
-    if d.point_pixel:
-        omega_all = 1.0 / airpath / airpath
-    else:
-        omega_all = g.pixel_size * g.pixel_size / airpath / airpath * g.close_distance / airpath
-    omega_all = omega_all * plan.hooks.get("omega_pixel", 1.0)
-    omega_first = omega_all[:, 0, 0]  # cached from the first sub-pixel of the first layer
-    omega_used = omega_all if d.oversample_omega else omega_first[:, None, None].expand(-1, T, O * O)
-    omega_sum = omega_used.sum()
-
-    # capture fraction per layer: exp(-t*step*mu/parallax) - exp(-(t+1)*step*mu/parallax)
-    if plan.thick_on:
-        parallax = dot(diffracted, g.odet)
-        tt = torch.arange(T, dtype=dt, device=dev)[None, :, None]
-        step_mu = plan.layers.step * plan.layers.mu
-        capture_all = torch.exp(-tt * step_mu / parallax) - torch.exp(-(tt + 1) * step_mu / parallax)
-    else:
-        capture_all = torch.ones_like(airpath)
-    capture_all = capture_all * plan.hooks.get("capture_fraction", 1.0)
-    capture_last = capture_all[:, T - 1, 0]  # the C applies the last layer's value (first sub-pixel)
-
-    # sources and scattering vector S = (diffracted - incident)/lambda, groups n = (C, T, O2, Ns) flattened
-    incident = -plan.sources.direction  # (Ns, 3)
-    lam = plan.sources.wavelength
-    scattering = (diffracted[:, :, :, None, :] - incident) / lam[:, None]  # (C, T, O2, Ns, 3)
-    gshape = scattering.shape[:-1]
-    C = gshape[0]
-    stol = 0.5 * norm(scattering)
-    dmin = cfg.crystal.dmin
-    if dmin > 0.0:
-        culled = (stol > 0.0) & (dmin > 0.5 / torch.where(stol > 0, stol, torch.ones_like(stol)))
-    else:
-        culled = torch.zeros(gshape, dtype=torch.bool, device=dev)
-
-    # polarization (Kahn): cached per pixel from its first evaluated source unless -oversample_polar
-    b = cfg.beam
-    if b.nopolar and not d.oversample_polar:
-        polar_all = torch.ones(gshape, dtype=dt, device=dev)
-    elif d.oversample_polar or dmin > 0.0:
-        polar_all = kahn_polarization(plan.polarization, incident, diffracted[:, :, :, None, :], g.polar_vector)
-    else:
-        polar_all = kahn_polarization(
-            plan.polarization, incident[:1], diffracted[:, :1, :1, None, :], g.polar_vector
-        ).expand(gshape)
-    polar_all = polar_all * plan.hooks.get("polar", 1.0)
-    if b.nopolar and not d.oversample_polar:
-        polar_first = torch.ones(C, dtype=dt, device=dev)
-    else:
-        alive = (~culled).reshape(C, -1)
-        first = torch.argmax(alive.to(torch.int8), dim=1)
-        polar_first = polar_all.reshape(C, -1).gather(1, first[:, None])[:, 0]
-        polar_first = torch.where(alive.any(1), polar_first, torch.zeros_like(polar_first))
-
-    # factors applied per sample when -oversample_thick/polar/omega are on
-    toggled = torch.ones(gshape, dtype=dt, device=dev)
-    if d.oversample_thick:
-        toggled = toggled * capture_all[..., None]
-    if d.oversample_polar:
-        toggled = toggled * polar_all
-    if d.oversample_omega:
-        toggled = toggled * omega_all[..., None]
-    toggled = toggled.reshape(-1)
-
-    return dict(
-        pos=pos,
-        airpath=airpath,
-        diffracted=diffracted,
-        omega_all=omega_all,
-        omega_first=omega_first,
-        omega_sum=omega_sum,
-        capture_all=capture_all,
-        capture_last=capture_last,
-        incident=incident,
-        lam=lam,
-        scattering=scattering,
-        stol=stol,
-        culled=culled,
-        polar_all=polar_all,
-        polar_first=polar_first,
-        toggled=toggled,
-        S=scattering.reshape(-1, 3).T,
-    )
-
-
-def scale_to_photons(plan: Plan, I: Tensor, f: dict[str, Tensor]) -> Tensor:
-    """test = r_e_sqr*fluence*I/steps, times the cached capture fraction, polarization and solid angle."""
-    d = plan.cfg.detector
-    value = R_E_SQR * plan.fluence * I * plan.hooks.get("I_before_scaling", 1.0) / plan.steps
-    if not d.oversample_thick:
-        value = value * f["capture_last"]
-    if not d.oversample_polar:
-        value = value * f["polar_first"]
-    if not d.oversample_omega:
-        value = value * f["omega_first"]
-    return value
-
-
-def render_chunk(
-    plan: Plan, flat_idx: Tensor, interp: InterpolationState, first_eval: bool = False, keep: bool = False
-) -> ChunkResult:
-    """Render the pixels `flat_idx` (C,), in the C's order; `first_eval`: the image's first evaluation has
-    not happened before this chunk."""
-    cfg = plan.cfg
-    first_fix = first_eval and plan.first_eval_phi_step is not None
-    general = keep or interp.active or first_fix or (plan.any_toggle and cfg.c_compat) or bool(plan.hooks)
-    if not general:
-        value, omega_sum = plan.kernel(flat_idx)
-        return ChunkResult(intensity=value, omega_sum=omega_sum, switch_pixel=None)
-    dev = plan.device
-    f = pixel_factors(plan, flat_idx)
-    culled, toggled, S = f["culled"], f["toggled"], f["S"]
-    C = flat_idx.shape[0]
-    cells = plan.cells.reshape(-1, 3, 3)  # (R, 3, 3), r = phi_tic*domains + mos_tic
-    R = cells.shape[0]
-    switch_pixel = None
-    inter = None
-    hkl = sample_miller_indices(f, cells)  # three (R, n)
+def evaluate_chunk(plan: Plan, flat_idx: Tensor, state: ChunkState, keep: bool = False) -> ChunkResult:
+    """The pipeline of kernel.py with the C's per-image state: the pinned C's first evaluation, the one-way
+    interpolation switch, the running-product sum; `keep`: return the intermediates (a trace)."""
+    spec, x = plan.kernel.spec, plan.kernel.inputs
+    f = K.pixel_factors(spec, x, flat_idx, keep=keep)
+    hkl = K.sample_indices(x.cells, f, x)  # three (R, T, O2, S, C)
     first_pixel = None
-    if first_fix:
-        hkl, first_pixel = _first_evaluation(plan, hkl, S, culled)
-    hkl0 = tuple(torch.ceil(x - 0.5).detach() for x in hkl)
-    F_latt, axes = lattice_transform(plan, hkl, hkl0)
-    F_latt = F_latt * plan.hooks.get("F_latt", 1.0)
-    reached = ~culled.reshape(1, -1).expand(R, -1)
-    if not plan.water_on:
-        reached = reached & (F_latt != 0.0)
+    if state.first_eval and plan.first_eval_phi_step is not None:
+        hkl, first_pixel = _first_evaluation(plan, hkl, f)
+    hkl0 = K.rounded(hkl)
+    F_latt = K.lattice_factor(spec, x, hkl, hkl0)
+    shape = F_latt.shape
+    C = flat_idx.shape[0]
+    culled = f["culled"] if f["culled"] is not None else torch.zeros((), dtype=torch.bool, device=plan.device)
+    reached = ~culled if plan.water_on else ~culled & (F_latt != 0.0)
+    reached = reached.expand(shape)
     # structure factors, with the C's one-way switch from interpolation to nearest neighbour
-    F_near = plan.fgrid.nearest(hkl0)
-    if interp.active:
-        bad = (plan.fgrid.out_of_interpolation_range(hkl) & reached).T.reshape(-1)  # C order: (n, R)
+    F_cell = K.structure_factor(spec, x, hkl0).expand(shape)
+    switch_pixel = None
+    if state.interpolate:
         F_interp = plan.fgrid.tricubic(hkl)
+        bad = _c_order(plan.fgrid.out_of_interpolation_range(hkl) & reached).reshape(-1)
         if bool(bad.any()):
             k = int(torch.argmax(bad.to(torch.int8)))
-            order = torch.arange(bad.numel(), device=dev).reshape(-1, R).T
-            F_cell = torch.where(order < k, F_interp, F_near)
+            order = torch.arange(bad.numel(), device=plan.device).reshape(C, *shape[1:4], shape[0])
+            F_cell = torch.where(order.permute(4, 1, 2, 3, 0) < k, F_interp, F_cell)
             switch_pixel = k // (bad.numel() // C)
-            interp.active = False
         else:
             F_cell = F_interp
+    terms = F_cell * F_cell * F_latt * F_latt
+    if plan.running_product:
+        terms = torch.where(culled, torch.zeros_like(terms), terms)
+        I = K.running_product_sum(x.I_bg, _c_order(terms), _c_order(f["toggled"].expand(shape)), _c_order(reached))
     else:
-        F_cell = F_near
-    F_cell = F_cell * plan.hooks.get("F_cell", 1.0)
-    contrib = F_cell * F_cell * F_latt * F_latt
-    contrib = torch.where(culled.reshape(1, -1), torch.zeros_like(contrib), contrib)  # (R, n)
-    if plan.any_toggle and cfg.c_compat:
-        I = _running_product_sum(
-            plan.I_bg,
-            contrib.T.reshape(C, -1),
-            toggled[:, None].expand(-1, R).reshape(C, -1),
-            reached.T.reshape(C, -1),
-        )
-    else:
-        I = plan.I_bg + (contrib.sum(0) * toggled).reshape(C, -1).sum(1)
-    if keep:
-
-        def last(x):  # value at the pixel's last sample: group n-1, orientation R-1
-            return x[-1, -1]
-
-        inter = dict(
-            f,
-            hkl=torch.stack([last(x) for x in hkl]),
-            hkl0=torch.stack([last(x) for x in hkl0]),
-            axes=None if axes is None else torch.stack([last(x) for x in axes]),
-            F_latt=last(F_latt),
-            F_cell=last(F_cell),
-            cells=plan.cells,
-            lam=f["lam"],
-        )
-    value = scale_to_photons(plan, I, f)
-    if inter is not None:
-        inter["I"] = I * plan.hooks.get("I_before_scaling", 1.0)
-    return ChunkResult(
-        intensity=value,
-        omega_sum=f["omega_sum"],
-        switch_pixel=switch_pixel,
-        inter=inter,
-        first_pixel=first_pixel,
-    )
+        I = K.sample_sum(x, K.sample_terms(terms, f))
+    value = K.photons(spec, x, I, f)
+    inter = dict(f, hkl=hkl, hkl0=hkl0, F_latt=F_latt, F_cell=F_cell, I=I) if keep else None
+    return ChunkResult(value, f["omega_sum"], switch_pixel, first_pixel, inter)
 
 
-def _first_evaluation(plan: Plan, hkl, S: Tensor, culled: Tensor):
-    """Pinned C: the image's first evaluation (the first group, in raster order, that reaches the phi loop;
-    dmin may cull whole pixels) still has the unrotated cell at the phi == 0 step (ap = a0).
+def _first_evaluation(plan: Plan, hkl, f: dict):
+    """Pinned C: the image's first evaluation (the first (layer, sub-pixel, source) group, in raster order,
+    that reaches the phi loop; dmin may cull whole pixels) still has the unrotated cell at the phi == 0 step
+    (ap = a0).
 
     Returns (hkl, pixel): the chunk position of the pixel holding that evaluation (None: all culled)."""
-    alive = ~culled.reshape(-1)
-    if not bool(alive.any()):
-        return hkl, None
-    k = int(torch.argmax(alive.to(torch.int8)))
+    x = plan.kernel.inputs
+    k = 0
+    if f["culled"] is not None:
+        alive = ~_c_order(f["culled"][None]).reshape(-1)
+        if not bool(alive.any()):
+            return hkl, None
+        k = int(torch.argmax(alive.to(torch.int8)))
+    T, O2 = f["omega"].shape[:2]
+    S_n = x.wavelength.shape[0]
+    c, rest = divmod(k, T * O2 * S_n)
+    t, rest = divmod(rest, O2 * S_n)
+    o, s = divmod(rest, S_n)
+    # the scattering vector of that group: (diffracted - incident)/lambda
+    S = torch.stack([(f["dif"][i][t, o, c] - x.incident[s, i]) / x.wavelength[s] for i in range(3)])
     M = plan.mosaic.domains
     i0 = plan.first_eval_phi_step
     fresh = torch.einsum("mij,vj->mvi", plan.mosaic.umats, plan.crystal.a0)  # (M, 3 vectors, 3)
     out = []
-    for v, x in enumerate(hkl):
-        x = x.clone()
-        x[i0 * M : (i0 + 1) * M, k] = fresh[:, v, :] @ S[:, k]
-        out.append(x)
-    return tuple(out), k // (alive.numel() // culled.shape[0])
-
-
-def _running_product_sum(I_bg: Tensor, contrib: Tensor, factor: Tensor, reached: Tensor) -> Tensor:
-    """Pinned C: `I += term; I *= factor` after each sample, i.e. I = I_bg*prod(f) + sum_k c_k prod_{j>=k} f_j.
-
-    Inputs are (C, K) in the C's sample order; samples the C skips (culled, F_latt == 0) do not multiply."""
-    f = torch.where(reached, factor, torch.ones_like(factor))
-    suffix = torch.flip(torch.cumprod(torch.flip(f, [1]), dim=1), [1])
-    return I_bg * suffix[:, 0] + (contrib * suffix).sum(1)
+    for v, h in enumerate(hkl):
+        h = h.clone()
+        h[i0 * M : (i0 + 1) * M, t, o, s, c] = fresh[:, v, :] @ S
+        out.append(h)
+    return tuple(out), c
 
 
 def chunk_pixels(plan: Plan, samples_per_chunk: int | None = None) -> int:
@@ -538,9 +425,9 @@ def render(
             hit = (idx == flat).nonzero()
             if hit.numel():
                 pos = int(hit[0, 0])
-                state = InterpolationState(active and (switch < 0 or switch >= pos))
-                before = first and (first_pixel < 0 or first_pixel >= pos)
-                one = render_chunk(plan, idx[pos : pos + 1], state, first_eval=before, keep=True)
+                here = ChunkState(active and (switch < 0 or switch >= pos),
+                                  first and (first_pixel < 0 or first_pixel >= pos))
+                one = evaluate_chunk(plan, idx[pos : pos + 1], here, keep=True)
                 traces[pending[flat]] = {"inter": one.inter, "value": one.intensity[0]}
         active = active and switch < 0
         first = first and first_pixel < 0
@@ -557,7 +444,7 @@ def render(
 def _chunk_values(plan: Plan, idx: Tensor, active: bool, first: bool) -> tuple[Tensor, Tensor, Tensor]:
     """render_chunk as a pure function of its inputs (for checkpointing):
     (values, omega_sum, [interpolation switch position or -1, first-evaluation position or -1])."""
-    res = render_chunk(plan, idx, InterpolationState(active), first_eval=first)
+    res = render_chunk(plan, idx, ChunkState(active, first))
     switch = -1 if res.switch_pixel is None else res.switch_pixel
     first = -1 if res.first_pixel is None else res.first_pixel
     return res.intensity, res.omega_sum, torch.tensor([switch, first])

@@ -1,12 +1,16 @@
-"""The fused pixel kernel: nanoBragg.c's `sweep over detector` for samples that need no per-sample state.
+"""The per-pixel pipeline: nanoBragg.c's `sweep over detector` as one chain of factor functions.
 
-One pure function of tensors (`pixel_kernel`) maps a chunk of flat pixel indices to the chunk's pixel values
-and its share of the C's omega_sum. Its layout is chosen for SIMD: every per-sample quantity is a separate
-component tensor (x, y, z) whose innermost, contiguous axis is the pixel, and every sample axis
-(orientation R, layer T, sub-pixel O2, source S) is a broadcast axis in front of it, summed inside the
-kernel. Compiled (AOTInductor or torch.compile, `compiled.py`) the chain becomes a few vectorized loop nests
-over pixels: per-pixel factors, then the per-sample terms (one orientation x pixel buffer) and their sum;
-eager, it is the same algebra op by op.
+`pixel_kernel` maps a chunk of flat pixel indices to the chunk's pixel values and its share of the C's
+omega_sum. It is the only evaluator of the physics: the engine's stateful path (traces, the pinned C's
+first evaluation, the running-product sum of -oversample_* and the one-way interpolation switch) and the
+batch renderer call the same stages (`pixel_factors`, `sample_indices`, `lattice_factor`,
+`structure_factor`, `sample_sum`, `photons`) and only change what differs.
+
+Layout, chosen for SIMD: every per-sample quantity is a separate component tensor (x, y, z) whose innermost,
+contiguous axis is the pixel C, and every sample axis (orientation R, layer T, sub-pixel O2, source S) is a
+broadcast axis in front of it, summed inside the kernel; a leading cell-set axis B in front of R (batch.py)
+broadcasts through. Compiled (AOTInductor or torch.compile, `compiled.py`) the chain becomes a few vectorized
+loop nests over pixels; eager, it is the same algebra op by op.
 
 What the kernel does not depend on — the tensors (`KernelInputs`) and the discrete switches (`KernelSpec`)
 — is fixed by the plan, so one compiled kernel serves every chunk, image size and sample count.
@@ -22,10 +26,11 @@ import torch
 from .config import R_E_SQR
 from .lattice import shape_factor, square_factors
 from .polarization import kahn_factor
-from .structure_factors import nearest_lookup, wide_index
+from .structure_factors import nearest_lookup
 from .vectors import rotate_axis_xyz
 
 Tensor = torch.Tensor
+SAMPLE_DIMS = (-5, -4, -3, -2)  # R, T, O2, S of a per-sample tensor (..., R, T, O2, S, C)
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ class KernelInputs(NamedTuple):
     layer_mu: Tensor
     incident: Tensor  # (Ns, 3): -source direction
     wavelength: Tensor  # (Ns,)
-    cells: Tensor  # (R, 3, 3): rows a, b, c of every (phi step, mosaic domain), metres
+    cells: Tensor  # (R, 3, 3): rows a, b, c of every (phi step, mosaic domain), metres; (B, R, 3, 3) batched
     N: Tensor  # (3,)
     fudge: Tensor
     a_star: Tensor  # (3, 3)
@@ -93,10 +98,13 @@ class KernelInputs(NamedTuple):
     dmin: Tensor
 
 
+Vec = tuple[Tensor, Tensor, Tensor]
+
+
 def miller_indices(cells: Tensor, dif, inc, inv_lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """h = a.S, k = b.S, l = c.S with S = (diffracted - incident)/lambda, evaluated as
     (a.diffracted)/lambda - (a.incident)/lambda: no per-sample scattering vector is formed (the kernel's
-    memory traffic), and the general path calls this too, so that a trace is bitwise the image.
+    memory traffic).
 
     cells (..., 3, 3) with rows a, b, c; dif, inc: component tuples; all broadcast against each other."""
     out = []
@@ -108,17 +116,18 @@ def miller_indices(cells: Tensor, dif, inc, inv_lam: Tensor) -> tuple[Tensor, Te
     return out[0], out[1], out[2]
 
 
-def pixel_kernel(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
-    """Pixel values (C,) and omega_sum of the pixels `flat_idx` (C,). Sample axes, outermost first:
-    orientation R, layer T, sub-pixel O2, source S, then the pixel C (contiguous)."""
+# ---- the factors: each a function of tensors, named after the C variable it mirrors -------------------------
+
+
+def pixel_positions(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> Vec:
+    """The C's pixel_pos of every (layer T, sub-pixel O2, pixel C): Fdet = subpixel_size*(fpixel*oversample +
+    subF) + subpixel_size/2 (likewise Sdet), Odet = layer*step; rotated onto the sphere for -curved_det."""
     dt = x.pixel_size.dtype
     # fpixel, spixel of each flat index, in float64 (exact below 2^53 pixels, and SIMD-friendly)
     flat = flat_idx.to(torch.float64)
     width = x.fpixels.to(torch.float64)
     spf = torch.floor(flat / width)
     fp, sp = (flat - spf * width).to(dt), spf.to(dt)
-
-    # sub-pixel positions (T, O2, C): Fdet = subpixel_size*(fpixel*oversample + subF) + subpixel_size/2
     Fdet = x.subpixel * (fp * x.oversample + x.sub_f[:, None]) + x.subpixel / 2.0  # (O2, C)
     Sdet = x.subpixel * (sp * x.oversample + x.sub_s[:, None]) + x.subpixel / 2.0
     Odet = (x.layer_t * x.layer_step)[:, None, None]  # (T, 1, 1)
@@ -129,165 +138,157 @@ def pixel_kernel(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> tuple[T
         fdet = tuple(x.fdet[i] for i in range(3))
         tmp = rotate_axis_xyz(beam, sdet, pos[1] / x.distance)
         pos = rotate_axis_xyz(tmp, fdet, pos[2] / x.distance)
+    return pos
+
+
+def solid_angle(spec: KernelSpec, x: KernelInputs, airpath: Tensor) -> Tensor:
+    """omega_pixel: pixel^2/airpath^2 * close_distance/airpath, or 1/airpath^2 (-point_pixel)."""
+    if spec.point_pixel:
+        return 1.0 / (airpath * airpath)
+    return x.pixel_size * x.pixel_size / (airpath * airpath) * x.close_distance / airpath
+
+
+def capture_fraction(spec: KernelSpec, x: KernelInputs, dif: Vec) -> Tensor:
+    """capture_fraction of each layer t: exp(-t step mu/parallax) - exp(-(t+1) step mu/parallax), (T, O2, C)."""
+    parallax = dif[0] * x.odet[0] + dif[1] * x.odet[1] + dif[2] * x.odet[2]
+    tt = x.layer_t[:, None, None]
+    step_mu = x.layer_step * x.layer_mu
+    return torch.exp(-tt * step_mu / parallax) - torch.exp(-(tt + 1.0) * step_mu / parallax)
+
+
+def polarization(spec: KernelSpec, x: KernelInputs, inc: Vec, dif: Vec,
+                 culled: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """polar (Kahn): (per sample (T, O2, S, C) for -oversample_polar, else None; per pixel (C,) cached from
+    the pixel's first evaluated source, else None). Both None for -nopolar."""
+    axis = tuple(x.polar_vector[i] for i in range(3))
+    if spec.polar == "off":
+        return None, None
+    difs = tuple(d[:, :, None, :] for d in dif)
+    if spec.polar == "sample":
+        return kahn_factor(x.kahn, inc, difs, axis), None
+    if spec.dmin_on:  # the first (layer, sub-pixel, source) that survives dmin, in the C's order
+        polar_all = kahn_factor(x.kahn, inc, difs, axis)  # (T, O2, S, C)
+        C = dif[0].shape[-1]
+        alive = (~culled).reshape(-1, C)
+        first = torch.argmax(alive.to(torch.int8), dim=0)
+        polar_first = polar_all.reshape(-1, C).gather(0, first[None, :])[0]
+        return None, torch.where(alive.any(0), polar_first, torch.zeros_like(polar_first))
+    inc0 = tuple(x.incident[0, i] for i in range(3))
+    return None, kahn_factor(x.kahn, inc0, tuple(d[0, 0] for d in dif), axis)
+
+
+def lattice_factor(spec: KernelSpec, x: KernelInputs, hkl, hkl0) -> Tensor:
+    """F_latt of every sample: the product of the per-axis sincg (SQUARE) or the shape model's transform."""
+    N = (x.N[0], x.N[1], x.N[2])
+    if spec.shape == "SQUARE":
+        fa, fb, fc = square_factors(hkl, hkl0, N, spec.N_active)
+        return fa * fb * fc
+    return shape_factor(spec.shape, hkl, hkl0, N, x.a_star, x.fudge)
+
+
+def structure_factor(spec: KernelSpec, x: KernelInputs, hkl0) -> Tensor:
+    """F_cell, nearest neighbour: Fhkl[h0][k0][l0] inside the grid, default_F elsewhere (or everywhere)."""
+    if spec.has_grid:
+        return nearest_lookup(x.F_table, x.grid_shape, x.grid_lo, x.grid_hi, hkl0, spec.wide_index)
+    return x.default_F
+
+
+def sample_sum(x: KernelInputs, terms: Tensor) -> Tensor:
+    """I: I_bg plus the sum of every sample's F_cell^2 F_latt^2 (times its toggled factors), (..., C)."""
+    return x.I_bg + terms.sum(dim=SAMPLE_DIMS)
+
+
+def running_product_sum(I_bg: Tensor, terms: Tensor, factor: Tensor, reached: Tensor) -> Tensor:
+    """Pinned C: `I += term; I *= factor` after each sample, i.e. I = I_bg*prod(f) + sum_k c_k prod_{j>=k} f_j.
+
+    Inputs are (C, K) in the C's sample order; samples the C skips (culled, F_latt == 0) do not multiply."""
+    f = torch.where(reached, factor, torch.ones_like(factor))
+    suffix = torch.flip(torch.cumprod(torch.flip(f, [1]), dim=1), [1])
+    return I_bg * suffix[:, 0] + (terms * suffix).sum(1)
+
+
+def photons(spec: KernelSpec, x: KernelInputs, I: Tensor, f: dict) -> Tensor:
+    """test = r_e_sqr*fluence*I/steps, times the cached capture fraction, polarization and solid angle."""
+    value = R_E_SQR * x.fluence * I / x.steps
+    if spec.thick_on and not spec.oversample_thick:
+        value = value * f["capture_last"]
+    if f["polar_first"] is not None:
+        value = value * f["polar_first"]
+    if not spec.oversample_omega:
+        value = value * f["omega_first"]
+    return value
+
+
+# ---- the pipeline ---------------------------------------------------------------------------------------------
+
+
+def pixel_factors(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor, keep: bool = False) -> dict:
+    """Everything of the chunk's pixels that does not depend on the crystal orientation, in the kernel layout:
+    positions and directions (T, O2, C), solid angle, capture fraction, dmin culling and polarization
+    (T, O2, S, C), the per-sample factors of -oversample_thick/polar/omega (`toggled`, or None). `keep`: also
+    the scattering vector and stol of every sample (a trace)."""
+    pos = pixel_positions(spec, x, flat_idx)
     px, py, pz = pos
     airpath = torch.sqrt(px * px + py * py + pz * pz)
     dif = (px / airpath, py / airpath, pz / airpath)  # (T, O2, C)
 
-    # solid angle: pixel^2/airpath^2 * close_distance/airpath, or 1/airpath^2 (-point_pixel)
-    if spec.point_pixel:
-        omega = 1.0 / (airpath * airpath)
-    else:
-        omega = x.pixel_size * x.pixel_size / (airpath * airpath) * x.close_distance / airpath
+    omega = solid_angle(spec, x, airpath)
     T, O2 = omega.shape[0], omega.shape[1]
-    omega_first = omega[0, 0]
+    omega_first = omega[0, 0]  # cached from the first sub-pixel of the first layer
     omega_sum = omega.sum() if spec.oversample_omega else omega_first.sum() * (T * O2)
-
-    # capture fraction of each layer: exp(-t step mu/parallax) - exp(-(t+1) step mu/parallax)
-    if spec.thick_on:
-        parallax = dif[0] * x.odet[0] + dif[1] * x.odet[1] + dif[2] * x.odet[2]
-        tt = x.layer_t[:, None, None]
-        step_mu = x.layer_step * x.layer_mu
-        capture = torch.exp(-tt * step_mu / parallax) - torch.exp(-(tt + 1.0) * step_mu / parallax)
-        capture_last = capture[-1, 0]
-    else:
-        capture = capture_last = None
+    capture = capture_fraction(spec, x, dif) if spec.thick_on else None
 
     inc = tuple(x.incident[:, i, None] for i in range(3))  # (S, 1)
-    difs = tuple(d[:, :, None, :] for d in dif)  # (T, O2, 1, C)
-
-    culled = None
-    if spec.dmin_on:  # scattering vectors (T, O2, S, C): (diffracted - incident)/lambda
-        S = tuple((difs[i] - inc[i]) / x.wavelength[:, None] for i in range(3))
+    f = dict(pos=pos, airpath=airpath, dif=dif, inc=inc, omega=omega, omega_first=omega_first,
+             omega_sum=omega_sum, capture=capture, capture_last=None if capture is None else capture[-1, 0],
+             culled=None)
+    if spec.dmin_on or keep:  # scattering vectors (T, O2, S, C): (diffracted - incident)/lambda
+        S = tuple((dif[i][:, :, None, :] - inc[i]) / x.wavelength[:, None] for i in range(3))
         stol = 0.5 * torch.sqrt(S[0] * S[0] + S[1] * S[1] + S[2] * S[2])
-        culled = (stol > 0.0) & (x.dmin > 0.5 / torch.where(stol > 0, stol, torch.ones_like(stol)))
-
-    # polarization: per sample (-oversample_polar), else cached from the pixel's first evaluated source
-    axis = tuple(x.polar_vector[i] for i in range(3))
-    polar_sample = None
-    if spec.polar == "off":
-        polar_first = None
-    elif spec.polar == "sample" or spec.dmin_on:
-        polar_all = kahn_factor(x.kahn, inc, difs, axis)  # (T, O2, S, C)
-        if spec.polar == "sample":
-            polar_sample = polar_all
-            polar_first = None
-        else:  # the first (layer, sub-pixel, source) that survives dmin, in the C's order
-            C = flat_idx.shape[0]
-            alive = (~culled).reshape(-1, C)
-            first = torch.argmax(alive.to(torch.int8), dim=0)
-            polar_first = polar_all.reshape(-1, C).gather(0, first[None, :])[0]
-            polar_first = torch.where(alive.any(0), polar_first, torch.zeros_like(polar_first))
-    else:
-        inc0 = tuple(x.incident[0, i] for i in range(3))
-        polar_first = kahn_factor(x.kahn, inc0, tuple(d[0, 0] for d in dif), axis)
+        f.update(scattering=S, stol=stol)
+        if spec.dmin_on:
+            f["culled"] = (stol > 0.0) & (x.dmin > 0.5 / torch.where(stol > 0, stol, torch.ones_like(stol)))
+    f["polar_sample"], f["polar_first"] = polarization(spec, x, inc, dif, f["culled"])
 
     # per-sample factors of -oversample_thick/polar/omega (T, O2, S, C)
     toggled = None
-    for on, f in ((spec.oversample_thick, capture), (polar_sample is not None, polar_sample),
+    for on, g in ((spec.oversample_thick, capture), (f["polar_sample"] is not None, f["polar_sample"]),
                   (spec.oversample_omega, omega)):
         if on:
-            f = f if f.dim() == 4 else f[:, :, None, :]
-            toggled = f if toggled is None else toggled * f
-
-    # Miller indices of every orientation (R, T, O2, S, C)
-    cells = x.cells[:, None, None, None, None]  # (R, 1, 1, 1, 1, 3, 3)
-    hkl = miller_indices(cells, difs, inc, (1.0 / x.wavelength)[:, None])
-    hkl0 = tuple(torch.ceil(h - 0.5).detach() for h in hkl)
-    N = (x.N[0], x.N[1], x.N[2])
-    if spec.shape == "SQUARE":
-        fa, fb, fc = square_factors(hkl, hkl0, N, spec.N_active)
-        F_latt = fa * fb * fc
-    else:
-        F_latt = shape_factor(spec.shape, hkl, hkl0, N, x.a_star, x.fudge)
-    if spec.has_grid:
-        F_cell = nearest_lookup(x.F_table, x.grid_shape, x.grid_lo, x.grid_hi, hkl0, spec.wide_index)
-        contrib = F_cell * F_cell * F_latt * F_latt
-    else:
-        contrib = x.default_F * x.default_F * F_latt * F_latt
-    if toggled is not None:
-        contrib = contrib * toggled
-    if culled is not None:
-        contrib = torch.where(culled, torch.zeros_like(contrib), contrib)
-    I = x.I_bg + contrib.sum(dim=(0, 1, 2, 3))
-
-    value = R_E_SQR * x.fluence * I / x.steps
-    if spec.thick_on and not spec.oversample_thick:
-        value = value * capture_last
-    if polar_first is not None:
-        value = value * polar_first
-    if not spec.oversample_omega:
-        value = value * omega_first
-    return value, omega_sum
+            g = g if g.dim() == 4 else g[:, :, None, :]
+            toggled = g if toggled is None else toggled * g
+    f["toggled"] = toggled
+    return f
 
 
-def kernel_spec(plan) -> KernelSpec:
-    """The switches of `plan` (an engine.Plan)."""
-    d, b = plan.cfg.detector, plan.cfg.beam
-    if b.nopolar and not d.oversample_polar:
-        polar = "off"
-    else:
-        polar = "sample" if d.oversample_polar else "pixel"
-    return KernelSpec(
-        shape=plan.cfg.crystal.shape,
-        N_active=plan.N_active,
-        curved=d.curved,
-        point_pixel=d.point_pixel,
-        thick_on=plan.thick_on,
-        dmin_on=plan.cfg.crystal.dmin > 0.0,
-        polar=polar,
-        oversample_thick=d.oversample_thick,
-        oversample_omega=d.oversample_omega,
-        has_grid=plan.fgrid.hkls > 0,
-        wide_index=wide_index(plan.fgrid.grid),
-    )
+def sample_indices(cells: Tensor, f: dict, x: KernelInputs) -> Vec:
+    """Fractional h, k, l of every sample (..., R, T, O2, S, C) for cells (..., R, 3, 3)."""
+    difs = tuple(d[:, :, None, :] for d in f["dif"])  # (T, O2, 1, C)
+    return miller_indices(cells[..., None, None, None, None, :, :], difs, f["inc"], (1.0 / x.wavelength)[:, None])
 
 
-def kernel_inputs(plan) -> KernelInputs:
-    """The tensors of `plan` (an engine.Plan) that the kernel reads, contiguous: a compiled package assumes the
-    strides it was built with (mosaic cells come out of the set-up transposed)."""
-    dt, dev = plan.dtype, plan.device
-    g = plan.geom
+def rounded(hkl: Vec) -> Vec:
+    """h0, k0, l0: the C's ceil(h - 0.5) (no gradient)."""
+    return tuple(torch.ceil(h - 0.5).detach() for h in hkl)
 
-    def t(v):
-        return torch.as_tensor(v, dtype=dt, device=dev)
 
-    O = plan.oversample
-    o = torch.arange(O, dtype=dt, device=dev)
-    subS, subF = torch.meshgrid(o, o, indexing="ij")
-    fg = plan.fgrid
-    inputs = KernelInputs(
-        fpixels=torch.tensor(plan.cfg.detector.fpixels, dtype=torch.int64, device=dev),
-        oversample=t(float(O)),
-        subpixel=g.pixel_size / O,
-        sub_f=subF.reshape(-1),
-        sub_s=subS.reshape(-1),
-        layer_t=torch.arange(plan.layers.count, dtype=dt, device=dev),
-        pixel_size=g.pixel_size,
-        close_distance=g.close_distance,
-        distance=g.distance,
-        fdet=g.fdet,
-        sdet=g.sdet,
-        odet=g.odet,
-        pix0=g.pix0,
-        beam=g.beam,
-        polar_vector=g.polar_vector,
-        layer_step=plan.layers.step,
-        layer_mu=plan.layers.mu,
-        incident=-plan.sources.direction,
-        wavelength=plan.sources.wavelength,
-        cells=plan.cells.reshape(-1, 3, 3),
-        N=torch.stack(plan.N),
-        fudge=plan.fudge,
-        a_star=plan.crystal.a_star,
-        F_table=fg.table,
-        grid_shape=t(fg.grid.shape),
-        grid_lo=t(fg.lo),
-        grid_hi=t(fg.hi),
-        default_F=fg.default_F,
-        I_bg=plan.I_bg,
-        kahn=plan.polarization,
-        fluence=plan.fluence,
-        steps=t(float(plan.steps)),
-        dmin=t(plan.cfg.crystal.dmin),
-    )
-    return KernelInputs(*(t.contiguous() for t in inputs))
+def sample_terms(terms: Tensor, f: dict) -> Tensor:
+    """F_cell^2 F_latt^2 of every sample times its toggled factors, zero where dmin culls the sample."""
+    if f["toggled"] is not None:
+        terms = terms * f["toggled"]
+    if f["culled"] is not None:
+        terms = torch.where(f["culled"], torch.zeros_like(terms), terms)
+    return terms
+
+
+def pixel_kernel(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Pixel values (C,) ((B, C) for a batch of cell sets) and omega_sum of the pixels `flat_idx` (C,). Sample
+    axes, outermost first: orientation R, layer T, sub-pixel O2, source S, then the pixel C (contiguous)."""
+    f = pixel_factors(spec, x, flat_idx)
+    hkl = sample_indices(x.cells, f, x)
+    hkl0 = rounded(hkl)
+    F_latt = lattice_factor(spec, x, hkl, hkl0)
+    F_cell = structure_factor(spec, x, hkl0)
+    I = sample_sum(x, sample_terms(F_cell * F_cell * F_latt * F_latt, f))
+    return photons(spec, x, I, f), f["omega_sum"]
+

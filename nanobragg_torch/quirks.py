@@ -45,7 +45,7 @@ OVERSAMPLE_RUNNING_SUM = Quirk(
     "Images with these flags are wrong by orders of magnitude (each factor is applied once per later sample).",
     "Each sample is weighted by its own factors (upstream fix/subpixel-oversampling).",
     "Reproduced as I = I_bg*prod(f) + sum_k term_k prod_{j>=k} f_j; samples the C skips do not multiply.",
-    "engine._running_product_sum",
+    "kernel.running_product_sum, engine.evaluate_chunk",
     ("quirk_oversample_omega", "quirk_oversample_thick", "quirk_oversample_polar", "quirk_oversample_all_water"),
     True,
 )
@@ -154,7 +154,7 @@ LAST_LAYER_CAPTURE = Quirk(
     "Thick-detector images are scaled by the deepest layer's absorption rather than each layer's.",
     "Same as the C (neither C build changes it).",
     "Same as the C.",
-    "engine.render_chunk (capture_last)",
+    "kernel.pixel_factors (capture_last)",
     ("detector_thick", "oversample_x_thick"),
     False,
 )
@@ -165,7 +165,7 @@ INTERPOLATION_ONE_WAY = Quirk(
     "Pixels rendered before and after the switch use different F models; with OpenMP the switch point varies.",
     "Same as the (serial) C, in raster order.",
     "Same as the C.",
-    "engine.render_chunk (InterpolationState)",
+    "engine.evaluate_chunk (ChunkState.interpolate)",
     ("interpolate_out_of_range",),
     False,
 )
@@ -198,7 +198,7 @@ NOPOLAR_OVERSAMPLE_POLAR = Quirk(
     "The two flags together do not disable polarization.",
     "Same as the C.",
     "Same as the C.",
-    "engine.render_chunk (polar_all)",
+    "kernel.polarization",
     (),
     False,
 )

@@ -1,8 +1,9 @@
 """Per-pixel trace: the engine's own intermediates for one pixel, named by the canonical trace schema.
 
 The trace is not a second implementation: `engine.render(..., trace_pixel=...)` evaluates the traced pixel
-with `render_chunk(keep=True)` in the same state as the image render, and this module only picks out the
-values the C would hold after the pixel's last sample (last layer, sub-pixel, source, phi step and domain).
+with `evaluate_chunk(keep=True)` (kernel.py's pipeline) in the same state as the image render, and this
+module only picks out the values the C would hold after the pixel's last sample (last layer, sub-pixel,
+source, phi step and domain).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 
 from .config import R_E_SQR
 from .engine import RenderResult
+from .lattice import square_factors
 
 TraceValue = float | tuple[float, ...]
 
@@ -23,6 +25,11 @@ def _v(x: torch.Tensor) -> tuple[float, ...]:
     return tuple(float(c) for c in x.detach().double().cpu().reshape(-1))
 
 
+def _last(x: torch.Tensor) -> torch.Tensor:
+    """A per-sample value (R, T, O2, S, C) of a one-pixel chunk at its last sample."""
+    return x[-1, -1, -1, -1, 0]
+
+
 def pixel_trace(result: RenderResult, pixel: tuple[int, int] | None = None) -> dict[str, TraceValue]:
     """Factors of a traced pixel (default: render's `trace_pixel`) in pipeline order (parity.schema)."""
     kept = result.trace if pixel is None else result.traces.get(tuple(pixel))
@@ -30,8 +37,16 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, int] | None = None) -> d
         raise ValueError(f"render() was not asked to trace pixel {pixel}")
     x = kept["inter"]
     plan = result.plan
+    inputs = plan.kernel.inputs
     g = plan.geom
     d = plan.cfg.detector
+
+    def vec(v: tuple[torch.Tensor, ...], *at) -> torch.Tensor:  # a component tuple at one index
+        return torch.stack([c[at] for c in v])
+
+    hkl = tuple(_last(h) for h in x["hkl"])
+    hkl0 = tuple(_last(h) for h in x["hkl0"])
+    diffracted = vec(x["dif"], -1, -1, 0)
     out: dict[str, TraceValue] = {
         "pix0_vector": _v(g.pix0),
         "fdet_vector": _v(g.fdet),
@@ -44,38 +59,45 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, int] | None = None) -> d
         "Sbeam": _f(g.Sbeam),
         "Fclose": _f(g.Fclose),
         "Sclose": _f(g.Sclose),
-        "pixel_pos": _v(x["pos"][0, -1, -1]),
-        "airpath": _f(x["airpath"][0, -1, -1]),
-        "diffracted": _v(x["diffracted"][0, -1, -1]),
-        "incident": _v(x["incident"][-1]),
-        "lambda": _f(x["lam"][-1]),
-        "scattering": _v(x["scattering"][0, -1, -1, -1]),
-        "stol": _f(x["stol"][0, -1, -1, -1]),
-        "hkl_frac": _v(x["hkl"]),
-        "hkl_rounded": _v(x["hkl0"]),
+        "pixel_pos": _v(vec(x["pos"], -1, -1, 0)),
+        "airpath": _f(x["airpath"][-1, -1, 0]),
+        "diffracted": _v(diffracted),
+        "incident": _v(inputs.incident[-1]),
+        "lambda": _f(inputs.wavelength[-1]),
+        "scattering": _v(vec(x["scattering"], -1, -1, -1, 0)),
+        "stol": _f(x["stol"][-1, -1, -1, 0]),
+        "hkl_frac": _v(torch.stack(hkl)),
+        "hkl_rounded": _v(torch.stack(hkl0)),
     }
-    if x["axes"] is not None:
-        fa, fb, fc = _v(x["axes"])
-        out.update(F_latt_a=fa, F_latt_b=fb, F_latt_c=fc)
-    cells = x["cells"][-1, -1] * 1e10
+    if plan.cfg.crystal.shape == "SQUARE":
+        fa, fb, fc = square_factors(hkl, hkl0, tuple(inputs.N), plan.N_active)
+        out.update(F_latt_a=_f(fa), F_latt_b=_f(fb), F_latt_c=_f(fc))
+    cells = plan.cells[-1, -1] * 1e10
     I = _f(x["I"][0])
     out.update(
-        F_latt=_f(x["F_latt"]),
-        F_cell=_f(x["F_cell"]),
+        F_latt=_f(_last(x["F_latt"])),
+        F_cell=_f(_last(x["F_cell"])),
         a_vec=_v(cells[0]),
         b_vec=_v(cells[1]),
         c_vec=_v(cells[2]),
         I_before_scaling=I,
         r_e_sqr=R_E_SQR,
-        fluence=_f(plan.fluence),
+        fluence=_f(inputs.fluence),
         steps=float(plan.steps),
         I_over_steps=I / plan.steps,
     )
     # the C's variables after the pixel: the last value computed (cached ones from the first sub-pixel)
-    out["capture_fraction"] = _f(x["capture_all"][0, -1, -1] if d.oversample_thick else x["capture_last"][0])
-    out["polar"] = _f(x["polar_all"][0, -1, -1, -1] if d.oversample_polar else x["polar_first"][0])
-    out["omega_pixel"] = _f(x["omega_all"][0, -1, -1] if d.oversample_omega else x["omega_first"][0])
-    out["cos_2theta"] = _f((x["incident"][-1] * x["diffracted"][0, -1, -1]).sum())
+    capture = x["capture"]
+    if capture is None:  # no detector thickness: capture_fraction = 1
+        out["capture_fraction"] = 1.0
+    else:
+        out["capture_fraction"] = _f(capture[-1, -1, 0] if d.oversample_thick else x["capture_last"][0])
+    if x["polar_sample"] is not None:
+        out["polar"] = _f(x["polar_sample"][-1, -1, -1, 0])
+    else:
+        out["polar"] = 1.0 if x["polar_first"] is None else _f(x["polar_first"][0])
+    out["omega_pixel"] = _f(x["omega"][-1, -1, 0] if d.oversample_omega else x["omega_first"][0])
+    out["cos_2theta"] = _f((inputs.incident[-1] * diffracted).sum())
     out["I_pixel_final"] = _f(kept["value"])
     # where in the sampling the "last" values above come from, and the per-layer capture fractions
     out["source_index"] = float(len(plan.sources.wavelength) - 1)
@@ -83,7 +105,7 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, int] | None = None) -> d
     out["phi"] = _f(plan.phi.phi[-1])
     out["mosaic_domain"] = float(plan.mosaic.domains - 1)
     out["layer"] = float(plan.layers.count - 1)
-    out["capture_per_layer"] = _v(x["capture_all"][0, :, 0])
+    out["capture_per_layer"] = (1.0,) * plan.layers.count if capture is None else _v(capture[:, 0, 0])
     return out
 
 

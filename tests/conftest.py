@@ -34,3 +34,52 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ---- test-side seams into the per-pixel pipeline (production code has no test hooks) -------------------------
+
+# factor name (parity.schema) -> the pipeline functions whose results carry it: (module attribute path)
+PERTURBABLE = {
+    "omega_pixel": ("kernel.solid_angle",),
+    "capture_fraction": ("kernel.capture_fraction",),
+    "polar": ("kernel.polarization",),
+    "F_latt": ("kernel.lattice_factor",),
+    "F_cell": ("kernel.structure_factor", "structure_factors.FGrid.tricubic"),
+    "I_before_scaling": ("kernel.sample_sum", "kernel.running_product_sum"),
+}
+
+
+@pytest.fixture
+def perturb(monkeypatch):
+    """perturb(factor, k): multiply one factor of the pipeline by k for the rest of the test (drift demos).
+    Renders run eager (a compiled package would not see the wrapper)."""
+    import importlib
+
+    monkeypatch.setenv("NB_COMPILE", "0")
+
+    def scaled(fn, k):
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            if isinstance(out, tuple):
+                return tuple(None if v is None else v * k for v in out)
+            return out * k
+
+        return wrapper
+
+    def apply(factor: str, k: float) -> None:
+        for path in PERTURBABLE[factor]:
+            module, *attrs = path.split(".")
+            owner = importlib.import_module(f"nanobragg_torch.{module}")
+            for a in attrs[:-1]:
+                owner = getattr(owner, a)
+            monkeypatch.setattr(owner, attrs[-1], scaled(getattr(owner, attrs[-1]), k))
+
+    return apply
+
+
+@pytest.fixture
+def stateful_path(monkeypatch):
+    """Every chunk through engine.evaluate_chunk (the per-sample-state path) instead of the fused kernel."""
+    from nanobragg_torch import engine
+
+    monkeypatch.setattr(engine, "needs_state", lambda plan, state: True)

@@ -13,11 +13,10 @@ import time
 import pytest
 import torch
 
-from nanobragg_torch import compiled
+from nanobragg_torch import compiled, engine
 from nanobragg_torch.cli import config_from_flags
 from nanobragg_torch.compiled import KernelRunner, choose_mode, package_path
 from nanobragg_torch.engine import build_plan, render
-from nanobragg_torch.kernel import kernel_inputs, kernel_spec
 from nanobragg_torch.parity.goldens import golden_dir, load_cases, shared_data_dir
 
 BASE = "-cell 70 80 90 75 85 95 -misset 10 20 30 -N 4 -default_F 100 -lambda 1 -distance 60 -detpixels 24 -pixel 0.4"
@@ -48,14 +47,11 @@ def plan_for(flags: str, dtype=torch.float64, compile=False, extra: list[str] | 
     return build_plan(cfg, dtype, "cpu", compile=compile)
 
 
-def general_image(plan) -> torch.Tensor:
-    """The image by the engine's general path (a neutral hook forces per-sample evaluation)."""
-    plan.hooks = {"F_cell": 1.0}
-    try:
-        with torch.no_grad():
-            return render(plan).image
-    finally:
-        plan.hooks = {}
+def general_image(plan, monkeypatch) -> torch.Tensor:
+    """The image by the engine's stateful path (engine.evaluate_chunk for every chunk)."""
+    with monkeypatch.context() as m, torch.no_grad():
+        m.setattr(engine, "needs_state", lambda plan, state: True)
+        return render(plan).image
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -64,18 +60,18 @@ def _one_thread(one_thread):
 
 
 @pytest.mark.parametrize("name", sorted(SWITCHES))
-def test_kernel_equals_general_path(name):
+def test_kernel_equals_general_path(name, monkeypatch):
     plan = plan_for(f"{BASE} {SWITCHES[name]}")
     assert plan.kernel.mode == "eager" and not plan.interpolate
     with torch.no_grad():
         image = render(plan).image
-    ref = general_image(plan)
+    ref = general_image(plan, monkeypatch)
     assert ref.max() > 0
     torch.testing.assert_close(image, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
 
 
 def test_switches_cover_every_spec_field():
-    specs = [kernel_spec(plan_for(f"{BASE} {flags}")) for flags in SWITCHES.values()]
+    specs = [plan_for(f"{BASE} {flags}").kernel.spec for flags in SWITCHES.values()]
     assert {s.shape for s in specs} == {"SQUARE", "ROUND", "GAUSS", "TOPHAT"}
     assert {s.polar for s in specs} == {"off", "pixel", "sample"}
     for field in ("curved", "point_pixel", "thick_on", "dmin_on", "oversample_thick", "oversample_omega"):
@@ -93,7 +89,7 @@ def _small_golden_cases():
 
 
 @pytest.mark.parametrize("case", _small_golden_cases())
-def test_kernel_equals_general_path_on_golden_cases(case):
+def test_kernel_equals_general_path_on_golden_cases(case, monkeypatch):
     """Every small golden case whose pixels the kernel renders (no interpolation or c_compat state)."""
     cfg, _ = config_from_flags(case.argv(inputs=golden_dir() / "inputs", shared=shared_data_dir()), cwd=os.devnull)
     plan = build_plan(cfg, torch.float64, "cpu", compile=False)
@@ -101,7 +97,7 @@ def test_kernel_equals_general_path_on_golden_cases(case):
         pytest.skip("interpolated F: the general path renders it")
     with torch.no_grad():
         image = render(plan).image
-    ref = general_image(plan)
+    ref = general_image(plan, monkeypatch)
     torch.testing.assert_close(image, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()) + 1e-300)
 
 
@@ -242,7 +238,7 @@ def test_package_names_follow_variant(monkeypatch, tmp_path):
 def test_kernel_inputs_follow_plan_dtype_and_device():
     for dtype in (torch.float32, torch.float64):
         plan = plan_for(BASE, dtype)
-        inputs = kernel_inputs(plan)
+        inputs = plan.kernel.inputs
         for name, t in zip(inputs._fields, inputs, strict=True):
             assert t.device == plan.device, name
             if t.is_floating_point():
