@@ -1,4 +1,12 @@
-"""Shared test options: the device (env NB_DEVICE, default cpu; cuda tests skip cleanly without a GPU)."""
+"""Shared test options.
+
+Skipping is driven by markers, here only (`pytest_runtest_setup`):
+  needs_c[(ENV_VAR, ...)]      the C binaries named by those variables (default NB_C_BIN) are set and executable,
+  needs_shared[(REL_PATH, ...)] the shared reference inputs exist (default: the folder ../shared/data itself),
+  cuda                         a CUDA device is present.
+The device under test is env NB_DEVICE (default cpu); the `c_bin` fixture is the pinned C binary (NB_C_BIN)
+and marks its users needs_c.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +22,45 @@ os.environ["NB_KERNEL_CACHE"] = str(Path(__file__).resolve().parents[1] / ".kern
 os.environ.pop("NB_COMPILE", None)
 
 
-def test_device() -> torch.device:
-    name = os.environ.get("NB_DEVICE", "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        pytest.skip("NB_DEVICE=cuda but no CUDA device is available")
-    return torch.device(name)
+def _executable(var: str) -> bool:
+    path = os.environ.get(var)
+    return bool(path) and os.access(path, os.X_OK)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if "c_bin" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.needs_c)
+        if os.environ.get("NB_DEVICE", "cpu").startswith("cuda") and "device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cuda)
+
+
+def pytest_runtest_setup(item) -> None:
+    for mark in item.iter_markers("needs_c"):
+        missing = [var for var in (mark.args or ("NB_C_BIN",)) if not _executable(var)]
+        if missing:
+            pytest.skip(f"needs the C binary: {', '.join(missing)} not set to an executable")
+    for mark in item.iter_markers("needs_shared"):
+        from nanobragg_torch.parity.goldens import shared_data_dir
+
+        root = shared_data_dir()
+        missing = [rel for rel in mark.args if not (root / rel).exists()] if mark.args else []
+        if not root.is_dir() or missing:
+            pytest.skip(f"shared reference input {', '.join(missing) or root} not found (set NB_SHARED_DATA)")
+    if item.get_closest_marker("cuda") is not None and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
 
 
 @pytest.fixture
 def device() -> torch.device:
-    return test_device()
+    """The device under test: env NB_DEVICE (default cpu)."""
+    return torch.device(os.environ.get("NB_DEVICE", "cpu"))
+
+
+@pytest.fixture(scope="session")
+def c_bin() -> str:
+    """The pinned C binary (NB_C_BIN); its users are marked needs_c, so they skip without it."""
+    return os.environ["NB_C_BIN"]
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +112,3 @@ def perturb(monkeypatch):
             monkeypatch.setattr(owner, attrs[-1], scaled(getattr(owner, attrs[-1]), k))
 
     return apply
-
-
-@pytest.fixture
-def stateful_path(monkeypatch):
-    """Every chunk through engine.evaluate_chunk (the per-sample-state path) instead of the fused kernel."""
-    from nanobragg_torch import engine
-
-    monkeypatch.setattr(engine, "needs_state", lambda plan, state: True)

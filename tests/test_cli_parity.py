@@ -80,13 +80,6 @@ def stat_lines(stdout: str) -> list[str]:
     return [ln for ln in stdout.splitlines() if ln.startswith(STAT_PREFIXES) or noise in ln]
 
 
-@pytest.fixture(scope="module")
-def c_bin() -> str:
-    path = os.environ.get("NB_C_BIN")
-    if not path:
-        pytest.skip("NB_C_BIN not set")
-    return path
-
 
 @pytest.fixture(scope="module")
 def outcomes(c_bin: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 
 import numpy as np
@@ -109,13 +108,6 @@ def test_format_statistics_lines() -> None:
 
 # ---------------------------------------------------------------------------------------------- C parity
 
-
-@pytest.fixture
-def c_bin() -> str:
-    path = os.environ.get("NB_C_BIN")
-    if not path:
-        pytest.skip("NB_C_BIN not set")
-    return path
 
 
 W, H = 40, 36

@@ -80,7 +80,6 @@ def test_whitespace_quirk(tmp_path):
 # ---- parity with the C binary (NB_C_BIN) ----
 
 NB_C_BIN = os.environ.get("NB_C_BIN")
-requires_c = pytest.mark.skipif(not NB_C_BIN, reason="NB_C_BIN not set")
 SHARED = Path(os.environ.get("NB_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SCALED_HKL = SHARED / "pilatus_6m" / "scaled.hkl"
 
@@ -107,7 +106,6 @@ def read_fdump_bytes(tmp_path: Path, data: bytes):
 
 @pytest.mark.parametrize("default_F", [0.0, 2.5])
 @pytest.mark.needs_c
-@requires_c
 def test_fdump_identical_to_c(tmp_path, default_F):
     hkl = tmp_path / "gaps.hkl"
     hkl.write_text("1 2 3 10.5\n-2 0 5 3.25\n0 -1 -4 1e3\n1 2 3 99.0\n\n3 3 3 0.125\n-2 -1 -4 7\n")
@@ -120,9 +118,7 @@ def test_fdump_identical_to_c(tmp_path, default_F):
 
 
 @pytest.mark.needs_c
-@requires_c
-@pytest.mark.needs_shared
-@pytest.mark.skipif(not SCALED_HKL.exists(), reason="shared reference data not found")
+@pytest.mark.needs_shared("pilatus_6m/scaled.hkl")
 def test_fdump_identical_to_c_scaled_hkl(tmp_path):
     F, meta = read_hkl_file(SCALED_HKL)
     assert fdump_bytes(F, meta) == _c_fdump(tmp_path, SCALED_HKL, 0.0)

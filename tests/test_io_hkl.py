@@ -99,8 +99,7 @@ def test_huge_range_refused(tmp_path):
         read_hkl_file(_write(tmp_path, "0 0 0 1\n5000 5000 5000 1\n"))
 
 
-@pytest.mark.needs_shared
-@pytest.mark.skipif(not SCALED_HKL.exists(), reason="shared reference data not found")
+@pytest.mark.needs_shared("pilatus_6m/scaled.hkl")
 def test_scaled_hkl_fast_and_right():
     start = time.perf_counter()
     F, meta = read_hkl_file(SCALED_HKL)

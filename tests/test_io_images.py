@@ -54,11 +54,9 @@ def test_float_size_mismatch(tmp_path):
 # ---- parity with the C binary (NB_C_BIN) ----
 
 NB_C_BIN = os.environ.get("NB_C_BIN")
-requires_c = pytest.mark.skipif(not NB_C_BIN, reason="NB_C_BIN not set")
 
 
 @pytest.mark.needs_c
-@requires_c
 @pytest.mark.parametrize("extra", ["", "-xds -twotheta 10 -detpixels_x 20 -detpixels_y 12"])
 def test_float_and_pgm_identical_to_c(tmp_path, extra):
     flags = (

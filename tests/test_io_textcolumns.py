@@ -135,11 +135,9 @@ def test_c_atof_nan():
 # ---- parity with the C binary (NB_C_BIN) ----
 
 NB_C_BIN = os.environ.get("NB_C_BIN")
-requires_c = pytest.mark.skipif(not NB_C_BIN, reason="NB_C_BIN not set")
 
 
 @pytest.mark.needs_c
-@requires_c
 def test_sourcefile_parsed_like_c(tmp_path):
     # the C prints each source as "X Y Z   I lambda" (%g) after filling NaN with defaults; in the MOSFLM
     # convention those are -source_distance*beam = (-10, -0, -0) m, I = 1 and lambda0 = 1e-10 m

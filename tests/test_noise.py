@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 
@@ -86,13 +85,6 @@ def test_full_detector_takes_seconds() -> None:
 
 # ---------------------------------------------------------------------------------------------- C parity
 
-
-@pytest.fixture
-def c_bin() -> str:
-    path = os.environ.get("NB_C_BIN")
-    if not path:
-        pytest.skip("NB_C_BIN not set")
-    return path
 
 
 BASE = ["-cell", "50", "50", "50", "-N", "5", "-default_F", "100", "-detpixels", "48", "-pixel", "0.3",

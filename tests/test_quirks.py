@@ -33,15 +33,13 @@ def _image(name: str, c_compat: bool) -> np.ndarray:
 def _params():
     for name in QUIRK_CASES:
         marks = [pytest.mark.slow] if CASES[name].full else []
+        if CASES[name].shared_files():
+            marks.append(pytest.mark.needs_shared(*CASES[name].shared_files()))
         yield pytest.param(name, id=name, marks=marks)
 
 
 @pytest.mark.parametrize("name", list(_params()))
 def test_variants_differ_exactly_where_registry_says(name):
-    case = CASES[name]
-    for rel in case.shared_files():
-        if not (shared_data_dir() / rel).exists():
-            pytest.skip(f"shared input {rel} absent")
     pinned, fixed = _image(name, True), _image(name, False)
     differ = not np.array_equal(pinned, fixed)
     assert differ == _differs_by_registry(name), (
@@ -49,7 +47,7 @@ def test_variants_differ_exactly_where_registry_says(name):
         f"{'differ' if _differs_by_registry(name) else 'agree'}"
     )
     # and the two C builds agree with us on whether they differ (cases with both goldens, small ones)
-    if has_golden(name, "pinned") and has_golden(name, "fixed") and not case.full:
+    if has_golden(name, "pinned") and has_golden(name, "fixed") and not CASES[name].full:
         c_pinned, c_fixed = load_golden(name, "pinned").image, load_golden(name, "fixed").image
         assert (not np.array_equal(c_pinned, c_fixed)) == differ
 
@@ -115,6 +113,7 @@ def test_trailing_curved_det():
     assert config_from_flags(SMALL + ["-curved_det", "-default_F", "10", "--c-compat"])[0].detector.curved
 
 
+@pytest.mark.needs_shared("pilatus_6m/A.mat", "pilatus_6m/scaled.hkl")
 def test_long_smv_header(tmp_path, monkeypatch):
     """SMV_LONG_HEADER: the Pilatus geometry prints a 518-byte header. The C writes it unpadded while declaring
     512; by default we declare and pad to 1024, and the pixels read back right."""
@@ -122,9 +121,7 @@ def test_long_smv_header(tmp_path, monkeypatch):
     from nanobragg_torch.parity.goldens import get_case
 
     case = get_case("full_pilatus6m")
-    for rel in case.shared_files():
-        if not (shared_data_dir() / rel).exists():
-            pytest.skip(f"shared input {rel} absent")
+    assert case.shared_files() == ["pilatus_6m/A.mat", "pilatus_6m/scaled.hkl"]
     monkeypatch.chdir(tmp_path)
     argv = [a for a in case.argv(inputs=golden_dir() / "inputs", shared=shared_data_dir())]
     argv += ["-roi", "1030", "1040", "680", "690", "-intfile", "i.img"]

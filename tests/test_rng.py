@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 import subprocess
 
@@ -191,13 +190,6 @@ def test_statics_before_noise_replays_mosaic() -> None:
 
 # ---------------------------------------------------------------------------------------------- C parity
 
-
-@pytest.fixture
-def c_bin() -> str:
-    path = os.environ.get("NB_C_BIN")
-    if not path:
-        pytest.skip("NB_C_BIN not set")
-    return path
 
 
 def _run_c(c_bin: str, tmp_path, args: list[str]) -> str:

@@ -9,7 +9,6 @@ before use. A syrupy fingerprint of each case (float64) catches drift of our own
 
 from __future__ import annotations
 
-import math
 import os
 from functools import cache
 
@@ -39,20 +38,12 @@ def _params():
         case = CASES[name]
         marks = [pytest.mark.slow] if case.full else []
         if case.shared_files():
-            marks.append(pytest.mark.needs_shared)
+            marks.append(pytest.mark.needs_shared(*case.shared_files()))
         out.append(pytest.param(name, variant, id=f"{variant}-{name}", marks=marks))
     return out
 
 
 PARAMS = _params()
-
-
-def _skip_without_shared(case) -> None:
-    for rel in case.shared_files():
-        if not (shared_data_dir() / rel).exists():
-            pytest.skip(
-                f"shared reference input {rel} not found under {shared_data_dir()} (set NB_SHARED_DATA)"
-            )
 
 
 @cache
@@ -73,7 +64,6 @@ def _render(name: str, variant: str, dtype_name: str, device_name: str):
 @pytest.mark.parametrize("name,variant", PARAMS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_image_matches_golden(name, variant, dtype, device):
-    _skip_without_shared(CASES[name])
     golden, _, result = _render(name, variant, dtype, str(device))
     # the C stores a float32 image: compare the images as stored
     fails, metrics = golden.check_image(result.image.detach().cpu().float().double(), dtype)
@@ -83,7 +73,6 @@ def test_image_matches_golden(name, variant, dtype, device):
 @pytest.mark.parametrize("name,variant", PARAMS)
 def test_traces_match_c_printout(name, variant, device):
     """Each traced pixel: every factor the C prints agrees; the first divergent factor is named."""
-    _skip_without_shared(CASES[name])
     golden, _, result = _render(name, variant, "float64", str(device))
     for pixel in golden.traced_pixels:
         ours = pixel_trace(result, pixel)
@@ -97,7 +86,6 @@ def test_traces_match_c_printout(name, variant, device):
 @pytest.mark.parametrize("name,variant", PARAMS)
 def test_trace_is_the_image(name, variant, device):
     """The trace is the engine: I_pixel_final equals the image pixel and the product of the traced factors."""
-    _skip_without_shared(CASES[name])
     golden, plan, result = _render(name, variant, "float64", str(device))
     d = plan.cfg.detector
     for pixel in golden.traced_pixels:
@@ -118,7 +106,6 @@ def test_trace_is_the_image(name, variant, device):
 def test_statistics_and_files_match(name, variant, device):
     """max_I and its position, mean, rms, rmsd as the C prints them; int SMV, PGM and noise pixel bytes."""
     case = CASES[name]
-    _skip_without_shared(case)
     golden, plan, result = _render(name, variant, "float64", str(device))
     image = result.image.detach().cpu().numpy().astype(np.float32)
     d = plan.cfg.detector
@@ -173,7 +160,6 @@ def snapshot_fp(snapshot):
 def test_fingerprint_snapshot(name, variant, snapshot_fp, device):
     """Our own fingerprint (float64): trace factors, image statistics, block sums. Update on purpose with
     `pytest --snapshot-update` (tox -e update-snapshots) and review the diff."""
-    _skip_without_shared(CASES[name])
     golden, _, result = _render(name, variant, "float64", str(device))
     pixel = golden.traced_pixels[0]
     image = result.image.detach().cpu().double().numpy()
@@ -187,4 +173,3 @@ def test_every_case_has_a_golden():
     missing = sorted(set(CASES) - names)
     assert not missing, f"cases without goldens (run tools/regen_goldens.py): {missing}"
     assert len(CASES) >= 60
-    assert not math.isnan(len(ENTRIES))

@@ -26,7 +26,6 @@ from nanobragg_torch.parity.goldens import (
 )
 
 CASES = {c.name: c for c in load_cases()}
-needs_c = pytest.mark.skipif(not os.environ.get("NB_C_BIN"), reason="NB_C_BIN not set")
 
 
 def _case(trace) -> Case:
@@ -113,7 +112,6 @@ def test_regen_tool_lists_cases_without_binary():
 
 
 @pytest.mark.needs_c
-@needs_c
 @pytest.mark.parametrize("case", ["mosflm_default", "mask", "sourcefile", "quirk_phi0_multistep"])
 def test_binary_reproduces_committed_golden(case):
     prov = regen.Provenance.from_env("pinned", require_source=False)
@@ -136,7 +134,6 @@ def _tmp_root(tmp_path: Path, case: str) -> Path:
 
 
 @pytest.mark.needs_c
-@needs_c
 def test_check_update_cycle(tmp_path, monkeypatch):
     monkeypatch.setenv("NB_C_SRC", os.environ.get("NB_C_SRC", os.environ["NB_C_BIN"]))
     case = CASES["xtal_tophat"]
