@@ -12,7 +12,6 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,6 +31,8 @@ from .io.hkl import read_hkl_file
 from .io.mosflm import read_mosflm_matrix
 from .io.smv import read_smv, smv_value
 from .io.textcolumns import read_text_columns
+from .options import RunOptions
+from .outputs import run
 
 DEMO_ARGS = [
     "-cell",
@@ -68,29 +69,6 @@ DEMO_ARGS = [
     "-mosaic_domains",
     "5",
 ]
-
-
-@dataclass
-class RunOptions:
-    """What to do with the render (outputs, trace, device), as opposed to the physics in SimulationConfig."""
-
-    dtype: str
-    device: str
-    c_compat: bool
-    trace_pixel: tuple[int, int] | None
-    printout_pixel: tuple[int, int] | None  # (fast, slow) as the C's -printout_pixel
-    floatfile: str | None
-    intfile: str | None
-    noisefile: str | None
-    pgmfile: str | None
-    pngfile: str | None
-    dumpfile: str | None
-    intfile_scale: float
-    pgm_scale: float
-    adc_offset: float
-    seed: int
-    chunk: int | None
-    notes: list[str]
 
 
 def _header_values(path: str, for_mask: bool, v: dict) -> np.ndarray:
@@ -438,8 +416,6 @@ def _check_size_conflicts(argv: list[str], pixel: float, fpixels: int, spixels: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .outputs import run
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         print(

@@ -33,7 +33,7 @@ class Crystal:
     misset_deg: tuple[float, float, float] | None  # random misset angles, when drawn
 
 
-def _cell_reciprocal(cell, t) -> tuple[Tensor, Tensor, Tensor, Tensor, tuple[Tensor, Tensor, Tensor]]:
+def cell_reciprocal(cell, t) -> tuple[Tensor, Tensor, Tensor, Tensor, tuple[Tensor, Tensor, Tensor]]:
     """The C's user_cell block: default-orientation reciprocal vectors (1/A) from a,b,c (A) and angles (rad)."""
     a, b, c, alpha, beta, gamma = (t(x) for x in cell)
     aavg = (alpha + beta + gamma) / 2
@@ -72,7 +72,7 @@ def build_crystal(cfg: SimulationConfig, dtype: torch.dtype, device: torch.devic
     a_star = b_star = c_star = None
     if user_cell:
         cell_A = tuple(t(c.cell[i]) * 1e10 for i in range(3)) + tuple(t(c.cell[i]) for i in range(3, 6))
-        a_star, b_star, c_star, V_user, lengths = _cell_reciprocal(cell_A, t)
+        a_star, b_star, c_star, V_user, lengths = cell_reciprocal(cell_A, t)
     if c.reciprocal_matrix is not None:
         A = t(c.reciprocal_matrix) * (1e-10 / lambda0)
         a_star, b_star, c_star = A[0], A[1], A[2]

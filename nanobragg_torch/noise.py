@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from .images import c_cast_unsigned
-from .rng import CRandom, CStatics, _poidev
+from .rng import CRandom, CStatics, poidev
 
 
 @njit(cache=True)
@@ -23,7 +23,7 @@ def _noise_loop(img, idum, tab, fs, adc, xmin, xmax, ymin, ymax, out):
         for f in range(img.shape[1]):
             if f < xmin or f > xmax or s < ymin or s > ymax:
                 continue
-            value = np.float64(_poidev(img[s, f], idum, tab, fs))
+            value = np.float64(poidev(img[s, f], idum, tab, fs))
             photons += value
             value += adc
             if value > 65535.0:

@@ -7,16 +7,16 @@ import os
 import numpy as np
 import torch
 
-from .cli import RunOptions
 from .config import RTD, SimulationConfig, scalar_value
 from .engine import RenderResult, build_plan, render
 from .errors import InputError
-from .images import image_statistics, int_image, intfile_scale_rule, pgm_image
+from .images import format_statistics_lines, image_statistics, int_image, intfile_scale_rule, pgm_image
 from .io.fdump import write_fdump
 from .io.floatimage import write_float_image
 from .io.pgm import write_pgm
 from .io.png import write_png
 from .io.smv import SMVHeader, write_smv
+from .options import RunOptions
 from .trace import format_c_printout, format_trace, pixel_trace
 
 
@@ -161,15 +161,14 @@ def _run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
         if options.trace_pixel is not None:
             print(format_trace(trace))
     stats = image_statistics(image, d.roi, d.mask, plan.oversample, _g(plan.geom.pixel_size))
-    print("max_I = %g  at %g %g" % (stats["max_I"], stats["max_I_x"], stats["max_I_y"]))
-    print("mean= %g rms= %g rmsd= %g" % (stats["mean"], stats["rms"], stats["rmsd"]))
+    print("\n".join(format_statistics_lines(stats)))
     header = smv_header(result)
     if options.floatfile:
         _mkdir(options.floatfile)
         write_float_image(options.floatfile, image)
         print(f"wrote float image {options.floatfile}")
     int_scale = intfile_scale_rule(options.intfile_scale, stats["max_I"])
-    print("intfile_scale = %g" % int_scale)
+    print(format_statistics_lines(stats, intfile_scale=int_scale)[-1])
     if options.intfile:
         ints, _ = int_image(image, int_scale, options.adc_offset, d.roi)
         _mkdir(options.intfile)
@@ -177,7 +176,7 @@ def _run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
         print(f"wrote SMV image {options.intfile}")
     if options.pgmfile or options.pngfile:
         pgm, pgm_scale = pgm_image(image, options.pgm_scale, stats["rmsd"], int_scale, d.roi)
-        print("pgm_scale = %g" % pgm_scale)
+        print(format_statistics_lines(stats, pgm_scale=pgm_scale)[-1])
         if options.pgmfile:
             _mkdir(options.pgmfile)
             write_pgm(options.pgmfile, pgm, pgm_scale)
@@ -189,7 +188,7 @@ def _run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
         from .noise import noise_image  # numba: imported only when a noise image is wanted (start-up time)
 
         noisy, photons, overloads = noise_image(image, options.seed, options.adc_offset, d.roi)
-        print("%.0f photons on noise image (%d overloads)" % (photons, overloads))
+        print(format_statistics_lines(stats, photons=photons, overloads=overloads)[-1])
         _mkdir(options.noisefile)
         write_smv(options.noisefile, noisy, header, "noise", options.c_compat)
         print(f"wrote noise image {options.noisefile}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .config import SimulationConfig
-from .crystal import _cell_reciprocal
+from .crystal import cell_reciprocal
 from .detector import resolve_geometry
 from .simulate import simulate
 from .vectors import rotate_xyz
@@ -110,7 +110,7 @@ def oriented_reciprocal_matrix(cell, rotation: Tensor, wavelength) -> Tensor:
         return torch.as_tensor(x, dtype=dtype, device=device)
 
     cell_A = tuple(t(cell[i]) * 1e10 for i in range(3)) + tuple(t(cell[i]) for i in range(3, 6))
-    a_star, b_star, c_star, _, _ = _cell_reciprocal(cell_A, t)
+    a_star, b_star, c_star, _, _ = cell_reciprocal(cell_A, t)
     star = torch.stack((a_star, b_star, c_star))  # rows (1/A)
     return (star @ rotation.transpose(-1, -2)) * (t(wavelength) * 1e10)
 

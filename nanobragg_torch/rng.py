@@ -138,7 +138,7 @@ def _gaussdev(idum, tab, fs):
 
 
 @njit(cache=True)
-def _poidev(xm, idum, tab, fs):
+def poidev(xm, idum, tab, fs):
     """Twin of C ``poidev``: a Poisson deviate of float32 mean ``xm``, returned as float32."""
     if xm > 1.0e6:
         # Gaussian approximation, computed in double
@@ -276,7 +276,7 @@ class CRandom:
 
     def poidev(self, xm: float) -> float:
         """Poisson deviate of mean ``xm`` (rounded to float32 first, as the C's float argument)."""
-        return float(_poidev(np.float32(xm), self._idum, self.statics.table, self.statics.floats))
+        return float(poidev(np.float32(xm), self._idum, self.statics.table, self.statics.floats))
 
     def lorentzdev(self) -> float:
         """Lorentzian deviate with FWHM 2 (float32 value)."""

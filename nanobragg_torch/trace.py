@@ -15,6 +15,8 @@ from .engine import RenderResult
 from .lattice import square_factors
 
 TraceValue = float | tuple[float, ...]
+# trace entries that are not factors of parity.schema: where in the sampling the "last" values come from
+LOCATION_KEYS = ("source_index", "phi_step", "phi", "mosaic_domain", "layer", "capture_per_layer")
 
 
 def _f(x: torch.Tensor) -> float:
