@@ -15,175 +15,10 @@ import re
 
 from .config import DEFAULT_FLUENCE, RTD
 from .errors import InputError
+from .flagtable import ARITY, C_FLAGS, OWN_FLAGS
 from .io.textcolumns import c_atof
 
-# value kinds: f float, i int, s string, F3 three floats, I2/I4 ints, cell 1-6 floats, misset, pivot, abs
-C_FLAGS: dict[str, str] = {
-    "-Na": "i",
-    "-Nb": "i",
-    "-Nc": "i",
-    "-N": "i",
-    "-cell": "cell",
-    "-misset": "misset",
-    "-samplesize": "f",
-    "-sample_size": "f",
-    "-sample_thick": "f",
-    "-sample_x": "f",
-    "-sample_width": "f",
-    "-sample_y": "f",
-    "-width": "f",
-    "-sample_height": "f",
-    "-sample_z": "f",
-    "-height": "f",
-    "-xtalsize": "f",
-    "-xtal_size": "f",
-    "-xtal_thick": "f",
-    "-xtal_x": "f",
-    "-xtal_width": "f",
-    "-xtal_y": "f",
-    "-xtal_height": "f",
-    "-xtal_z": "f",
-    "-density": "f",
-    "-sample_density": "f",
-    "-MW": "f",
-    "-molecules": "f",
-    "-Xbeam": "f",
-    "-Ybeam": "f",
-    "-Xclose": "f",
-    "-Yclose": "f",
-    "-ORGX": "f",
-    "-ORGY": "f",
-    "-pivot": "pivot",
-    "-mosflm": "",
-    "-xds": "",
-    "-adxv": "",
-    "-denzo": "",
-    "-dials": "",
-    "-fdet_vector": "F3",
-    "-sdet_vector": "F3",
-    "-odet_vector": "F3",
-    "-beam_vector": "F3",
-    "-polar_vector": "F3",
-    "-spindle_axis": "F3",
-    "-twotheta_axis": "F3",
-    "-pix0_vector": "F3",
-    "-pix0_vector_mm": "F3",
-    "-distance": "f",
-    "-close_distance": "f",
-    "-detector_abs": "abs",
-    "-detector_absorb": "abs",
-    "-detector_thick": "f",
-    "-detector_thicksteps": "i",
-    "-thicksteps": "i",
-    "-twotheta": "f",
-    "-detector_rotx": "f",
-    "-detector_roty": "f",
-    "-detector_rotz": "f",
-    "-detsize": "f",
-    "-detsize_f": "f",
-    "-detsize_s": "f",
-    "-detpixels": "i",
-    "-detpixels_f": "i",
-    "-detpixels_x": "i",
-    "-detpixels_s": "i",
-    "-detpixels_y": "i",
-    "-curved_det": "",
-    "-pixel": "f",
-    "-point_pixel": "",
-    "-polar": "f",
-    "-nopolar": "",
-    "-oversample_thick": "",
-    "-oversample_polar": "",
-    "-oversample_omega": "",
-    "-oversample": "i",
-    "-roi": "I4",
-    "-lambda": "f",
-    "-wave": "f",
-    "-wavelength": "f",
-    "-energy": "f",
-    "-fluence": "f",
-    "-flux": "f",
-    "-exposure": "f",
-    "-beamsize": "f",
-    "-mosaic": "f",
-    "-mosaic_spread": "f",
-    "-mosaicity": "f",
-    "-mosaic_domains": "i",
-    "-mosaic_dom": "i",
-    "-dispersion": "f",
-    "-dispsteps": "i",
-    "-divergence": "f",
-    "-hdivrange": "f",
-    "-vdivrange": "f",
-    "-hdivstep": "f",
-    "-hdivsteps": "i",
-    "-vdivstep": "f",
-    "-vdivsteps": "i",
-    "-divsteps": "i",
-    "-round_div": "",
-    "-square_div": "",
-    "-adc": "f",
-    "-phi": "f",
-    "-osc": "f",
-    "-phistep": "f",
-    "-phisteps": "i",
-    "-dmin": "f",
-    "-mat": "s",
-    "-hkl": "s",
-    "-default_F": "f",
-    "-dump": "s",
-    "-img": "s",
-    "-mask": "s",
-    "-stolout": "s",
-    "-stol": "s",
-    "-4stol": "s",
-    "-Q": "s",
-    "-sourcefile": "s",
-    "-floatfile": "s",
-    "-floatimage": "s",
-    "-intfile": "s",
-    "-intimage": "s",
-    "-pgmfile": "s",
-    "-pgmimage": "s",
-    "-noisefile": "s",
-    "-noiseimage": "s",
-    "-nonoise": "",
-    "-nopgm": "",
-    "-scale": "f",
-    "-pgmscale": "f",
-    "-coherent": "",
-    "-printout": "",
-    "-noprogress": "",
-    "-progress": "",
-    "-interpolate": "",
-    "-nointerpolate": "",
-    "-round_xtal": "",
-    "-square_xtal": "",
-    "-gauss_xtal": "",
-    "-binary_spots": "",
-    "-tophat_spots": "",
-    "-fudge": "f",
-    "-printout_pixel": "I2",
-    "-seed": "i",
-    "-mosaic_seed": "i",
-    "-misset_seed": "i",
-    "-water": "f",
-}
-# flags of ours (not the C's)
-OWN_FLAGS: dict[str, str] = {
-    "-dtype": "dtype",
-    "-device": "s",
-    "-trace_pixel": "I2",
-    "-c_compat": "",
-    "--c-compat": "",
-    "-pix0_override": "",
-    "-pngfile": "s",
-    "-demo": "",
-    "-chunk": "i",
-    "-outdir": "s",
-}
 ALL_FLAGS = {**C_FLAGS, **OWN_FLAGS}
-_ARITY = {"": 0, "f": 1, "i": 1, "s": 1, "abs": 1, "pivot": 1, "dtype": 1, "F3": 3, "I2": 2, "I4": 4}
 
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.IGNORECASE)
 _INT = re.compile(r"^[+-]?\d+$")
@@ -221,7 +56,7 @@ def validate(argv: list[str]) -> None:
                 raise InputError(f"flag {flag}: expected three angles in degrees or 'random'")
             i += 4
             continue
-        arity = _ARITY[kind]
+        arity = ARITY[kind]
         vals = argv[i + 1 : i + 1 + arity]
         if len(vals) < arity:
             raise InputError(f"flag {flag}: missing value ({arity} expected)")
@@ -351,6 +186,10 @@ def c_defaults() -> dict:
         misset_seed=None,
         water_size=0.0,
         header_twotheta=None,
+        # ours, not the C's: image files asked for by name, the -pix0_vector spelling, -curved_det anywhere
+        asked=set(),
+        pix0_flag=None,
+        curved_detector_seen=0,
     )
 
 
@@ -582,18 +421,18 @@ def c_option_loop(argv: list[str], v: dict) -> None:
             v["sourcefilename"] = args[i + 1]
         if (has("-floatfile") or has("-floatimage")) and more:
             v["floatfilename"] = args[i + 1]
-            v.setdefault("asked", set()).add("float")
+            v["asked"].add("float")
         if (has("-intfile") or has("-intimage")) and more:
             v["intfilename"] = args[i + 1]
-            v.setdefault("asked", set()).add("int")
+            v["asked"].add("int")
         if (has("-pgmfile") or has("-pgmimage")) and more:
             v["pgmfilename"] = args[i + 1]
             v["write_pgm"] = 1
-            v.setdefault("asked", set()).add("pgm")
+            v["asked"].add("pgm")
         if (has("-noisefile") or has("-noiseimage")) and more:
             v["noisefilename"] = args[i + 1]
             v["calculate_noise"] = 1
-            v.setdefault("asked", set()).add("noise")
+            v["asked"].add("noise")
         if has("-nonoise"):
             v["calculate_noise"] = 0
         if has("-nopgm"):
@@ -603,7 +442,7 @@ def c_option_loop(argv: list[str], v: dict) -> None:
         if has("-pgmscale") and more:
             v["pgm_scale"] = f(i + 1)
             v["write_pgm"] = 1
-            v.setdefault("asked", set()).add("pgm")
+            v["asked"].add("pgm")
         if has("-coherent"):
             v["coherent"] = 1
         if has("-printout"):
@@ -681,7 +520,7 @@ def strip_own_flags(argv: list[str]) -> list[str]:
     while i < len(argv):
         a = argv[i]
         if a in OWN_FLAGS:
-            i += 1 + _ARITY.get(OWN_FLAGS[a], 0)
+            i += 1 + ARITY.get(OWN_FLAGS[a], 0)
             continue
         out.append(a)
         i += 1

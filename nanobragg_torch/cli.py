@@ -26,6 +26,7 @@ from .config import (
     StructureFactors,
 )
 from .errors import InputError
+from .flagtable import help_text
 from .io.fdump import read_fdump, write_fdump
 from .io.hkl import read_hkl_file
 from .io.mosflm import read_mosflm_matrix
@@ -206,7 +207,7 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         raise InputError(f"{v['sourcefilename']}: no source lines")
 
     interp = {0: False, 1: True}.get(v["interpolate"])
-    curved = bool(v["curved_detector"]) if c_compat else bool(v.get("curved_detector_seen", 0))
+    curved = bool(v["curved_detector"]) if c_compat else bool(v["curved_detector_seen"])
     roi = v["roi"]
     if roi is not None:
         xmin, xmax, ymin, ymax = roi
@@ -223,7 +224,7 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
 
     pix0 = v["pix0_vector"]
     if pix0 is not None:
-        pix0_m = tuple(x / 1000.0 for x in pix0) if v.get("pix0_flag") == "-pix0_vector_mm" else pix0
+        pix0_m = tuple(x / 1000.0 for x in pix0) if v["pix0_flag"] == "-pix0_vector_mm" else pix0
         if not own["pix0_override"]:
             notes.append(quirks.PIX0_IGNORED.note)
     else:
@@ -313,7 +314,7 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         detector=detector, beam=beam, crystal=crystal, c_compat=c_compat, pix0_override=own["pix0_override"]
     )
 
-    asked = v.get("asked", set())
+    asked = v["asked"]
     outdir = own["outdir"]
 
     def out(kind: str, name: str | None) -> str | None:
@@ -418,13 +419,12 @@ def _check_size_conflicts(argv: list[str], pixel: float, fpixels: int, spixels: 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
-        print(
-            "usage: nanobragg -cell a b c al be ga | -mat A.mat  -hkl F.hkl | -default_F F  [C flags...]\n"
-            "       nanobragg -demo    (render the built-in default case into ./out)\n"
-            "see docs/cli.md for every flag",
-            file=sys.stderr,
-        )
+        usage = help_text().split("\n\n")[0]
+        print(usage + "\n(--help lists every flag; full reference: docs/cli.md)", file=sys.stderr)
         return 2
+    if argv in (["-h"], ["--help"]):
+        print(help_text())
+        return 0
     try:
         cfg, options = config_from_flags(argv)
         run(cfg, options)

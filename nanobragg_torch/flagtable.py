@@ -1,0 +1,1194 @@
+"""The one table of command-line flags: every spelling, its value kind, the C variables it sets, its values and
+units, default, one-line effect, status and notes.
+
+It drives `cflags.validate` (the kinds), `cflags.strip_own_flags` (our flags), the `--help` listing
+(`help_text`) and docs/cli.md, which is generated from it (`python -m nanobragg_torch.flagtable >
+docs/cli.md`; tests/test_flagtable.py keeps the two equal and checks every row's C variables against the
+literal emulation `cflags.c_option_loop`). The C's initial values of its variables are `cflags.c_defaults`.
+
+Value kinds: "" none, f float, i int, s string, F3 three floats, I2/I4 two/four ints, cell 1-6 floats,
+misset three angles or `random`, pivot sample|beam, abs a depth or `inf`, dtype float32|float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One row: the spellings that share a meaning."""
+
+    section: str
+    names: tuple[str, ...]
+    kind: str
+    c_vars: tuple[str, ...]  # the C variables the option loop sets for these spellings (ours: none)
+    values: str  # values and units, as typed on the command line
+    default: str
+    effect: str  # one line: what it sets
+    status: str = ""  # yes | no effect (C too) | gap; empty for our own flags
+    notes: str = ""
+
+    @property
+    def own(self) -> bool:
+        return self.section == OWN
+
+
+CRYSTAL = 'Crystal and structure factors'
+DETECTOR = 'Detector'
+BEAM = 'Beam and background'
+OUTPUTS = 'Outputs and run control'
+OWN = 'Our own flags'
+
+ARITY = {"": 0, "f": 1, "i": 1, "s": 1, "abs": 1, "pivot": 1, "dtype": 1, "F3": 3, "I2": 2, "I4": 4}
+
+FLAGS: tuple[Flag, ...] = (
+    Flag(
+        CRYSTAL,
+        names=('-cell',),
+        kind='cell',
+        c_vars=('user_cell', 'cell'),
+        values='a b c [α β γ] (Å, deg)',
+        default='none: `-cell` or `-mat` is required',
+        effect='unit cell',
+        status='yes',
+        notes=(
+            'reads up to 6 values, stops at a token starting with `-` (so no negative values); b, c default to a, '
+            'angles to 90; a ≤ 0 is an error (ours)'
+        ),
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-mat',),
+        kind='s',
+        c_vars=('matfilename',),
+        values='file',
+        default='none',
+        effect='MOSFLM A matrix (reciprocal axes × λ)',
+        status='yes',
+        notes='first 9 numbers; a missing or malformed file is an error naming file:line',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-misset',),
+        kind='misset',
+        c_vars=('misset',),
+        values='rx ry rz (deg) \\| `random`',
+        default='none',
+        effect='rotation of the cell about x, y, z',
+        status='yes',
+        notes='`random`: see quirk *misset-random-radians*; also run by `-misset_seed` (below)',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-N',),
+        kind='i',
+        c_vars=('Na', 'Nb', 'Nc'),
+        values='n',
+        default='1',
+        effect='Na = Nb = Nc',
+        status='yes',
+        notes='exact match (`strcmp`)',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-Na', '-Nb', '-Nc'),
+        kind='i',
+        c_vars=('Na', 'Nb', 'Nc'),
+        values='n',
+        default='1',
+        effect='cells along a, b, c',
+        status='yes',
+        notes='branch ends the token (`continue`)',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-samplesize', '-sample_size', '-xtalsize', '-xtal_size'),
+        kind='f',
+        c_vars=('sample_x', 'sample_y', 'sample_z'),
+        values='mm',
+        default='0: from N × cell',
+        effect='crystal size x = y = z',
+        status='yes',
+        notes='a size > 0 sets N = ceil(size / cell edge)',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-sample_thick', '-sample_x', '-xtal_thick', '-xtal_x'),
+        kind='f',
+        c_vars=('sample_x',),
+        values='mm',
+        default='0',
+        effect='crystal size x',
+        status='yes',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-sample_width', '-sample_y', '-xtal_width', '-xtal_y', '-width'),
+        kind='f',
+        c_vars=('sample_y',),
+        values='mm',
+        default='0',
+        effect='crystal size y',
+        status='yes',
+        notes='clipped to `-beamsize`',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-sample_height', '-sample_z', '-xtal_height', '-xtal_z', '-height'),
+        kind='f',
+        c_vars=('sample_z',),
+        values='mm',
+        default='0',
+        effect='crystal size z',
+        status='yes',
+        notes='C matches `-sample_heigh`, `-xtal_heigh`, `-heigh`; clipped to `-beamsize`',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-density', '-sample_density'),
+        kind='f',
+        c_vars=(),
+        values='g/cm³',
+        default='1',
+        effect='density',
+        status='no effect (C too)',
+        notes='overwritten before use; C matches `-sample_den`',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-MW', '-molecules'),
+        kind='f',
+        c_vars=(),
+        values='g/mol',
+        default='18',
+        effect='molecular weight',
+        status='no effect (C too)',
+        notes='recomputed before use; C matches `-MW` exactly and `-molec`',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-hkl',),
+        kind='s',
+        c_vars=('hklfilename',),
+        values='file',
+        default='none',
+        effect='h k l F table',
+        status='yes',
+        notes='malformed line is an error naming file:line (C stops reading there)',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-default_F',),
+        kind='f',
+        c_vars=('default_F',),
+        values='F',
+        default='0',
+        effect='F of every hkl not in the table',
+        status='yes',
+        notes='without `-hkl` and `-default_F` (and, in `--c-compat`, no Fdump file) it is an error',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-dump',),
+        kind='s',
+        c_vars=('dumpfilename',),
+        values='file',
+        default='`Fdump.bin`',
+        effect='binary F cache: written after `-hkl`, read without `-hkl`',
+        status='yes',
+        notes='default mode: only when `-dump` is given; `--c-compat`: always, as the C (quirk *fdump-reuse*)',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-dmin',),
+        kind='f',
+        c_vars=('dmin',),
+        values='Å',
+        default='0 (off)',
+        effect='skip samples with d < dmin',
+        status='yes',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-square_xtal', '-round_xtal', '-gauss_xtal', '-tophat_spots', '-binary_spots'),
+        kind='',
+        c_vars=('xtal_shape',),
+        values='—',
+        default='square',
+        effect='lattice-transform shape: sincg, sinc3, Gaussian, top hat',
+        status='yes',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-fudge',),
+        kind='f',
+        c_vars=('fudge',),
+        values='f',
+        default='1',
+        effect='scale of the round/Gauss/top-hat argument',
+        status='yes',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-interpolate', '-nointerpolate'),
+        kind='',
+        c_vars=('interpolate',),
+        values='—',
+        default='auto: on if any N ≤ 2',
+        effect='tricubic F interpolation',
+        status='yes',
+        notes='quirk *interpolation-one-way-switch*',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-phi',),
+        kind='f',
+        c_vars=('phi0',),
+        values='deg',
+        default='0',
+        effect='start of the rotation',
+        status='yes',
+        notes='exact length (not `-phistep(s)`)',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-osc',),
+        kind='f',
+        c_vars=('osc',),
+        values='deg',
+        default='auto',
+        effect='rotation range',
+        status='yes',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-phistep',),
+        kind='f',
+        c_vars=('phistep',),
+        values='deg',
+        default='auto',
+        effect='rotation step',
+        status='yes',
+        notes='exact length',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-phisteps',),
+        kind='i',
+        c_vars=('phisteps',),
+        values='n',
+        default='auto (1)',
+        effect='rotation steps',
+        status='yes',
+        notes='quirk *phi0-stale-rotation* (sweep from phi = 0)',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-mosaic', '-mosaic_spread', '-mosaicity'),
+        kind='f',
+        c_vars=('mosaic_spread',),
+        values='deg',
+        default='0',
+        effect='isotropic mosaic spread',
+        status='yes',
+        notes='C matches `-mosaic` (exact), `-mosaici`, `-mosaic_spr`',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-mosaic_domains', '-mosaic_dom'),
+        kind='i',
+        c_vars=('mosaic_domains',),
+        values='n',
+        default='10 if spread > 0, else 1',
+        effect='mosaic domains',
+        status='yes',
+        notes='C matches `-mosaic_dom`',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-mosaic_seed',),
+        kind='i',
+        c_vars=('mosaic_seed',),
+        values='n',
+        default='12345678',
+        effect='seed of the domain orientations',
+        status='yes',
+        notes='does **not** set `-seed` (`_seed` has no `-` before it)',
+    ),
+    Flag(
+        CRYSTAL,
+        names=('-misset_seed',),
+        kind='i',
+        c_vars=('misset_seed',),
+        values='n',
+        default='clock',
+        effect='seed of `-misset random`',
+        status='yes',
+        notes=(
+            'strstr: also runs `-misset` with this value and the next two tokens as angles in degrees, which '
+            'replaces any earlier `-misset` (even `random`)'
+        ),
+    ),
+    Flag(
+        DETECTOR,
+        names=('-mosflm', '-xds', '-adxv', '-denzo', '-dials'),
+        kind='',
+        c_vars=('convention', 'pivot'),
+        values='—',
+        default='MOSFLM',
+        effect='convention (axes, beam-centre meaning) and pivot (XDS: sample, others: beam)',
+        status='yes',
+        notes='resets the pivot: give `-pivot` after it',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-fdet_vector', '-sdet_vector', '-odet_vector'),
+        kind='F3',
+        c_vars=('convention', 'fdet_vector', 'sdet_vector', 'odet_vector'),
+        values='x y z',
+        default='per convention (MOSFLM: 0 0 1, 0 -1 0, 1 0 0)',
+        effect='detector axes',
+        status='yes',
+        notes=(
+            'switch to CUSTOM (quirk *vector-flags-switch-to-custom*); odet is regenerated unless \\|odet\\| = 1 '
+            'exactly (quirk *odet-autogenerated*)'
+        ),
+    ),
+    Flag(
+        DETECTOR,
+        names=('-beam_vector', '-polar_vector'),
+        kind='F3',
+        c_vars=('convention', 'beam_vector', 'polar_vector'),
+        values='x y z',
+        default='MOSFLM: 1 0 0, 0 0 1',
+        effect='beam direction, E-vector',
+        status='yes',
+        notes='switch to CUSTOM',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-spindle_axis',),
+        kind='F3',
+        c_vars=('convention', 'spindle_vector'),
+        values='x y z',
+        default='MOSFLM: 0 0 1',
+        effect='phi axis',
+        status='yes',
+        notes='switch to CUSTOM',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-twotheta_axis',),
+        kind='F3',
+        c_vars=('convention', 'twotheta_axis', 'detector_twotheta', 'pivot'),
+        values='x y z',
+        default='MOSFLM: 0 0 -1',
+        effect='detector 2θ axis',
+        status='yes',
+        notes='switch to CUSTOM; strstr: also runs `-twotheta` with x (deg) and sets pivot sample',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-pix0_vector', '-pix0_vector_mm'),
+        kind='F3',
+        c_vars=('convention', 'pix0_vector', 'pix0_flag'),
+        values='x y z (m, both spellings)',
+        default='from beam centre',
+        effect='—',
+        status='no effect (C too)',
+        notes=(
+            'switches to CUSTOM; the value is overwritten by the pivot computation (quirk *pix0-overwritten*); we '
+            'print a note. Ours: `-pix0_override` places pix0 by it (`_mm` then read in mm)'
+        ),
+    ),
+    Flag(
+        DETECTOR,
+        names=('-distance',),
+        kind='f',
+        c_vars=('distance', 'pivot'),
+        values='mm',
+        default='100',
+        effect='sample–beam-spot distance',
+        status='yes',
+        notes='pivot beam',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-close_distance',),
+        kind='f',
+        c_vars=('close_distance', 'pivot'),
+        values='mm',
+        default='from distance',
+        effect='sample–nearest-point distance',
+        status='yes',
+        notes='pivot sample; does not run `-distance`',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-Xbeam', '-Ybeam'),
+        kind='f',
+        c_vars=('Xbeam', 'pivot', 'Ybeam'),
+        values='mm',
+        default='detector centre (MOSFLM: +½ pixel)',
+        effect="beam centre in the convention's frame",
+        status='yes',
+        notes='pivot beam',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-Xclose', '-Yclose'),
+        kind='f',
+        c_vars=('Xclose', 'pivot', 'Yclose'),
+        values='mm',
+        default='detector centre',
+        effect='nearest point',
+        status='yes',
+        notes='pivot sample',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-ORGX', '-ORGY'),
+        kind='f',
+        c_vars=('ORGX', 'pivot', 'ORGY'),
+        values='pixels',
+        default='detector centre',
+        effect='XDS origin',
+        status='yes',
+        notes='pivot sample',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-pivot',),
+        kind='pivot',
+        c_vars=('pivot',),
+        values='`sample` \\| `beam`',
+        default='per convention',
+        effect='rotation pivot',
+        status='yes',
+        notes='other words are an error (ours; C: substring test, else ignored)',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-twotheta',),
+        kind='f',
+        c_vars=('detector_twotheta', 'pivot'),
+        values='deg',
+        default='0',
+        effect='detector 2θ',
+        status='yes',
+        notes='pivot sample',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-detector_rotx', '-detector_roty', '-detector_rotz'),
+        kind='f',
+        c_vars=('detector_rotx', 'detector_roty', 'detector_rotz'),
+        values='deg',
+        default='0',
+        effect='detector rotations',
+        status='yes',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-detsize',),
+        kind='f',
+        c_vars=('detsize_f', 'detsize_s'),
+        values='mm',
+        default='102.4',
+        effect='size, both axes',
+        status='yes',
+        notes='exact length',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-detsize_f', '-detsize_s'),
+        kind='f',
+        c_vars=('detsize_f', 'detsize_s'),
+        values='mm',
+        default='102.4',
+        effect='size along fast / slow',
+        status='yes',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-detpixels',),
+        kind='i',
+        c_vars=('fpixels', 'spixels'),
+        values='n',
+        default='from size (1024)',
+        effect='pixels, both axes',
+        status='yes',
+        notes='exact length; 0 means "from the size"',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-detpixels_f', '-detpixels_x', '-detpixels_s', '-detpixels_y'),
+        kind='i',
+        c_vars=('fpixels', 'spixels'),
+        values='n',
+        default='from size',
+        effect='pixels along fast / slow',
+        status='yes',
+        notes='C: counts win over sizes; ours: a `-detsize*` that implies another count is an error',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-pixel',),
+        kind='f',
+        c_vars=('pixel_size',),
+        values='mm',
+        default='0.1',
+        effect='pixel size',
+        status='yes',
+        notes='≤ 0 is an error (ours)',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-point_pixel',),
+        kind='',
+        c_vars=('point_pixel',),
+        values='—',
+        default='off',
+        effect="solid angle 1/r² instead of the pixel's",
+        status='yes',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-curved_det',),
+        kind='',
+        c_vars=('curved_detector_seen', 'curved_detector'),
+        values='—',
+        default='off',
+        effect='all pixels at the same distance',
+        status='yes',
+        notes='`--c-compat`: ignored when it is the last argument (quirk *trailing-argument-guards*)',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-detector_abs', '-detector_absorb'),
+        kind='abs',
+        c_vars=('detector_mu',),
+        values='µm \\| `inf`',
+        default='no absorption',
+        effect='attenuation depth (`inf` or 0: none, thickness 0)',
+        status='yes',
+        notes='C matches `-detector_abs`; a missing value is an error in both modes',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-detector_thick',),
+        kind='f',
+        c_vars=('detector_thick',),
+        values='µm',
+        default='0',
+        effect='sensor thickness',
+        status='yes',
+        notes='exact length',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-detector_thicksteps', '-thicksteps'),
+        kind='i',
+        c_vars=('detector_thicksteps',),
+        values='n',
+        default='auto (1)',
+        effect='sensor layers',
+        status='yes',
+        notes='quirk *last-layer-capture-fraction*',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-oversample',),
+        kind='i',
+        c_vars=('oversample',),
+        values='n',
+        default='auto: ceil(3 × crystal size / (λ × distance / pixel))',
+        effect='sub-pixels per axis',
+        status='yes',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-oversample_thick', '-oversample_polar', '-oversample_omega'),
+        kind='',
+        c_vars=('oversample_thick', 'oversample_polar', 'oversample_omega'),
+        values='—',
+        default='off',
+        effect='recompute the factor per sub-pixel',
+        status='yes',
+        notes='quirk *oversample-running-sum*; `-nopolar` + `-oversample_polar` keeps polarization (quirk)',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-roi',),
+        kind='I4',
+        c_vars=('roi',),
+        values='xmin xmax ymin ymax (pixels, inclusive)',
+        default='whole detector',
+        effect='region rendered',
+        status='yes',
+        notes='a region with no pixel of the detector is an error (ours)',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-img',),
+        kind='s',
+        c_vars=('imginfilename',),
+        values='SMV file',
+        default='none',
+        effect=(
+            'starting values from its header (size, pixel, distance, close distance, wavelength, beam centre, '
+            'ORGX/Y, phi, osc)'
+        ),
+        status='yes',
+        notes='pre-pass and main loop; pixel data unused (C too); header TWOTHETA has no effect (C too)',
+    ),
+    Flag(
+        DETECTOR,
+        names=('-mask',),
+        kind='s',
+        c_vars=('maskfilename',),
+        values='SMV file',
+        default='none',
+        effect='skip pixels that are 0 in it; header values as `-img` (beam centre Y flipped)',
+        status='yes',
+        notes='pre-pass only; size must match the detector (ours)',
+    ),
+    Flag(
+        BEAM,
+        names=('-lambda', '-wave', '-wavelength'),
+        kind='f',
+        c_vars=('lambda0',),
+        values='Å',
+        default='1',
+        effect='wavelength',
+        status='yes',
+        notes='C matches `-lambda`, `-wave`',
+    ),
+    Flag(
+        BEAM,
+        names=('-energy',),
+        kind='f',
+        c_vars=('lambda0',),
+        values='eV',
+        default='—',
+        effect='wavelength = 12398.42 / E Å',
+        status='yes',
+    ),
+    Flag(
+        BEAM,
+        names=('-fluence',),
+        kind='f',
+        c_vars=('fluence',),
+        values='photons/m²',
+        default='1.25932e29',
+        effect='fluence',
+        status='yes',
+    ),
+    Flag(
+        BEAM,
+        names=('-flux',),
+        kind='f',
+        c_vars=('flux',),
+        values='photons/s',
+        default='0 (unused)',
+        effect='fluence = flux × exposure / beamsize² when flux ≠ 0',
+        status='yes',
+    ),
+    Flag(
+        BEAM,
+        names=('-exposure',),
+        kind='f',
+        c_vars=('exposure',),
+        values='s',
+        default='1',
+        effect='exposure',
+        status='yes',
+    ),
+    Flag(
+        BEAM,
+        names=('-beamsize',),
+        kind='f',
+        c_vars=('beamsize',),
+        values='mm',
+        default='0.1',
+        effect='beam size; also clips crystal y, z',
+        status='yes',
+    ),
+    Flag(
+        BEAM,
+        names=('-polar',),
+        kind='f',
+        c_vars=('polarization', 'nopolar'),
+        values='Kahn factor',
+        default='0',
+        effect='polarization',
+        status='yes',
+        notes='exact length; clears `-nopolar`',
+    ),
+    Flag(
+        BEAM,
+        names=('-nopolar',),
+        kind='',
+        c_vars=('nopolar',),
+        values='—',
+        default='off',
+        effect='polarization factor 1',
+        status='yes',
+    ),
+    Flag(
+        BEAM,
+        names=('-dispersion',),
+        kind='f',
+        c_vars=('dispersion',),
+        values='% (Δλ/λ)',
+        default='0',
+        effect='spectral width',
+        status='yes',
+    ),
+    Flag(
+        BEAM,
+        names=('-dispsteps',),
+        kind='i',
+        c_vars=('dispsteps',),
+        values='n',
+        default='auto',
+        effect='wavelengths',
+        status='yes',
+    ),
+    Flag(
+        BEAM,
+        names=('-divergence',),
+        kind='f',
+        c_vars=('hdivrange', 'vdivrange'),
+        values='mrad',
+        default='0',
+        effect='h and v divergence range',
+        status='yes',
+    ),
+    Flag(
+        BEAM,
+        names=('-hdivrange', '-vdivrange'),
+        kind='f',
+        c_vars=('hdivrange', 'vdivrange'),
+        values='mrad',
+        default='0',
+        effect='divergence range',
+        status='yes',
+    ),
+    Flag(
+        BEAM,
+        names=('-hdivstep', '-vdivstep'),
+        kind='f',
+        c_vars=('hdivstep', 'vdivstep'),
+        values='mrad',
+        default='auto',
+        effect='divergence step',
+        status='yes',
+        notes='exact length (not `-?divsteps`)',
+    ),
+    Flag(
+        BEAM,
+        names=('-hdivsteps', '-vdivsteps'),
+        kind='i',
+        c_vars=('hdivsteps', 'vdivsteps'),
+        values='n',
+        default='auto',
+        effect='divergence points',
+        status='yes',
+    ),
+    Flag(
+        BEAM,
+        names=('-divsteps',),
+        kind='i',
+        c_vars=('hdivsteps', 'vdivsteps'),
+        values='n',
+        default='auto',
+        effect='both of the above',
+        status='yes',
+    ),
+    Flag(
+        BEAM,
+        names=('-round_div', '-square_div'),
+        kind='',
+        c_vars=('round_div',),
+        values='—',
+        default='round',
+        effect='clip the divergence grid to an ellipse, or not',
+        status='yes',
+    ),
+    Flag(
+        BEAM,
+        names=('-sourcefile',),
+        kind='s',
+        c_vars=('sourcefilename',),
+        values='file (X Y Z I λ per line)',
+        default='none',
+        effect='explicit sources',
+        status='yes',
+        notes='the I column is ignored (C too: quirk *source-intensity-ignored*)',
+    ),
+    Flag(
+        BEAM,
+        names=('-water',),
+        kind='f',
+        c_vars=('water_size',),
+        values='µm',
+        default='0',
+        effect='water background',
+        status='yes',
+        notes='quirk *water-background-scaling*',
+    ),
+    Flag(
+        BEAM,
+        names=('-stol', '-4stol', '-Q'),
+        kind='s',
+        c_vars=('stolfilename', 'stol_file_mult'),
+        values='file',
+        default='none',
+        effect='amorphous F(stol) table',
+        status='no effect (C too)',
+        notes=(
+            'C reads the file (and exits if it is missing or empty) but never uses the table; we do not open it. '
+            'Exact lengths'
+        ),
+    ),
+    Flag(
+        BEAM,
+        names=('-stolout',),
+        kind='s',
+        c_vars=('stoloutfilename',),
+        values='file',
+        default='`output.stol`',
+        effect='—',
+        status='no effect (C too)',
+        notes='never written',
+    ),
+    Flag(
+        BEAM,
+        names=('-coherent',),
+        kind='',
+        c_vars=('coherent',),
+        values='—',
+        default='off',
+        effect='—',
+        status='no effect (C too)',
+    ),
+    Flag(
+        OUTPUTS,
+        names=('-floatfile', '-floatimage'),
+        kind='s',
+        c_vars=('floatfilename',),
+        values='file',
+        default='`floatimage.bin`',
+        effect='raw float32 image',
+        status='yes',
+        notes='default mode writes it only when given (all image files below likewise; see next section)',
+    ),
+    Flag(
+        OUTPUTS,
+        names=('-intfile', '-intimage'),
+        kind='s',
+        c_vars=('intfilename',),
+        values='file',
+        default='`intimage.img`',
+        effect='noiseless SMV (uint16)',
+        status='yes',
+    ),
+    Flag(
+        OUTPUTS,
+        names=('-noisefile', '-noiseimage'),
+        kind='s',
+        c_vars=('noisefilename', 'calculate_noise'),
+        values='file',
+        default='`noiseimage.img`',
+        effect='Poisson-noise SMV',
+        status='yes',
+        notes='turns noise on; the later of `-noisefile`/`-nonoise` wins',
+    ),
+    Flag(
+        OUTPUTS,
+        names=('-nonoise',),
+        kind='',
+        c_vars=('calculate_noise',),
+        values='—',
+        default='noise on',
+        effect='no noise image',
+        status='yes',
+    ),
+    Flag(
+        OUTPUTS,
+        names=('-pgmfile', '-pgmimage'),
+        kind='s',
+        c_vars=('pgmfilename', 'write_pgm'),
+        values='file',
+        default='`image.pgm`',
+        effect='8-bit PGM',
+        status='yes',
+        notes='turns PGM on; the later of `-pgmfile`/`-nopgm` wins',
+    ),
+    Flag(
+        OUTPUTS,
+        names=('-nopgm',),
+        kind='',
+        c_vars=('write_pgm',),
+        values='—',
+        default='PGM on',
+        effect='no PGM',
+        status='yes',
+    ),
+    Flag(
+        OUTPUTS,
+        names=('-scale',),
+        kind='f',
+        c_vars=('intfile_scale',),
+        values='f',
+        default='auto: 55000 / max_I',
+        effect='SMV int-image scale',
+        status='yes',
+    ),
+    Flag(
+        OUTPUTS,
+        names=('-pgmscale',),
+        kind='f',
+        c_vars=('pgm_scale', 'write_pgm'),
+        values='f',
+        default='auto: 250 / (5 rmsd)',
+        effect='PGM scale',
+        status='yes',
+        notes='turns PGM on (default mode: writes `image.pgm`)',
+    ),
+    Flag(
+        OUTPUTS,
+        names=('-adc',),
+        kind='f',
+        c_vars=('adc_offset',),
+        values='counts',
+        default='40',
+        effect='offset added to SMV pixels',
+        status='yes',
+    ),
+    Flag(
+        OUTPUTS,
+        names=('-seed',),
+        kind='i',
+        c_vars=('seed',),
+        values='n',
+        default='clock',
+        effect='noise seed',
+        status='yes',
+    ),
+    Flag(
+        OUTPUTS,
+        names=('-printout_pixel',),
+        kind='I2',
+        c_vars=('printout', 'printout_fpixel', 'printout_spixel'),
+        values='F S (fast first)',
+        default='none',
+        effect="print the C's block for that pixel",
+        status='yes',
+        notes='strstr: also runs `-printout`',
+    ),
+    Flag(
+        OUTPUTS,
+        names=('-printout',),
+        kind='',
+        c_vars=('printout',),
+        values='—',
+        default='off',
+        effect="print every pixel's block",
+        status='gap',
+        notes='ours prints nothing without `-printout_pixel`',
+    ),
+    Flag(
+        OUTPUTS,
+        names=('-noprogress', '-progress'),
+        kind='',
+        c_vars=('progress_meter',),
+        values='—',
+        default='—',
+        effect='progress meter',
+        status='no effect',
+        notes='we have no progress meter',
+    ),
+    Flag(
+        OWN,
+        names=('-dtype',),
+        kind='dtype',
+        c_vars=(),
+        values='`float32` \\| `float64`',
+        default='`float32`',
+        effect='render precision (files are float32 / uint16 either way)',
+    ),
+    Flag(
+        OWN,
+        names=('-device',),
+        kind='s',
+        c_vars=(),
+        values='`cpu` \\| `cuda` \\| `cuda:N`',
+        default='`cpu`',
+        effect='torch device; `cuda` without a device is an error',
+    ),
+    Flag(
+        OWN,
+        names=('-trace_pixel',),
+        kind='I2',
+        c_vars=(),
+        values='S F (slow first, 0-based)',
+        default='none',
+        effect=(
+            "print `TRACE_PY: name values` lines: the engine's own factors for that pixel, full precision; "
+            '`I_pixel_final` is the float-image value'
+        ),
+    ),
+    Flag(
+        OWN,
+        names=('--c-compat', '-c_compat'),
+        kind='',
+        c_vars=(),
+        values='—',
+        default='off',
+        effect='the pinned C exactly (serial build): its default files, Fdump reuse, quirks (`docs/c_quirks.md`)',
+    ),
+    Flag(
+        OWN,
+        names=('-pix0_override',),
+        kind='',
+        c_vars=(),
+        values='—',
+        default='off',
+        effect='place the detector origin by `-pix0_vector` (m) / `-pix0_vector_mm` (mm)',
+    ),
+    Flag(
+        OWN,
+        names=('-pngfile',),
+        kind='s',
+        c_vars=(),
+        values='file',
+        default='none',
+        effect="8-bit PNG preview, the PGM's pixels",
+    ),
+    Flag(
+        OWN,
+        names=('-outdir',),
+        kind='s',
+        c_vars=(),
+        values='dir',
+        default='none',
+        effect='folder for relative output names (created)',
+    ),
+    Flag(
+        OWN,
+        names=('-demo',),
+        kind='',
+        c_vars=(),
+        values='—',
+        default='off',
+        effect=(
+            'built-in case (cubic 100 Å, N 5, 256² pixels, 4 phi steps, 5 mosaic domains) into `./out` or '
+            '`-outdir`: `demo_float.bin`, `demo_int.img`, `demo.png`; later flags override the built-in ones'
+        ),
+    ),
+    Flag(
+        OWN,
+        names=('-chunk',),
+        kind='i',
+        c_vars=(),
+        values='samples',
+        default='2²⁰',
+        effect='samples per render chunk (bounds memory)',
+    ),
+)
+
+# spelling -> value kind
+C_FLAGS: dict[str, str] = {n: f.kind for f in FLAGS if not f.own for n in f.names}
+OWN_FLAGS: dict[str, str] = {n: f.kind for f in FLAGS if f.own for n in f.names}
+
+INTRO = r"""# `nanobragg` command-line reference
+
+`nanobragg` (or `python -m nanobragg_torch`) takes nanoBragg.c's flags (bl831/nanoBragg 455534a), with the
+same names, units, defaults and precedence, plus a few flags of its own (last table). Code:
+`nanobragg_torch/cflags.py` (validation, then the C's option loop), `cli.py` (flags to SI config),
+`outputs.py` (files and statistics). Quirks, and how the default mode differs from `--c-compat`:
+`docs/c_quirks.md`.
+
+**How the C reads flags.** One pass over argv; each token is tested against every option with `strstr`, so
+a token runs every branch whose name it *contains* (unless a length test or `continue` stops it), and a
+later flag overrides an earlier one. A branch that takes values runs only if enough arguments follow; values
+are read with `atof`/`atoi` (garbage reads as 0). Unknown tokens are ignored. `-img` and `-mask` are also
+read in a pre-pass, so their header values are the starting point that explicit flags override.
+
+**How we differ.** Every token must be a listed spelling, followed by well-formed values; otherwise exit
+status 2, one line on stderr naming the flag or file(:line), and no file written. Among accepted tokens the
+branch semantics are the C's, side effects included (column "strstr"). Input files that cannot be read or
+parsed are errors, also where the C prints a warning and goes on.
+
+Status: **yes** = implemented as in the C; **no effect (C too)** = accepted, changes nothing, as in the C;
+**gap** = accepted, but our behaviour falls short of the C's (see the note).
+"""
+
+ENVIRONMENT = r"""
+Environment: `NB_COMPILE=1` / `0` forces the compiled kernel on / off (default: on when this variant's
+package is already cached, or the render has more than 2e7 samples); `NB_KERNEL_CACHE=DIR` moves the
+kernel cache (default `~/.cache/nanobragg_torch/kernels`). The first compiled run of a variant (crystal shape,
+polarization mode, detector thickness, ... and dtype) builds its package (10-20 s, once per machine); every
+later process loads it in milliseconds. See `docs/benchmark.md`.
+"""
+
+FILES = r"""## Files written, stdout, exit status
+
+| | default mode | `--c-compat` |
+|---|---|---|
+| float image | with `-floatfile` | always (`floatimage.bin`) |
+| SMV int image | with `-intfile` | always (`intimage.img`) |
+| PGM | with `-pgmfile` or `-pgmscale`, unless a later `-nopgm` | unless `-nopgm` (`image.pgm`) |
+| noise SMV | with `-noisefile`, unless a later `-nonoise` | unless `-nonoise` (`noiseimage.img`) |
+| Fdump | with `-dump FILE` only | written after `-hkl`, read without it |
+
+Stdout carries the C's geometry summary and, in its formats, `max_I = ... at ...`, `mean= ... rms= ...
+rmsd= ...`, `intfile_scale = ...`, `pgm_scale = ...` (when a PGM or PNG is made) and `N photons on noise image
+(M overloads)`, followed by `wrote ...` lines instead of the C's `writing ...` lines. With `-dtype float64
+--c-compat` the statistics lines and every file are identical to the pinned C's on the cases of
+`tests/test_cli_parity.py`. Exit status: 0 on success; 2 on bad input, with one line on stderr.
+"""
+
+
+def markdown() -> str:
+    """docs/cli.md."""
+    lines = [INTRO.rstrip("\n"), ""]
+    for section in dict.fromkeys(f.section for f in FLAGS):
+        rows = [f for f in FLAGS if f.section == section]
+        lines += [f"## {section}", ""]
+        if section == OWN:
+            lines += ["| Flag | Values | Default | Effect |", "|---|---|---|---|"]
+        else:
+            units = " (units)" if section != "Outputs and run control" else ""
+            lines += [f"| Flag | Values{units} | Default | Sets | Status | Notes, strstr |", "|---" * 6 + "|"]
+        for f in rows:
+            names = " ".join(f"`{n}`" for n in f.names)
+            cells = [names, f.values, f.default, f.effect] + ([] if f.own else [f.status, f.notes])
+            lines.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
+        lines.append("")
+        if section == OWN:
+            lines.append(ENVIRONMENT.strip("\n"))
+            lines.append("")
+    lines.append(FILES.rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def help_text() -> str:
+    """The `--help` listing: one line per row (spellings, values, effect)."""
+    out = ["usage: nanobragg -cell a b c al be ga | -mat A.mat  -hkl F.hkl | -default_F F  [flags...]",
+           "       nanobragg -demo    (render the built-in default case into ./out)"]
+    for section in dict.fromkeys(f.section for f in FLAGS):
+        out += ["", section + ":"]
+        for f in FLAGS:
+            if f.section == section:
+                values = "" if f.values in ("—", "") else " " + f.values.replace("\\|", "|")
+                out.append(f"  {' '.join(f.names)}{values}: {f.effect}  [default: {f.default}]")
+    out += ["", "full reference: docs/cli.md"]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
