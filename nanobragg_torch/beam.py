@@ -13,6 +13,7 @@ import torch
 
 from .config import SOURCE_DISTANCE, SimulationConfig, scalar_value
 from .detector import Geometry
+from .sampling import StepRule, Steps, auto_steps
 from .vectors import rotate_axis, unitize
 
 Tensor = torch.Tensor
@@ -24,35 +25,15 @@ class Sources:
     wavelength: Tensor  # (n,) metres (the C's source_I column is read but never used: quirks)
 
 
-def _auto_steps(steps: int, rng: float, step: float) -> tuple[int, float, float]:
-    """The C's (count, range, step) auto-selection shared by hdiv, vdiv and dispersion (-1: not given).
-
-    With range and count given, step = range/(count-1); with only a count, the range is 1.0."""
-    if steps <= 0:
-        if rng < 0.0:
-            if step <= 0.0:
-                return 1, 0.0, 0.0
-            return 2, step, step
-        if step <= 0.0:
-            return 2, rng, rng
-        return math.ceil(rng / step), rng, step
-    if rng < 0.0:
-        if step <= 0.0:
-            return steps, 1.0, 1.0 / steps
-        return 2, step, step
-    if step <= 0.0:
-        if steps <= 1:
-            steps = 2
-        return steps, rng, rng / (steps - 1)
-    return steps, rng, step
+BEAM_STEPS = StepRule(default_range=1.0, range_only_divisor=1.0, count_minus_one=True)
 
 
-def _step_tensor(user_step, user_range, steps: int, step: float, dtype, device) -> Tensor:
-    """Step as a tensor; derived from a user range tensor (step = range/(steps-1)) so gradients reach it."""
+def _step_tensor(user_step, user_range, st: Steps, step: float, dtype, device) -> Tensor:
+    """Step as a tensor; derived from a user range tensor (step = range/divisor) so gradients reach it."""
     if user_step is not None and step > 0.0:
         return torch.as_tensor(user_step, dtype=dtype, device=device)
-    if isinstance(user_range, torch.Tensor) and steps > 1 and step > 0.0:
-        return user_range.to(dtype=dtype, device=device) / (steps - 1)
+    if isinstance(user_range, torch.Tensor) and st.divisor is not None and step > 0.0:
+        return user_range.to(dtype=dtype, device=device) / st.divisor
     return torch.as_tensor(step, dtype=dtype, device=device)
 
 
@@ -60,12 +41,14 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
     b = cfg.beam
     lambda0 = torch.as_tensor(b.wavelength, dtype=dtype, device=device)
 
-    def given(x, unset: float) -> float:
-        return unset if x is None else scalar_value(x)
+    def given(x) -> float | None:
+        return None if x is None else scalar_value(x)
 
-    hsteps, hrange, hstep = _auto_steps(b.hdivsteps or -1, given(b.hdivrange, -1.0), given(b.hdivstep, -1.0))
-    vsteps, vrange, vstep = _auto_steps(b.vdivsteps or -1, given(b.vdivrange, -1.0), given(b.vdivstep, -1.0))
-    dsteps, disp, dstep = _auto_steps(b.dispsteps or -1, given(b.dispersion, 0.0), -1.0)  # no -dispstep flag
+    hst = auto_steps(b.hdivsteps, given(b.hdivrange), given(b.hdivstep), BEAM_STEPS)
+    vst = auto_steps(b.vdivsteps, given(b.vdivrange), given(b.vdivstep), BEAM_STEPS)
+    dst = auto_steps(b.dispsteps, given(b.dispersion) or 0.0, None, BEAM_STEPS)  # no -dispstep flag
+    (hsteps, hrange, hstep), (vsteps, vrange, vstep), (dsteps, disp, dstep) = (
+        (st.count, st.range, st.step) for st in (hst, vst, dst))
     # sanity checks
     if hrange <= 0.0 or hstep <= 0.0 or hsteps <= 0:
         hsteps, hrange, hstep = 1, 0.0, 0.0
@@ -89,10 +72,10 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
         return Sources(direction, lam)
 
     hrange_t, vrange_t = tens(b.hdivrange, hrange), tens(b.vdivrange, vrange)
-    hstep_t = _step_tensor(b.hdivstep, b.hdivrange, hsteps, hstep, dtype, device)
-    vstep_t = _step_tensor(b.vdivstep, b.vdivrange, vsteps, vstep, dtype, device)
+    hstep_t = _step_tensor(b.hdivstep, b.hdivrange, hst, hstep, dtype, device)
+    vstep_t = _step_tensor(b.vdivstep, b.vdivrange, vst, vstep, dtype, device)
     disp_t = tens(b.dispersion, disp)
-    dstep_t = _step_tensor(None, b.dispersion, dsteps, dstep, dtype, device)
+    dstep_t = _step_tensor(None, b.dispersion, dst, dstep, dtype, device)
 
     kept: list[tuple[int, int]] = []
     for ih in range(hsteps):

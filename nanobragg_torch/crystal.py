@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .config import RTD, SimulationConfig, scalar_value
+from .sampling import StepRule, auto_steps
 from .vectors import axis_rotation_matrix, cross, dot, norm, rotate_xyz
 
 Tensor = torch.Tensor
@@ -148,6 +149,10 @@ def _cell_parameters(a: Tensor, b: Tensor, c: Tensor) -> tuple[float, ...]:
     return (la, lb, lc, ang(b, c, lb, lc), ang(a, c, la, lc), ang(a, b, la, lb))
 
 
+def _given(x) -> float | None:
+    return None if x is None else scalar_value(x)
+
+
 @dataclass
 class PhiSweep:
     phi: Tensor  # (phisteps,) radians
@@ -157,43 +162,19 @@ class PhiSweep:
     steps: int
 
 
+PHI_STEPS = StepRule(default_range=1.0 / RTD, range_only_divisor=2.0, count_minus_one=False,
+                     zero_count_is_one=True, keep_zero_step=True)
+
+
 def resolve_phi(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> PhiSweep:
     """The C's phi auto-selection (phisteps, osc, phistep); phi = phi0 + phistep*phi_tic."""
     c = cfg.crystal
-    osc = -1.0 if c.osc is None else scalar_value(c.osc)
-    step = -1.0 if c.phistep is None else scalar_value(c.phistep)
-    steps = -1 if c.phisteps is None else c.phisteps
-    step_t = None
-    if steps < 0:
-        if osc < 0.0:
-            if step <= 0.0:
-                steps, osc, step = 1, 0.0, 0.0
-            else:
-                osc, steps = step, 2
-        else:
-            if step <= 0.0:
-                steps = 2
-                step = osc / 2.0
-                if isinstance(c.osc, torch.Tensor):
-                    step_t = c.osc / 2.0
-            else:
-                steps = math.ceil(osc / step)
+    st = auto_steps(c.phisteps, _given(c.osc), _given(c.phistep), PHI_STEPS)
+    steps, osc, step = st.count, st.range, st.step
+    if st.divisor is not None and isinstance(c.osc, torch.Tensor):
+        step_t = c.osc / st.divisor
     else:
-        if steps == 0:
-            steps = 1
-        if osc < 0.0:
-            if step <= 0.0:
-                osc = 1.0 / RTD
-                step = osc / steps
-            else:
-                osc, steps = step, 2
-        else:
-            if step < 0.0:
-                step = osc / steps
-                if isinstance(c.osc, torch.Tensor):
-                    step_t = c.osc / steps
-    if step_t is None:
-        step_t = c.phistep if (isinstance(c.phistep, torch.Tensor) and c.phistep is not None) else step
+        step_t = c.phistep if isinstance(c.phistep, torch.Tensor) else step
     phi0_t = torch.as_tensor(c.phi0, dtype=dtype, device=device)
     step_t = torch.as_tensor(step_t, dtype=dtype, device=device)
     tics = torch.arange(steps, dtype=dtype, device=device)

@@ -8,12 +8,12 @@ only on detector geometry: sub-pixel positions, solid angle (omega_pixel) and la
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from .config import SimulationConfig, scalar_value
+from .sampling import StepRule, auto_steps
 from .vectors import cross, dot, rotate_axis, rotate_xyz, unitize
 
 Tensor = torch.Tensor
@@ -217,43 +217,20 @@ class Layers:
     mu: Tensor  # 1/m
 
 
+LAYER_STEPS = StepRule(default_range=0.5e-6, range_only_divisor=2.0, count_minus_one=True)
+
+
 def resolve_layers(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> Layers:
     """The C's detector_thicksteps auto-selection and sanity checks."""
     d = cfg.detector
-    thick = scalar_value(d.thickness)
-    step = -1.0 if d.thickstep is None else scalar_value(d.thickstep)
-    steps = -1 if d.thicksteps is None else d.thicksteps
-    thick_t = _t(d.thickness, dtype, device)
-    step_t = None  # tensor form where it is derived from the (possibly differentiable) thickness
-    if steps <= 0:
-        if thick < 0.0:
-            if step <= 0.0:
-                steps, thick, step = 1, 0.0, 0.0
-            else:
-                thick, steps = step, 2
-        else:
-            if step <= 0.0:
-                steps = 2
-                step_t = thick_t / steps
-            else:
-                steps = math.ceil(thick / step)
-    else:
-        if thick < 0.0:
-            if step <= 0.0:
-                thick = 0.5e-6
-                thick_t = _t(thick, dtype, device)
-                step_t = thick_t / steps
-            else:
-                thick, steps = step, 2
-        else:
-            if step <= 0.0:
-                if steps <= 1:
-                    steps = 2
-                step_t = thick_t / (steps - 1)
-    if step_t is None:
-        step_t = _t(step, dtype, device)
+    st = auto_steps(d.thicksteps, scalar_value(d.thickness), None if d.thickstep is None else scalar_value(d.thickstep),
+                    LAYER_STEPS)
+    steps = st.count
+    # tensor forms where derived from the (possibly differentiable) thickness
+    thick_t = _t(d.thickness if st.range == scalar_value(d.thickness) else st.range, dtype, device)
+    step_t = thick_t / st.divisor if st.divisor is not None else _t(st.step, dtype, device)
     step = float(step_t.detach())
-    if thick <= 0.0 or step <= 0.0 or steps <= 0:
+    if st.range <= 0.0 or step <= 0.0 or steps <= 0:
         steps = 1
         thick_t = _t(0.0, dtype, device)
         step_t = _t(0.0, dtype, device)
