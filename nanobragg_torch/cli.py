@@ -131,7 +131,10 @@ def parse_c_flags(argv: list[str]) -> dict:
 
 
 def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig, RunOptions]:
-    """argv (without the program name) -> (SimulationConfig in SI units, RunOptions)."""
+    """argv (without the program name) -> (SimulationConfig in SI units, RunOptions).
+
+    The C's variables (`parse_c_flags`) go through one builder per config object; the C's "not given"
+    values (-1, NaN) become None here, once."""
     validate(argv)
     own = own_options(argv)
     if own["demo"]:
@@ -140,31 +143,129 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     v = parse_c_flags(argv)
     c_compat = own["c_compat"]
     notes: list[str] = []
+    detector = detector_config(v, argv, c_compat, own["pix0_override"], notes)
+    crystal, dumpfile = crystal_config(v, argv, c_compat, cwd, notes)
+    cfg = SimulationConfig(
+        detector=detector, beam=beam_config(v), crystal=crystal, c_compat=c_compat,
+        pix0_override=own["pix0_override"],
+    )
+    return cfg, run_options(v, own, cfg, dumpfile, notes)
 
-    # fill in blanks: pixel counts from sizes (the C's ceil(detsize/pixel - 0.5))
+
+def _given(x, ok=lambda x: x >= 0):
+    """The C's value, or None where it still holds the C's "not given" marker (NaN, or failing `ok`)."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x if ok(x) else None
+
+
+def _positive(x) -> bool:
+    return x > 0
+
+
+def _any(x) -> bool:  # only NaN means "not given"
+    return True
+
+
+def detector_config(v: dict, argv: list[str], c_compat: bool, pix0_override: bool, notes: list[str]) -> DetectorConfig:
+    """The detector: pixel counts from sizes (the C's ceil(detsize/pixel - 0.5)), geometry, thickness, ROI, mask."""
     pixel = v["pixel_size"]
     if pixel <= 0:
         raise InputError("flag -pixel: the pixel size must be positive")
     if v["fpixels"]:
         v["detsize_f"] = pixel * v["fpixels"]
     if v["spixels"]:
-        v["spixels_given"] = True
         v["detsize_s"] = pixel * v["spixels"]
     fpixels = math.ceil(v["detsize_f"] / pixel - 0.5)
     spixels = math.ceil(v["detsize_s"] / pixel - 0.5)
     if fpixels <= 0 or spixels <= 0:
         raise InputError(f"flags -detpixels/-detsize: the detector has no pixels ({fpixels} x {spixels})")
     _check_size_conflicts(argv, pixel, fpixels, spixels)
+    roi = v["roi"]
+    if roi is not None:
+        xmin, xmax, ymin, ymax = roi
+        if xmin > xmax or ymin > ymax or xmax < 0 or ymax < 0 or xmin >= fpixels or ymin >= spixels:
+            raise InputError(
+                f"flag -roi: {xmin} {xmax} {ymin} {ymax} selects no pixel of a {fpixels}x{spixels} detector"
+            )
+    mask = v["mask"]
+    if mask is not None and mask.shape != (spixels, fpixels):
+        raise InputError(f"flag -mask: mask is {mask.shape[1]}x{mask.shape[0]}, detector is {fpixels}x{spixels}")
+    pix0 = v["pix0_vector"]
+    if pix0 is not None:
+        pix0 = tuple(x / 1000.0 for x in pix0) if v["pix0_flag"] == "-pix0_vector_mm" else pix0
+        if not pix0_override:
+            notes.append(quirks.PIX0_IGNORED.note)
+    return DetectorConfig(
+        fpixels=fpixels,
+        spixels=spixels,
+        pixel_size=pixel,
+        distance=v["distance"],
+        close_distance=_given(v["close_distance"], _any),
+        convention=v["convention"],
+        pivot=v["pivot"],
+        Xbeam=_given(v["Xbeam"], _any),
+        Ybeam=_given(v["Ybeam"], _any),
+        Xclose=_given(v["Xclose"], _any),
+        Yclose=_given(v["Yclose"], _any),
+        ORGX=_given(v["ORGX"], _any),
+        ORGY=_given(v["ORGY"], _any),
+        fdet_vector=v["fdet_vector"],
+        sdet_vector=v["sdet_vector"],
+        odet_vector=v["odet_vector"],
+        twotheta_axis=v["twotheta_axis"],
+        pix0_vector=pix0,
+        rotx=v["detector_rotx"],
+        roty=v["detector_roty"],
+        rotz=v["detector_rotz"],
+        twotheta=v["detector_twotheta"],
+        thickness=v["detector_thick"],
+        thicksteps=_given(v["detector_thicksteps"], _positive),
+        mu=_given(v["detector_mu"]),
+        curved=bool(v["curved_detector"]) if c_compat else bool(v["curved_detector_seen"]),
+        point_pixel=bool(v["point_pixel"]),
+        oversample=_given(v["oversample"], _positive),
+        oversample_thick=bool(v["oversample_thick"]),
+        oversample_polar=bool(v["oversample_polar"]),
+        oversample_omega=bool(v["oversample_omega"]),
+        roi=roi,
+        mask=mask,
+    )
 
-    # fluence from flux; the beam clips the sample
+
+def beam_config(v: dict) -> BeamConfig:
+    """The beam: wavelength, fluence (from flux when given), polarization, divergence, dispersion, sources."""
     fluence = v["fluence"]
     if v["flux"] != 0.0 and v["exposure"] > 0.0 and v["beamsize"] >= 0:
         fluence = v["flux"] * v["exposure"] / v["beamsize"] / v["beamsize"]
-    sample_y, sample_z = v["sample_y"], v["sample_z"]
-    if v["beamsize"] >= 0:
-        sample_y = min(sample_y, v["beamsize"]) if sample_y > v["beamsize"] else sample_y
-        sample_z = min(sample_z, v["beamsize"]) if sample_z > v["beamsize"] else sample_z
+    sources = read_text_columns(v["sourcefilename"], 5) if v["sourcefilename"] else None
+    if v["sourcefilename"] and (sources is None or len(sources) == 0):
+        raise InputError(f"{v['sourcefilename']}: no source lines")
+    return BeamConfig(
+        wavelength=v["lambda0"],
+        fluence=fluence,
+        beam_vector=v["beam_vector"],
+        polar_vector=v["polar_vector"],
+        polarization=v["polarization"],
+        nopolar=bool(v["nopolar"]),
+        hdivrange=_given(v["hdivrange"]),
+        vdivrange=_given(v["vdivrange"]),
+        hdivstep=_given(v["hdivstep"]),
+        vdivstep=_given(v["vdivstep"]),
+        hdivsteps=_given(v["hdivsteps"], _positive),
+        vdivsteps=_given(v["vdivsteps"], _positive),
+        round_div=bool(v["round_div"]),
+        dispersion=v["dispersion"],
+        dispsteps=_given(v["dispsteps"], _positive),
+        sources=sources,
+        water_size=v["water_size"],
+    )
 
+
+def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str,
+                   notes: list[str]) -> tuple[CrystalConfig, str | None]:
+    """The crystal (cell or matrix, misset, size, shape, rotation, mosaic, structure factors) and the Fdump file
+    to write (None: none)."""
     # structure factors: -hkl, else (C-compat or -dump given) the Fdump file, else default_F alone
     sf = None
     dumpfile = None
@@ -186,7 +287,6 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     if v["user_cell"] and v["cell"][0] <= 0 and v["matfilename"] is None:
         raise InputError("flag -cell: the a axis must be positive")
     matrix = read_mosflm_matrix(v["matfilename"]) if v["matfilename"] is not None else None
-
     cell = None
     if v["user_cell"]:
         a, b, c, al, be, ga = v["cell"]
@@ -199,96 +299,17 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
             be if be > 0 else half_pi,
             ga if ga > 0 else half_pi,
         )
-
-    seed = v["seed"] if v["seed"] is not None else int(time.time())
-    misset_seed = v["misset_seed"] if v["misset_seed"] is not None else int(time.time())
-    sources = read_text_columns(v["sourcefilename"], 5) if v["sourcefilename"] else None
-    if v["sourcefilename"] and (sources is None or len(sources) == 0):
-        raise InputError(f"{v['sourcefilename']}: no source lines")
-
-    interp = {0: False, 1: True}.get(v["interpolate"])
-    curved = bool(v["curved_detector"]) if c_compat else bool(v["curved_detector_seen"])
-    roi = v["roi"]
-    if roi is not None:
-        xmin, xmax, ymin, ymax = roi
-        if xmin > xmax or ymin > ymax or xmax < 0 or ymax < 0 or xmin >= fpixels or ymin >= spixels:
-            raise InputError(
-                f"flag -roi: {xmin} {xmax} {ymin} {ymax} selects no pixel of a {fpixels}x{spixels} detector"
-            )
-    mask = v["mask"]
-    if mask is not None and mask.shape != (spixels, fpixels):
-        raise InputError(f"flag -mask: mask is {mask.shape[1]}x{mask.shape[0]}, detector is {fpixels}x{spixels}")
-
-    def opt(x):
-        return None if (isinstance(x, float) and math.isnan(x)) else x
-
-    pix0 = v["pix0_vector"]
-    if pix0 is not None:
-        pix0_m = tuple(x / 1000.0 for x in pix0) if v["pix0_flag"] == "-pix0_vector_mm" else pix0
-        if not own["pix0_override"]:
-            notes.append(quirks.PIX0_IGNORED.note)
-    else:
-        pix0_m = None
-    detector = DetectorConfig(
-        fpixels=fpixels,
-        spixels=spixels,
-        pixel_size=pixel,
-        distance=v["distance"],
-        close_distance=opt(v["close_distance"]),
-        convention=v["convention"],
-        pivot=v["pivot"],
-        Xbeam=opt(v["Xbeam"]),
-        Ybeam=opt(v["Ybeam"]),
-        Xclose=opt(v["Xclose"]),
-        Yclose=opt(v["Yclose"]),
-        ORGX=opt(v["ORGX"]),
-        ORGY=opt(v["ORGY"]),
-        fdet_vector=v["fdet_vector"],
-        sdet_vector=v["sdet_vector"],
-        odet_vector=v["odet_vector"],
-        twotheta_axis=v["twotheta_axis"],
-        pix0_vector=pix0_m,
-        rotx=v["detector_rotx"],
-        roty=v["detector_roty"],
-        rotz=v["detector_rotz"],
-        twotheta=v["detector_twotheta"],
-        thickness=v["detector_thick"],
-        thicksteps=v["detector_thicksteps"] if v["detector_thicksteps"] > 0 else None,
-        mu=v["detector_mu"] if v["detector_mu"] >= 0 else None,
-        curved=curved,
-        point_pixel=bool(v["point_pixel"]),
-        oversample=v["oversample"] if v["oversample"] > 0 else None,
-        oversample_thick=bool(v["oversample_thick"]),
-        oversample_polar=bool(v["oversample_polar"]),
-        oversample_omega=bool(v["oversample_omega"]),
-        roi=roi,
-        mask=mask,
-    )
-    beam = BeamConfig(
-        wavelength=v["lambda0"],
-        fluence=fluence,
-        beam_vector=v["beam_vector"],
-        polar_vector=v["polar_vector"],
-        polarization=v["polarization"],
-        nopolar=bool(v["nopolar"]),
-        hdivrange=v["hdivrange"] if v["hdivrange"] >= 0 else None,
-        vdivrange=v["vdivrange"] if v["vdivrange"] >= 0 else None,
-        hdivstep=v["hdivstep"] if v["hdivstep"] >= 0 else None,
-        vdivstep=v["vdivstep"] if v["vdivstep"] >= 0 else None,
-        hdivsteps=v["hdivsteps"] if v["hdivsteps"] > 0 else None,
-        vdivsteps=v["vdivsteps"] if v["vdivsteps"] > 0 else None,
-        round_div=bool(v["round_div"]),
-        dispersion=v["dispersion"],
-        dispsteps=v["dispsteps"] if v["dispsteps"] > 0 else None,
-        sources=sources,
-        water_size=v["water_size"],
-    )
+    # the beam clips the sample
+    sample_y, sample_z = v["sample_y"], v["sample_z"]
+    if v["beamsize"] >= 0:
+        sample_y = min(sample_y, v["beamsize"]) if sample_y > v["beamsize"] else sample_y
+        sample_z = min(sample_z, v["beamsize"]) if sample_z > v["beamsize"] else sample_z
     crystal = CrystalConfig(
         cell=cell,
         reciprocal_matrix=matrix,
         misset=tuple(v["misset"][1:]) if v["misset"][0] > 0 else None,
         misset_random=v["misset"][0] == -1,
-        misset_seed=misset_seed,
+        misset_seed=v["misset_seed"] if v["misset_seed"] is not None else int(time.time()),
         Na=v["Na"],
         Nb=v["Nb"],
         Nc=v["Nc"],
@@ -298,22 +319,24 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         shape=v["xtal_shape"],
         fudge=v["fudge"],
         phi0=v["phi0"],
-        osc=v["osc"] if v["osc"] >= 0 else None,
-        phistep=v["phistep"] if v["phistep"] >= 0 else None,
-        phisteps=v["phisteps"] if v["phisteps"] >= 0 else None,
+        osc=_given(v["osc"]),
+        phistep=_given(v["phistep"]),
+        phisteps=_given(v["phisteps"]),
         spindle_axis=v["spindle_vector"],
-        mosaic_spread=v["mosaic_spread"] if v["mosaic_spread"] >= 0 else None,
-        mosaic_domains=v["mosaic_domains"] if v["mosaic_domains"] > 0 else None,
+        mosaic_spread=_given(v["mosaic_spread"]),
+        mosaic_domains=_given(v["mosaic_domains"], _positive),
         mosaic_seed=v["mosaic_seed"],
         structure_factors=sf,
         default_F=v["default_F"],
-        interpolate=interp,
+        interpolate={0: False, 1: True}.get(v["interpolate"]),
         dmin=v["dmin"],
     )
-    cfg = SimulationConfig(
-        detector=detector, beam=beam, crystal=crystal, c_compat=c_compat, pix0_override=own["pix0_override"]
-    )
+    return crystal, dumpfile
 
+
+def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None, notes: list[str]) -> RunOptions:
+    """What to write and print: output paths (default mode: only the files asked for), traces, device."""
+    c_compat = cfg.c_compat
     asked = v["asked"]
     outdir = own["outdir"]
 
@@ -328,15 +351,9 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         asked = {"float", "int", "png"}
         v["floatfilename"], v["intfilename"] = "demo_float.bin", "demo_int.img"
         own["pngfile"] = own["pngfile"] or "demo.png"
-    noisefile = out("noise", v["noisefilename"]) if v["calculate_noise"] else None
-    pgmfile = out("pgm", v["pgmfilename"]) if v["write_pgm"] else None
-    pngfile = None
-    if own["pngfile"]:
-        pngfile = (
-            own["pngfile"]
-            if (outdir is None or os.path.isabs(own["pngfile"]))
-            else os.path.join(outdir, own["pngfile"])
-        )
+    pngfile = own["pngfile"]
+    if pngfile and outdir is not None and not os.path.isabs(pngfile):
+        pngfile = os.path.join(outdir, pngfile)
     printout_pixel = None
     if v["printout_fpixel"] >= 0 or v["printout_spixel"] >= 0:
         printout_pixel = (v["printout_fpixel"], v["printout_spixel"])
@@ -357,7 +374,7 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     if v["stolfilename"] is not None:  # the C reads the table (then never uses it): a bad file still fails
         if len(read_text_columns(v["stolfilename"], 2)) == 0:
             raise InputError(f"{v['stolfilename']}: no data in the -stol file")
-    options = RunOptions(
+    return RunOptions(
         dtype=own["dtype"],
         device=own["device"],
         c_compat=c_compat,
@@ -365,18 +382,17 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         printout_pixel=printout_pixel,
         floatfile=out("float", v["floatfilename"]),
         intfile=out("int", v["intfilename"]),
-        noisefile=noisefile,
-        pgmfile=pgmfile,
-        pngfile=pngfile,
+        noisefile=out("noise", v["noisefilename"]) if v["calculate_noise"] else None,
+        pgmfile=out("pgm", v["pgmfilename"]) if v["write_pgm"] else None,
+        pngfile=pngfile or None,
         dumpfile=dumpfile,
         intfile_scale=v["intfile_scale"],
         pgm_scale=v["pgm_scale"],
         adc_offset=v["adc_offset"],
-        seed=seed,
+        seed=v["seed"] if v["seed"] is not None else int(time.time()),
         chunk=own["chunk"],
         notes=notes,
     )
-    return cfg, options
 
 
 def _check_traced(cfg: SimulationConfig, flag: str, slow: int, fast: int) -> None:
