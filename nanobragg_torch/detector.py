@@ -2,8 +2,8 @@
 
 Mirrors the part of nanoBragg.c's main() between the option loop and the crystal set-up: the convention
 blocks (default axes and beam-centre rules), unitizing the axes, the pivot computation of pix0_vector and the
-re-derivation of Fclose/Sclose/close_distance/Fbeam/Sbeam/distance. Also the per-pixel factors that depend
-only on detector geometry: sub-pixel positions, solid angle (omega_pixel) and layer capture fraction.
+re-derivation of Fclose/Sclose/close_distance/Fbeam/Sbeam/distance, and the sensor layers. The per-pixel
+factors of the detector (sub-pixel positions, solid angle, capture fraction) are in kernel.py.
 """
 
 from __future__ import annotations
