@@ -1,8 +1,9 @@
-"""The fused pixel kernel (kernel.py) against the engine's general path, and its compiled forms (compiled.py).
+"""The fused pixel kernel (kernel.py) against the engine's stateful path, and its compiled forms (compiled.py).
 
-The general path (render_chunk with per-sample state) is the one the C goldens and traces pin; the kernel
-must give the same pixels in every switch of KernelSpec: float64 to 1e-12 eager, and compiled (AOTInductor
-package, torch.compile) to the rounding of vectorized transcendental functions.
+The stateful path (engine.evaluate_chunk: the same stages with the C's per-image state, in the C's sample
+order) is the one traces take; the fused kernel must give the same pixels in every switch of KernelSpec:
+float64 to 1e-12 eager, and compiled (AOTInductor package, torch.compile) to the rounding of vectorized
+transcendental functions.
 """
 
 from __future__ import annotations
