@@ -37,11 +37,14 @@ class Job:
 
 def run_shard(job: Job, shard: int) -> list[dict]:
     """Render and write one shard; return its manifest lines."""
-    if job.threads > 0 and torch.get_num_threads() != job.threads:
-        torch.set_num_threads(job.threads)
     spec = job.spec
     shots = [shot_parameters(spec, job.experiment.config, i) for i in spec.shard_range(shard)]
-    rendered = render_shots(job.experiment, shots, spec.batch_size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    try:
+        rendered = render_shots(job.experiment, shots, spec.batch_size)
+    finally:
+        torch.set_num_threads(threads)
     device = resolve_device(job.experiment.device).type
     return write_shard(job.out, spec, job.experiment, shard, rendered, device)
 
@@ -139,4 +142,4 @@ def run_ray(job: Job, shards: list[int], address: str | None, workers: int, gpus
 
 
 def default_threads(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+    return max(1, len(os.sched_getaffinity(0)) // max(1, workers))

@@ -30,7 +30,10 @@ class ShotParameters:
     noise_seed: int | None  # the C's -seed for this shot's noise image; None: no noise
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """JSON-ready (the manifest's `params`)."""
+        d = dataclasses.asdict(self)
+        d["misset"] = list(self.misset) if self.misset is not None else None
+        return d
 
 
 def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
