@@ -21,9 +21,10 @@ from nanobragg_torch.batch import simulate_batch
 from nanobragg_torch.config import RTD
 from nanobragg_torch.dataset import load_experiment, load_spec, make_dataset, render_only, shot_parameters
 from nanobragg_torch.dataset.cli import main
-from nanobragg_torch.dataset.shots import misset_angles, shot_config, uniform_rotation
+from nanobragg_torch.dataset.shots import shot_config, uniform_rotation
 from nanobragg_torch.dataset.store import image_sha256, read_stored
 from nanobragg_torch.errors import InputError
+from nanobragg_torch.rng import umat2misset
 from nanobragg_torch.vectors import rotate_xyz
 
 FLAGS = "-cell 100 100 100 90 90 90 -default_F 100 -lambda 1 -distance 100 -detpixels 32 -pixel 0.2 -N 3"
@@ -97,12 +98,12 @@ def test_cli_error_is_one_line_and_writes_nothing(tmp_path, capsys):
 # --- per-shot parameters ------------------------------------------------------------------------------------
 
 def test_misset_angles_follow_the_c_rotation_order():
-    """R = Rz Ry Rx: rotating with the engine's rotate_xyz by the recovered angles applies R."""
+    """umat2misset(R) are angles the engine's rotate_xyz (x, then y, then z) turns into R itself."""
     rng = np.random.default_rng(3)
     for _ in range(20):
         R = uniform_rotation(rng)
         assert np.allclose(R @ R.T, np.eye(3), atol=1e-12) and np.isclose(np.linalg.det(R), 1.0)
-        angles = [torch.tensor(a, dtype=torch.float64) for a in misset_angles(R)]
+        angles = [torch.tensor(a, dtype=torch.float64) for a in umat2misset(R)]
         v = torch.tensor(rng.normal(size=(4, 3)))
         assert torch.allclose(rotate_xyz(v, *angles), v @ torch.tensor(R).T, atol=1e-12)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import RTD, SimulationConfig, scalar_value
+from ..rng import umat2misset
 from .spec import DatasetSpec
 
 # stream ids of the per-shot SeedSequence spawn key: fixed forever (changing one changes every dataset)
@@ -53,21 +54,13 @@ def uniform_rotation(rng: np.random.Generator) -> np.ndarray:
     ])
 
 
-def misset_angles(R: np.ndarray) -> tuple[float, float, float]:
-    """(rx, ry, rz) radians with R = Rz(rz) Ry(ry) Rx(rx): the C's misset order (rotate about x, y, then z)."""
-    ry = math.asin(max(-1.0, min(1.0, -float(R[2, 0]))))
-    rx = math.atan2(float(R[2, 1]), float(R[2, 2]))
-    rz = math.atan2(float(R[1, 0]), float(R[0, 0]))
-    return rx, ry, rz
-
-
 def shot_parameters(spec: DatasetSpec, base: SimulationConfig, index: int) -> ShotParameters:
     """Shot `index`'s parameters: depends only on the SPEC, the base experiment and (seed, index)."""
     if not 0 <= index < spec.count:
         raise IndexError(f"shot {index} is not in 0..{spec.count - 1}")
     misset = None
     if spec.orientation == "random":
-        misset = misset_angles(uniform_rotation(_rng(spec.seed, index, _ORIENTATION)))
+        misset = umat2misset(uniform_rotation(_rng(spec.seed, index, _ORIENTATION)))  # the C's x, y, z order
     elif isinstance(spec.orientation, tuple):
         misset = tuple(v / RTD for v in spec.orientation[index % len(spec.orientation)])
     N = None
