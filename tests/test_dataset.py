@@ -269,3 +269,49 @@ def test_driver_killed_mid_run_then_resumed(tmp_path):
     assert manifest(out) == manifest(tmp_path / "clean")
     assert not [p for p in (out / "shards").iterdir() if p.name.endswith(".tmp")]
     assert math.isfinite(clean.shots_per_second)
+
+
+def test_pool_worker_killed_mid_run(tmp_path):
+    """SIGKILL one process of a local pool: the unfinished shards run again, each shot once, same bytes."""
+    psutil = pytest.importorskip("psutil")
+    spec = write_spec(tmp_path, count=12, shard_size=1)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "nanobragg_torch.dataset.cli", spec, "--out", str(out), "--no-progress",
+           "--workers", "2", "--threads", "1"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("shards/shard-*.jsonl")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no shard finished in 120 s"
+            time.sleep(0.05)
+        workers = [c for c in psutil.Process(proc.pid).children()
+                   if any("spawn_main" in a for a in c.cmdline())]
+        assert len(workers) == 2
+        workers[0].kill()
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
+    retried = int(stdout.split(" failure(s) retried")[0].rsplit(" ", 1)[1])
+    assert retried >= 1, stdout
+    clean = make_dataset(spec, str(tmp_path / "clean"), progress=False)
+    assert clean.shots == 12 and manifest(out) == manifest(tmp_path / "clean")
+
+
+def test_ray_engine_without_ray_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    spec = write_spec(tmp_path, count=2)
+    assert main([spec, "--out", str(tmp_path / "out"), "--engine", "ray", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        'nanobragg-dataset: error: --engine ray: Ray is not installed (pip install -e ".[ray]")')
+    assert not (tmp_path / "out").exists()
+
+
+def test_only_out_of_range(tmp_path, capsys):
+    spec = write_spec(tmp_path, count=2)
+    assert main([spec, "--out", str(tmp_path / "one"), "--only", "2"]) == 2
+    assert "--only 2: the SPEC has shots 0..1" in capsys.readouterr().err

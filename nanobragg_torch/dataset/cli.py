@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"nanobragg-dataset: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. --out not writable
+        print(f"nanobragg-dataset: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(summary.line(args.engine))
     return 0
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
 from .render import render_shots, resolve_device
 from .shots import shot_parameters
 from .spec import DatasetSpec, Experiment
@@ -50,6 +51,17 @@ def run_shard(job: Job, shard: int) -> list[dict]:
 
 
 Done = Callable[[int, list[dict]], None]
+_worker_job: Job | None = None  # a pool process's job, sent once when the process starts
+
+
+def _init_worker(job: Job) -> None:
+    global _worker_job
+    _worker_job = job
+
+
+def _run_pool_shard(shard: int) -> list[dict]:
+    assert _worker_job is not None
+    return run_shard(_worker_job, shard)
 
 
 @dataclass
@@ -69,8 +81,9 @@ def run_local(job: Job, shards: list[int], workers: int, retries: int, done: Don
     retried = 0
     while todo:
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(run_shard, job, s): s for s in todo}
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(job,)) as pool:
+            futures = {pool.submit(_run_pool_shard, s): s for s in todo}
             todo = []
             while futures:
                 finished, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -87,12 +100,10 @@ def run_local(job: Job, shards: list[int], workers: int, retries: int, done: Don
     return EngineReport(workers, retried)
 
 
-def _ray():
+def require_ray():
     try:
         import ray
     except ImportError:
-        from ..errors import InputError
-
         raise InputError('--engine ray: Ray is not installed (pip install -e ".[ray]")') from None
     return ray
 
@@ -102,7 +113,7 @@ def run_ray(job: Job, shards: list[int], address: str | None, workers: int, gpus
     """Shards as Ray tasks. `address`: None starts a local Ray instance of `workers` CPUs; "auto" or
     "HOST:PORT" joins an existing cluster. `gpus_per_task`: None asks for one GPU per task when the cluster
     has GPUs (a fraction shares a GPU between tasks)."""
-    ray = _ray()
+    ray = require_ray()
     if address is None:
         ray.init(address="local", num_cpus=workers * max(1, job.threads), include_dashboard=False,
                  log_to_driver=False)

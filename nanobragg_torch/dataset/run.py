@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from .engines import Job, default_threads, run_local, run_ray
+from ..errors import InputError
+from .engines import Job, default_threads, require_ray, run_local, run_ray
 from .render import render_shots, resolve_device
 from .shots import shot_parameters
 from .spec import load_experiment, load_spec
@@ -53,6 +54,8 @@ def make_dataset(spec_path: str, out: str, engine: str = "local", workers: int =
     t0 = time.perf_counter()
     spec = load_spec(spec_path)
     experiment = load_experiment(spec)
+    if engine == "ray":
+        require_ray()  # before anything is written
     prepare_output(out, spec, resume)
     remove_temporaries(out)
     lines: list[dict] = []
@@ -89,8 +92,6 @@ def render_only(spec_path: str, out: str, index: int) -> dict:
     spec = load_spec(spec_path)
     experiment = load_experiment(spec)
     if not 0 <= index < spec.count:
-        from ..errors import InputError
-
         raise InputError(f"--only {index}: the SPEC has shots 0..{spec.count - 1}")
     os.makedirs(out, exist_ok=True)
     shot = render_shots(experiment, [shot_parameters(spec, experiment.config, index)], 1)[0]

@@ -22,6 +22,7 @@ import uuid
 
 import numpy as np
 
+from ..errors import InputError
 from ..io.atomic import atomic_write
 from .render import RenderedShot
 from .spec import DatasetSpec, Experiment
@@ -185,12 +186,8 @@ def prepare_output(out: str, spec: DatasetSpec, resume: bool) -> None:
         with open(record, "rb") as handle:
             same = hashlib.sha256(handle.read()).hexdigest() == spec.text_sha256
         if not resume:
-            from ..errors import InputError
-
             raise InputError(f"--out {out}: already holds a dataset (use --resume, or another folder)")
         if not same:
-            from ..errors import InputError
-
             raise InputError(f"--resume: {spec.path} differs from the SPEC {record} was made from")
     os.makedirs(os.path.join(out, "shards"), exist_ok=True)
     if spec.format != "hdf5":
