@@ -240,6 +240,9 @@ def test_per_shot_formats(tmp_path, fmt):
         assert image_sha256(img.data.astype(np.uint16 if fmt == "smv" else np.int32)) == line["sha256"]
     only = render_only(spec, str(tmp_path / "only"), 2)
     assert only["sha256"] == lines[2]["sha256"] and only["float_sha256"] == lines[2]["float_sha256"]
+    os.unlink(out / "manifest.jsonl")
+    again = make_dataset(spec, str(out), resume=True, progress=False)  # the files verify as read back
+    assert again.skipped == 3 and again.shots == 0 and manifest(out) == lines
 
 
 def test_driver_killed_mid_run_then_resumed(tmp_path):

@@ -92,6 +92,7 @@ def test_local_ray_instance_matches_the_local_engine(spec_and_local, tmp_path):
         run = _cli(spec, tmp_path / "ray", "--workers", "2", env={**RAY_ENV, "RAY_TMPDIR": root})
         assert run.returncode == 0, run.stderr[-3000:]
         assert "2 worker(s) (ray), 0 failure(s) retried" in run.stdout
+        assert list(Path(root).rglob("session_*")), "Ray did not use the private folder (the leak check would miss)"
     assert manifest(tmp_path / "ray") == local
 
 
@@ -159,6 +160,7 @@ def test_two_node_cluster_survives_a_killed_worker_node(spec_and_local, tmp_path
                 assert driver.poll() is None, driver.communicate()
                 assert time.monotonic() < deadline, "no shards finished in 180 s"
                 time.sleep(0.05)
+            assert list(Path(root).rglob("session_*"))
             _kill_group(worker)
             stdout, stderr = driver.communicate(timeout=300)
             assert driver.returncode == 0, stderr[-3000:]

@@ -2,10 +2,12 @@
 
     python tools/bench_dataset.py [--shots 200] [--pixels 256] [--workers 2] [--skip-ray] [--out DIR]
 
-Modes: a direct loop over `simulate` (the same shot configurations, no files: the floor), the local engine
-with one worker, a local pool of --workers processes, and a local Ray instance of --workers workers. The
-difference to the direct loop, per shot, is the dataset layer's overhead (parameters, batching, HDF5 writing
-and compression, hashing, worker start-up). The manifests of all dataset modes must be identical.
+Modes: a direct loop over `simulate` (the same shot configurations, no files: the floor) with 1 thread and
+with all cores, the local engine with one worker (1 thread, all cores), a local pool of --workers processes
+and a local Ray instance of --workers workers (cores/workers threads each). A one-worker mode's difference
+to the direct loop of the same thread count, per shot, is the dataset layer's overhead (parameters,
+batching, HDF5 writing and compression, hashing; negative where simulate_batch beats the loop). The
+manifests of all dataset modes must be identical.
 """
 
 from __future__ import annotations
@@ -53,30 +55,34 @@ def main() -> int:
 
     spec = load_spec(spec_path)
     ex = load_experiment(spec)
-    torch.set_num_threads(cores)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for i in range(spec.count):
-            simulate(shot_config(ex.config, shot_parameters(spec, ex.config, i)), compile=False)
-    rows.append(("direct loop over simulate", 1, cores, time.perf_counter() - t0))
+    configs = [shot_config(ex.config, shot_parameters(spec, ex.config, i)) for i in range(spec.count)]
+    for threads in sorted({1, cores}):
+        torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for cfg in configs:
+                simulate(cfg, compile=False)
+        rows.append(("direct loop over simulate", 1, threads, time.perf_counter() - t0))
 
     manifests = {}
-    modes = [("local, 1 worker", "local", 1), (f"local pool, {args.workers} workers", "local", args.workers)]
+    modes = [("local", "local", 1, t) for t in sorted({1, cores})]
+    modes.append(("local pool", "local", args.workers, max(1, cores // args.workers)))
     if not args.skip_ray:
-        modes.append((f"ray (local instance), {args.workers} workers", "ray", args.workers))
-    for name, engine, workers in modes:
-        out = os.path.join(scratch, name.split(",")[0].replace(" ", "_"))
+        modes.append(("ray (local instance)", "ray", args.workers, max(1, cores // args.workers)))
+    for name, engine, workers, threads in modes:
+        out = os.path.join(scratch, f"{engine}_{workers}x{threads}")
         shutil.rmtree(out, ignore_errors=True)
-        s = make_dataset(spec_path, out, engine=engine, workers=workers, progress=False)
-        rows.append((name, workers, max(1, cores // workers), s.seconds))
+        s = make_dataset(spec_path, out, engine=engine, workers=workers, threads=threads, progress=False)
+        rows.append((name, workers, threads, s.seconds))
         with open(os.path.join(out, "manifest.jsonl")) as handle:
-            manifests[name] = handle.read()
+            manifests[out] = handle.read()
 
-    floor = rows[0][3]
-    print(f"{'mode':<40} {'workers':>7} {'threads':>7} {'seconds':>8} {'shots/s':>8} {'ms/shot over loop':>18}")
+    floor = {threads: seconds for name, _, threads, seconds in rows if name.startswith("direct")}
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    print(f"{'mode':<28} {'workers':>7} {'threads':>7} {'seconds':>8} {'shots/s':>8} {'ms/shot over loop':>18}")
     for name, workers, threads, seconds in rows:
-        over = (seconds - floor) / args.shots * 1e3
-        print(f"{name:<40} {workers:>7} {threads:>7} {seconds:>8.1f} {args.shots / seconds:>8.2f} {over:>18.1f}")
+        over = (seconds - floor[threads]) / args.shots * 1e3 if workers == 1 else float("nan")
+        print(f"{name:<28} {workers:>7} {threads:>7} {seconds:>8.1f} {args.shots / seconds:>8.2f} {over:>18.1f}")
     same = len(set(manifests.values())) == 1
     print(f"manifests identical across dataset modes: {same}")
     if args.out is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from ..errors import InputError
-from .engines import Job, default_threads, require_ray, run_local, run_ray
+from .engines import EngineReport, Job, default_threads, require_ray, run_local, run_ray
 from .render import render_shots, resolve_device
 from .shots import shot_parameters
 from .spec import load_experiment, load_spec
@@ -76,7 +76,9 @@ def make_dataset(spec_path: str, out: str, engine: str = "local", workers: int =
         bar.update(len(shard_lines))
 
     try:
-        if engine == "local":
+        if not todo:
+            report = EngineReport(0, 0)
+        elif engine == "local":
             report = run_local(job, todo, workers, retries, done)
         else:
             report = run_ray(job, todo, address, workers, gpus_per_task, retries, done)
