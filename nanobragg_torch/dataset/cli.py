@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # e.g. --out not writable
         print(f"nanobragg-dataset: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # a shard lost more often than --retries allows
+        print(f"nanobragg-dataset: failed: {exc} (the finished shards stay; run again with --resume)",
+              file=sys.stderr)
+        return 1
     print(summary.line(args.engine))
     return 0
 

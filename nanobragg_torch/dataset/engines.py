@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 
@@ -100,7 +101,7 @@ def run_local(job: Job, shards: list[int], workers: int, retries: int, done: Don
     return EngineReport(workers, retried)
 
 
-def require_ray():
+def require_ray() -> ModuleType:
     try:
         import ray
     except ImportError:
