@@ -49,7 +49,7 @@ def _auto_steps(steps: int, rng: float, step: float) -> tuple[int, float, float]
 
 def _step_tensor(user_step, user_range, steps: int, step: float, dtype, device) -> Tensor:
     """Step as a tensor; derived from a user range tensor (step = range/(steps-1)) so gradients reach it."""
-    if user_step is not None and step > 0.0:
+    if user_step is not None and scalar_value(user_step) > 0.0:  # a step <= 0 is the C's "auto" (step = range)
         return torch.as_tensor(user_step, dtype=dtype, device=device)
     if isinstance(user_range, torch.Tensor) and steps > 1 and step > 0.0:
         return user_range.to(dtype=dtype, device=device) / (steps - 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from . import quirks
-from .cflags import c_defaults, c_option_loop, own_options, strip_own_flags, validate
+from .cflags import c_defaults, c_divide, c_option_loop, own_options, strip_own_flags, validate
 from .config import (
     BeamConfig,
     CrystalConfig,
@@ -32,6 +33,7 @@ from .io.hkl import read_hkl_file
 from .io.mosflm import read_mosflm_matrix
 from .io.smv import read_smv, smv_value
 from .io.textcolumns import read_text_columns
+from .validation import check_config
 
 DEMO_ARGS = [
     "-cell",
@@ -91,6 +93,7 @@ class RunOptions:
     seed: int
     chunk: int | None
     notes: list[str]
+    inputs: tuple[str, ...] = ()  # files read (an output may not overwrite one)
 
 
 def _header_values(path: str, for_mask: bool, v: dict) -> np.ndarray:
@@ -180,7 +183,7 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     # fluence from flux; the beam clips the sample
     fluence = v["fluence"]
     if v["flux"] != 0.0 and v["exposure"] > 0.0 and v["beamsize"] >= 0:
-        fluence = v["flux"] * v["exposure"] / v["beamsize"] / v["beamsize"]
+        fluence = c_divide(v["flux"] * v["exposure"], v["beamsize"] * v["beamsize"])
     sample_y, sample_z = v["sample_y"], v["sample_z"]
     if v["beamsize"] >= 0:
         sample_y = min(sample_y, v["beamsize"]) if sample_y > v["beamsize"] else sample_y
@@ -189,6 +192,7 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     # structure factors: -hkl, else (C-compat or -dump given) the Fdump file, else default_F alone
     sf = None
     dumpfile = None
+    dump_path, read_dump = "", False
     if v["hklfilename"] is not None:
         grid, meta = read_hkl_file(v["hklfilename"], default_F=v["default_F"])
         sf = StructureFactors(grid, meta["h_min"], meta["k_min"], meta["l_min"], meta["hkls"])
@@ -196,7 +200,8 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
             dumpfile = v["dumpfilename"]
     else:
         dump_path = os.path.join(cwd, v["dumpfilename"]) if not os.path.isabs(v["dumpfilename"]) else v["dumpfilename"]
-        if (c_compat or "-dump" in argv) and os.path.exists(dump_path):
+        read_dump = (c_compat or "-dump" in argv) and os.path.exists(dump_path)
+        if read_dump:
             grid, meta = read_fdump(dump_path)
             sf = StructureFactors(grid, meta["h_min"], meta["k_min"], meta["l_min"], 1)
             notes.append(f"reading Fs from {v['dumpfilename']} (no -hkl given)")
@@ -223,22 +228,14 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
 
     seed = v["seed"] if v["seed"] is not None else int(time.time())
     misset_seed = v["misset_seed"] if v["misset_seed"] is not None else int(time.time())
-    sources = read_text_columns(v["sourcefilename"], 5) if v["sourcefilename"] else None
+    sources = read_text_columns(v["sourcefilename"], 5, finite=True) if v["sourcefilename"] else None
     if v["sourcefilename"] and (sources is None or len(sources) == 0):
         raise InputError(f"{v['sourcefilename']}: no source lines")
 
     interp = {0: False, 1: True}.get(v["interpolate"])
     curved = bool(v["curved_detector"]) if c_compat else bool(v.get("curved_detector_seen", 0))
     roi = v["roi"]
-    if roi is not None:
-        xmin, xmax, ymin, ymax = roi
-        if xmin > xmax or ymin > ymax or xmax < 0 or ymax < 0 or xmin >= fpixels or ymin >= spixels:
-            raise InputError(
-                f"flag -roi: {xmin} {xmax} {ymin} {ymax} selects no pixel of a {fpixels}x{spixels} detector"
-            )
     mask = v["mask"]
-    if mask is not None and mask.shape != (spixels, fpixels):
-        raise InputError(f"flag -mask: mask is {mask.shape[1]}x{mask.shape[0]}, detector is {fpixels}x{spixels}")
 
     def opt(x):
         return None if (isinstance(x, float) and math.isnan(x)) else x
@@ -334,6 +331,8 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     cfg = SimulationConfig(
         detector=detector, beam=beam, crystal=crystal, c_compat=c_compat, pix0_override=own["pix0_override"]
     )
+    dtype = torch.float64 if own["dtype"] == "float64" else torch.float32
+    check_config(cfg, flags=True, dtype=dtype, device=own["device"], samples_per_chunk=own["chunk"])
 
     asked = v.get("asked", set())
     outdir = own["outdir"]
@@ -369,12 +368,6 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         )
     if own["trace_pixel"] is not None:
         _check_traced(cfg, "-trace_pixel", *own["trace_pixel"])
-    if own["chunk"] is not None and own["chunk"] <= 0:
-        raise InputError(f"flag -chunk: expected a positive number of samples, got {own['chunk']}")
-    try:
-        torch.device(own["device"])
-    except RuntimeError:
-        raise InputError(f"flag -device: unknown device {own['device']!r} (cpu, cuda, cuda:N)") from None
     if v["stolfilename"] is not None:  # the C reads the table (then never uses it): a bad file still fails
         if len(read_text_columns(v["stolfilename"], 2)) == 0:
             raise InputError(f"{v['stolfilename']}: no data in the -stol file")
@@ -396,6 +389,12 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         seed=seed,
         chunk=own["chunk"],
         notes=notes,
+        inputs=tuple(
+            v[k]
+            for k in ("hklfilename", "matfilename", "sourcefilename", "imginfilename", "maskfilename", "stolfilename")
+            if v.get(k)
+        )
+        + ((dump_path,) if read_dump else ()),
     )
     return cfg, options
 
@@ -438,7 +437,7 @@ def _check_size_conflicts(argv: list[str], pixel: float, fpixels: int, spixels: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .outputs import run
+    from .outputs import Terminated, run, signals_as_exceptions
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
@@ -450,13 +449,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        cfg, options = config_from_flags(argv)
-        run(cfg, options)
+        with signals_as_exceptions():
+            cfg, options = config_from_flags(argv)
+            run(cfg, options)
+    except (KeyboardInterrupt, Terminated) as exc:
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        print(f"nanobragg: interrupted by {signal.Signals(signum).name}; no output written", file=sys.stderr)
+        return 128 + signum
     except InputError as exc:
         print(f"nanobragg: error: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
-        print(f"nanobragg: error: {exc.filename}: no such file", file=sys.stderr)
+    except OSError as exc:  # a file the readers and writers did not name themselves
+        print(f"nanobragg: error: {exc.filename or 'file'}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -30,6 +30,7 @@ from .kernel import kernel_inputs, kernel_spec, miller_indices
 from .lattice import shape_factor, square_factors
 from .polarization import kahn_polarization
 from .structure_factors import FGrid
+from .validation import check_chunk, check_config
 from .vectors import dot, norm, rotate_axis
 
 Tensor = torch.Tensor
@@ -93,6 +94,7 @@ def build_plan(
     """Resolve the configuration for rendering. `compile`: run the fused kernel compiled (compiled.py; None:
     when its package is already cached or the render has more than COMPILE_THRESHOLD samples; env NB_COMPILE=0/1
     overrides)."""
+    check_config(cfg, dtype=dtype, device=device, samples_per_chunk=samples_per_chunk)  # validation.py
     device = torch.device(device)
 
     def t(x):
@@ -505,6 +507,7 @@ def render(
 
     With gradients enabled each chunk is checkpointed: its intermediates are recomputed in backward, so the
     backward pass is memory-bounded like the forward pass."""
+    check_chunk(samples_per_chunk)
     cfg = plan.cfg
     d = cfg.detector
     order = plan.pixel_order
