@@ -216,6 +216,8 @@ def walk(argv: list[str]) -> list[tuple[int, str, list[str]]]:
                 vals.append(argv[i + 1 + len(vals)])
             if not vals:
                 raise InputError(f"flag {flag}: expected 1 to 6 numbers (a b c alpha beta gamma)")
+            if any(x.startswith("-") for x in vals):  # the C stops reading the cell at a '-' and ignores the rest
+                raise InputError(f"flag {flag}: cell lengths and angles must be positive, got {' '.join(vals)}")
         elif kind == "misset" and i + 1 < n and argv[i + 1].startswith("rand"):
             vals = [argv[i + 1]]
         elif kind == "misset":

@@ -103,7 +103,10 @@ def _header_values(path: str, for_mask: bool, v: dict) -> np.ndarray:
     v["fpixels"], v["spixels"] = image.shape[1], image.shape[0]
 
     def val(key):
-        return smv_value(text, key)
+        x = smv_value(text, key)
+        if math.isinf(x) or (x <= 0 and key in ("PIXEL_SIZE", "WAVELENGTH")) or (x == 0 and "DISTANCE" in key):
+            raise InputError(f"{path}: header {key}={x:g} is not a usable value (the C renders NaN or zeros)")
+        return x
 
     x = val("PIXEL_SIZE")
     if not math.isnan(x):
@@ -332,7 +335,12 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         detector=detector, beam=beam, crystal=crystal, c_compat=c_compat, pix0_override=own["pix0_override"]
     )
     dtype = torch.float64 if own["dtype"] == "float64" else torch.float32
-    check_config(cfg, flags=True, dtype=dtype, device=own["device"], samples_per_chunk=own["chunk"])
+    files = {
+        "crystal.reciprocal_matrix": v["matfilename"],
+        "beam.sources": v["sourcefilename"],
+        "crystal.structure_factors": v["hklfilename"] or (v["dumpfilename"] if read_dump else None),
+    }
+    check_config(cfg, flags=True, dtype=dtype, device=own["device"], samples_per_chunk=own["chunk"], files=files)
 
     asked = v.get("asked", set())
     outdir = own["outdir"]

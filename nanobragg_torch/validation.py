@@ -91,7 +91,7 @@ FLAGS: dict[str, str] = {
     "samples_per_chunk": "-chunk",
     "device": "-device",
     "dtype": "-dtype",
-    "render": "-detpixels/-oversample/-phisteps/-mosaic_domains/-dispsteps/-hdivsteps/-vdivsteps",
+    "beam.hdivsteps/vdivsteps/dispsteps": "-divsteps/-hdivsteps/-vdivsteps/-dispsteps",
 }
 
 # bytes a render holds per sample of its largest chunk (about 30 live float64 work tensors, measured bound)
@@ -103,10 +103,12 @@ BYTES_PER_PIXEL = 48
 class ConfigError(InputError):
     """A configuration field with an invalid value; `field` is its dotted name (e.g. "beam.wavelength")."""
 
-    def __init__(self, field: str, detail: str, flags: bool = False) -> None:
+    def __init__(self, field: str, detail: str, flags: bool = False, files: dict[str, str] | None = None) -> None:
         self.field = field
         self.detail = detail
         where = f"flag {FLAGS.get(field, field)}" if flags else f"config field {field}"
+        if files and files.get(field):
+            where = f"{files[field]} ({where})"
         super().__init__(f"{where}: {detail}")
 
 
@@ -135,13 +137,19 @@ def size_text(nbytes: float) -> str:
     return f"{nbytes:.0f} B"
 
 
-def check_allocation(nbytes: float, what: str, where: str, device: torch.device | str = "cpu") -> None:
-    """Refuse an allocation of `nbytes` that does not fit the memory budget; `where` names the flag or file:line."""
+def allocation_problem(nbytes: float, what: str, device: torch.device | str = "cpu") -> str | None:
+    """Why an allocation of `nbytes` for `what` is refused (None: it fits the memory budget)."""
     budget = memory_budget(device)
     if nbytes > budget:
-        raise InputError(
-            f"{where}: {what} would take {size_text(nbytes)} (more than the {size_text(budget)} available)"
-        )
+        return f"{what} would take {size_text(nbytes)} (more than the {size_text(budget)} available)"
+    return None
+
+
+def check_allocation(nbytes: float, what: str, where: str, device: torch.device | str = "cpu") -> None:
+    """Refuse an allocation of `nbytes` that does not fit the memory budget; `where` names the flag or file:line."""
+    problem = allocation_problem(nbytes, what, device)
+    if problem:
+        raise InputError(f"{where}: {problem}")
 
 
 def _value(x) -> float:
@@ -149,19 +157,19 @@ def _value(x) -> float:
 
 
 class _Checker:
-    def __init__(self, flags: bool) -> None:
+    def __init__(self, flags: bool, files: dict[str, str] | None = None) -> None:
         self.flags = flags
+        self.files = files
 
     def fail(self, field: str, detail: str) -> typing.NoReturn:
-        raise ConfigError(field, detail, self.flags)
+        raise ConfigError(field, detail, self.flags, self.files)
 
     def finite(self, field: str, x, *, positive: bool = False, nonzero: bool = False, minimum=None) -> float:
         if isinstance(x, torch.Tensor) and x.numel() != 1:
             self.fail(field, f"expected a scalar, got a tensor of shape {tuple(x.shape)}")
-        try:
-            v = _value(x)
-        except (TypeError, ValueError):
+        if isinstance(x, bool) or not isinstance(x, int | float | np.integer | np.floating | torch.Tensor):
             self.fail(field, f"expected a number, got {x!r}")
+        v = _value(x)
         if not math.isfinite(v):
             self.fail(field, f"{v:g} is not a finite number")
         if positive and v <= 0:
@@ -210,11 +218,13 @@ def check_config(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
     samples_per_chunk: int | None = None,
+    files: dict[str, str] | None = None,
 ) -> None:
-    """Refuse an invalid configuration (ConfigError naming the field, or with `flags` the C flag)."""
+    """Refuse an invalid configuration (ConfigError naming the field, or with `flags` the C flag; `files` maps
+    fields read from a file to its name, for the message)."""
     if not isinstance(cfg, SimulationConfig):
         raise ConfigError("config", f"expected a SimulationConfig, got {type(cfg).__name__}", flags)
-    ck = _Checker(flags)
+    ck = _Checker(flags, files)
     if dtype not in (torch.float32, torch.float64):
         ck.fail("dtype", f"expected torch.float32 or torch.float64, got {dtype!r}")
     try:
@@ -372,8 +382,13 @@ def _check_memory(ck, cfg: SimulationConfig, dtype, device, samples_per_chunk) -
     """Estimate the image and the smallest possible chunk (one pixel with all its samples) before allocating."""
     d, b, c = cfg.detector, cfg.beam, cfg.crystal
     pixels = d.fpixels * d.spixels
-    where = (lambda f: f"flag {FLAGS[f]}") if ck.flags else (lambda f: f"config field {f}")
-    check_allocation(pixels * BYTES_PER_PIXEL, f"the {d.fpixels}x{d.spixels} image", where("detector.fpixels"), device)
+
+    def guard(nbytes: float, what: str, field: str) -> None:
+        problem = allocation_problem(nbytes, what, device)
+        if problem:
+            ck.fail(field, problem)
+
+    guard(pixels * BYTES_PER_PIXEL, f"the {d.fpixels}x{d.spixels} image", "detector.fpixels")
     if b.sources is not None:
         sources = len(b.sources)
     else:
@@ -390,22 +405,22 @@ def _check_memory(ck, cfg: SimulationConfig, dtype, device, samples_per_chunk) -
     oversample = d.oversample or _recommended_oversample(cfg)
     factors = {
         "detector.oversample": oversample * oversample,
-        "beam.dispsteps" if b.sources is None else "beam.sources": sources,
+        "beam.hdivsteps/vdivsteps/dispsteps" if b.sources is None else "beam.sources": sources,
         "crystal.phisteps": phisteps,
         "crystal.mosaic_domains": domains,
         "detector.thicksteps": layers,
     }
     per_pixel = math.prod(factors.values())
     largest = max(factors, key=lambda k: factors[k])
-    check_allocation(
+    auto = "" if d.oversample or largest != "detector.oversample" else " (the C's automatic oversampling)"
+    guard(
         per_pixel * BYTES_PER_SAMPLE,
-        f"one pixel of {per_pixel:.3g} samples ({oversample}x{oversample} sub-pixels, {sources} sources, "
+        f"one pixel of {per_pixel:.3g} samples ({oversample}x{oversample} sub-pixels{auto}, {sources} sources, "
         f"{phisteps} phi steps, {domains} mosaic domains, {layers} layers)",
-        where(largest) + ("" if d.oversample or largest != "detector.oversample" else " (auto from -N/-cell)"),
-        device,
+        largest,
     )
     if samples_per_chunk is not None:
-        check_allocation(samples_per_chunk * BYTES_PER_SAMPLE, "a chunk", where("samples_per_chunk"), device)
+        guard(samples_per_chunk * BYTES_PER_SAMPLE, f"a chunk of {samples_per_chunk} samples", "samples_per_chunk")
 
 
 def _recommended_oversample(cfg: SimulationConfig) -> int:
