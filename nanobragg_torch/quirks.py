@@ -223,7 +223,8 @@ INVALID_VALUES_C_RULES = Quirk(
     "-phisteps 0, -mosaic_domains 0, -oversample 0 or negative, -hdivsteps/-vdivsteps/-dispsteps 0 select the "
     "automatic count; -osc/-mosaic/-dispersion/-detector_thick/-xtalsize negative mean 'not given'; N <= 1 on an "
     "axis (also 0 and negative) renders one cell on it (no sincg); a negative -lambda or -distance gives the same "
-    "image as its magnitude; a 0 cell angle is 90 degrees; -exposure 0 ignores -flux; -detpixels 0 keeps the default detector size.",
+    "image as its magnitude; a 0 cell angle is 90 degrees; -exposure 0 ignores -flux; -detpixels 0 keeps the "
+    "default detector size.",
     "An invalid value silently renders something else than was asked for.",
     "Same as the C (validation.check_config accepts these values; beam/crystal/detector apply the C's rule).",
     "Same as the C.",
