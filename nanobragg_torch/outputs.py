@@ -220,8 +220,11 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
         print(line)
     image = result.image.detach().to("cpu", torch.float32).numpy()
     bad = int(np.count_nonzero(~np.isfinite(image)))
-    if bad:  # validation refuses what the C renders as NaN; this guards what it may have missed
-        raise InputError(f"the render has {bad} non-finite pixels; no output written")
+    if bad:  # validation refuses what the C renders as NaN; this catches overflow of the render dtype
+        raise InputError(
+            f"the render has {bad} non-finite pixels (a value overflows {options.dtype}: check the magnitudes "
+            "given, or use -dtype float64); no output written"
+        )
     d = cfg.detector
     if result.trace is not None:
         trace = pixel_trace(result)

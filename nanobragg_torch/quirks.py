@@ -236,7 +236,9 @@ INVALID_VALUES_REFUSED = Quirk(
     "invalid-values-refused",
     "The C renders NaN or all-zero images (exit 0) for: -lambda 0 or -energy 0, -distance 0, -pixel 0, a cell "
     "whose angles make it flat (e.g. gamma 180), -flux with -beamsize 0, -fluence 0, a zero -beam_vector, a "
-    "zero detector or spindle axis, a singular or overflowing -mat, NaN/inf flag values (its atof takes them), "
+    "zero detector or spindle axis, a detector edge-on to the beam (-twotheta 90) or more than 1e12 pixels "
+    "away, an angle beyond 1e6 radians, a singular or overflowing -mat, NaN/inf flag values (its atof takes "
+    "them), "
     "a -cell value with a "
     "leading '-' (the C stops reading the cell there and keeps the previous one), "
     "an inf/nan or zero-wavelength line in -sourcefile, a non-finite F in Fdump.bin or -hkl. It allocates "
@@ -246,7 +248,8 @@ INVALID_VALUES_REFUSED = Quirk(
     "ValueError subclass validation.ConfigError naming the config field (API). Renders, HKL/Fdump grids that "
     "would not fit in memory (validation.memory_budget, env NB_MEMORY_LIMIT) are refused with their size. A "
     "UTF-8 byte-order mark at the start of a text input is skipped (the C would misread the first value).",
-    "Same as the default (refused).",
+    "Same as the default (refused). What still overflows the render dtype (e.g. -fluence 1e300 in float32) "
+    "is refused after rendering: exit 2, 'the render has N non-finite pixels', nothing written.",
     "validation.check_config, cflags.walk, io.textcolumns.read_text_columns(finite), io.fdump.read_fdump",
     (),
     False,

@@ -26,7 +26,7 @@ FLAGS: dict[str, str] = {
     "detector.fpixels": "-detpixels",
     "detector.spixels": "-detpixels",
     "detector.pixel_size": "-pixel",
-    "detector.distance": "-distance",
+    "detector.distance": "-distance/-close_distance",
     "detector.close_distance": "-close_distance",
     "detector.Xbeam": "-Xbeam",
     "detector.Ybeam": "-Ybeam",
@@ -52,6 +52,7 @@ FLAGS: dict[str, str] = {
     "detector.mask": "-mask",
     "detector.convention": "-convention",
     "detector.pivot": "-pivot",
+    "detector.orientation": "-twotheta/-detector_rotx/-detector_roty/-detector_rotz/-odet_vector/-beam_vector",
     "beam.wavelength": "-lambda/-energy",
     "beam.fluence": "-fluence/-flux/-exposure/-beamsize",
     "beam.beam_vector": "-beam_vector",
@@ -156,6 +157,15 @@ def _value(x) -> float:
     return scalar_value(x)
 
 
+# angles (radians): beyond MAX_ANGLE a float32 render cannot tell one degree from the next
+ANGLES = frozenset(
+    {"detector.rotx", "detector.roty", "detector.rotz", "detector.twotheta", "crystal.phi0", "crystal.osc",
+     "crystal.phistep", "crystal.mosaic_spread", "crystal.misset", "beam.hdivrange", "beam.vdivrange",
+     "beam.hdivstep", "beam.vdivstep"}
+)
+MAX_ANGLE = 1e6
+
+
 class _Checker:
     def __init__(self, flags: bool, files: dict[str, str] | None = None) -> None:
         self.flags = flags
@@ -165,6 +175,12 @@ class _Checker:
         raise ConfigError(field, detail, self.flags, self.files)
 
     def finite(self, field: str, x, *, positive: bool = False, nonzero: bool = False, minimum=None) -> float:
+        v = self._finite(field, x, positive=positive, nonzero=nonzero, minimum=minimum)
+        if field in ANGLES and abs(v) > MAX_ANGLE:
+            self.fail(field, f"{v:g} radians is beyond {MAX_ANGLE:g} (float32 cannot resolve a degree there)")
+        return v
+
+    def _finite(self, field: str, x, *, positive: bool, nonzero: bool, minimum) -> float:
         if isinstance(x, torch.Tensor) and x.numel() != 1:
             self.fail(field, f"expected a scalar, got a tensor of shape {tuple(x.shape)}")
         if isinstance(x, bool) or not isinstance(x, int | float | np.integer | np.floating | torch.Tensor):
@@ -237,6 +253,7 @@ def check_config(
     _check_beam(ck, cfg.beam)
     _check_crystal(ck, cfg.crystal)
     check_chunk(samples_per_chunk, flags)
+    _check_geometry(ck, cfg)
     _check_memory(ck, cfg, dtype, device, samples_per_chunk)
 
 
@@ -337,7 +354,8 @@ def _check_crystal(ck: _Checker, c: CrystalConfig) -> None:
             ck.fail("crystal.reciprocal_matrix", f"is singular (determinant {det:g})")
         # the real-space axes are the columns of the inverse, in Angstrom / lambda units: far outside
         # (1e-6, 1e12) they overflow or vanish in the render's float32 squares
-        lengths = np.linalg.norm(real, axis=0)
+        with np.errstate(all="ignore"):
+            lengths = np.linalg.norm(real, axis=0)
         if not ((lengths > 1e-6) & (lengths < 1e12)).all():
             axes = " ".join(f"{x:g}" for x in lengths)
             ck.fail("crystal.reciprocal_matrix", f"gives cell axes of {axes} Angstrom/lambda (out of range)")
@@ -365,6 +383,26 @@ def _check_crystal(ck: _Checker, c: CrystalConfig) -> None:
             bad = np.argwhere(~np.isfinite(grid))[0]
             hkl = (bad[0] + sf.h_min, bad[1] + sf.k_min, bad[2] + sf.l_min)
             ck.fail("crystal.structure_factors", f"F of h k l {hkl[0]} {hkl[1]} {hkl[2]} is not finite")
+
+
+# a detector farther than this many pixels from the sample: its solid angles underflow float32
+MAX_DISTANCE_IN_PIXELS = 1e12
+
+
+def _check_geometry(ck: _Checker, cfg: SimulationConfig) -> None:
+    """The resolved detector (float64, as the set-up runs): finite, not edge-on to the beam, not so far away
+    that the solid angle of a pixel underflows."""
+    from .detector import resolve_geometry
+
+    with torch.no_grad():
+        g = resolve_geometry(cfg, torch.float64, torch.device("cpu"))
+        parts = (g.pix0, g.fdet, g.sdet, g.odet, g.beam, g.distance)
+        if not all(bool(torch.isfinite(v).all()) for v in parts):
+            ck.fail("detector.orientation", "the detector position or axes are not finite")
+        if abs(float(torch.dot(g.beam, g.odet))) < 1e-9:
+            ck.fail("detector.orientation", "the detector is edge-on to the beam (its plane contains the beam)")
+        if abs(float(g.distance)) > MAX_DISTANCE_IN_PIXELS * float(g.pixel_size):
+            ck.fail("detector.distance", f"more than {MAX_DISTANCE_IN_PIXELS:g} pixels from the sample")
 
 
 def _count_steps(steps, rng, step) -> int:
@@ -432,7 +470,8 @@ def _recommended_oversample(cfg: SimulationConfig) -> int:
         m = c.reciprocal_matrix
         arr = np.asarray(m.detach().cpu() if isinstance(m, torch.Tensor) else m, dtype=np.float64)
         lam = abs(scalar_value(cfg.beam.wavelength))
-        lengths = list(np.linalg.norm(np.linalg.inv(arr), axis=0) * lam)  # Angstrom*lambda/lambda -> metres
+        with np.errstate(all="ignore"):
+            lengths = list(np.linalg.norm(np.linalg.inv(arr), axis=0) * lam)  # Angstrom*lambda/lambda -> metres
     sizes = (c.sample_x, c.sample_y, c.sample_z)
     xtal = max(
         (s if s > 0 else abs(length) * max(1.0, abs(scalar_value(n))))
@@ -440,6 +479,7 @@ def _recommended_oversample(cfg: SimulationConfig) -> int:
     )
     d = cfg.detector
     recip = abs(scalar_value(cfg.beam.wavelength) * scalar_value(d.distance) / scalar_value(d.pixel_size))
-    if recip == 0 or not math.isfinite(xtal / recip):
-        return 1
-    return max(1, math.ceil(3.0 * xtal / recip))
+    ratio = 3.0 * xtal / recip if recip else math.inf
+    if not math.isfinite(ratio) or ratio > 1e9:  # an estimate only: enough to refuse such a render
+        return 10**9
+    return max(1, math.ceil(ratio))
