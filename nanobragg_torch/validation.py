@@ -95,7 +95,7 @@ FLAGS: dict[str, str] = {
     "beam.hdivsteps/vdivsteps/dispsteps": "-divsteps/-hdivsteps/-vdivsteps/-dispsteps",
 }
 
-# bytes a render holds per sample of its largest chunk (about 30 live float64 work tensors, measured bound)
+# bytes a render holds per sample of a chunk: an upper estimate (about 30 live float64 work tensors)
 BYTES_PER_SAMPLE = 256
 # bytes per image pixel: the image, its statistics copies and the pixel order (float64 upper bound)
 BYTES_PER_PIXEL = 48
@@ -312,7 +312,8 @@ def _check_beam(ck: _Checker, b: BeamConfig) -> None:
             ck.integer(f"beam.{name}", getattr(b, name), 1)
     ck.finite("beam.water_size", b.water_size, minimum=0.0)
     if b.sources is not None:
-        rows = np.asarray(b.sources, dtype=np.float64)
+        src = b.sources
+        rows = np.asarray(src.detach().cpu() if isinstance(src, torch.Tensor) else src, dtype=np.float64)
         if rows.ndim != 2 or rows.shape[1] != 5 or rows.shape[0] == 0:
             ck.fail("beam.sources", f"expected rows of X Y Z I lambda, got shape {rows.shape}")
         if np.isinf(rows).any():  # NaN means "the default" (a short line); infinity is no value at all
