@@ -30,7 +30,7 @@ BEAM_STEPS = StepRule(default_range=1.0, range_only_divisor=1.0, count_minus_one
 
 def _step_tensor(user_step, user_range, st: Steps, step: float, dtype, device) -> Tensor:
     """Step as a tensor; derived from a user range tensor (step = range/divisor) so gradients reach it."""
-    if user_step is not None and step > 0.0:
+    if user_step is not None and scalar_value(user_step) > 0.0:  # a step <= 0 is the C's "auto" (step = range)
         return torch.as_tensor(user_step, dtype=dtype, device=device)
     if isinstance(user_range, torch.Tensor) and st.divisor is not None and step > 0.0:
         return user_range.to(dtype=dtype, device=device) / st.divisor

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
+
 from .config import DEFAULT_FLUENCE, RTD
 from .errors import InputError
 from .flagtable import ARITY, C_FLAGS, OWN_FLAGS
@@ -28,8 +30,12 @@ def _is_float(tok: str) -> bool:
     return bool(_FLOAT.match(tok))
 
 
-def validate(argv: list[str]) -> None:
-    """Reject unknown flags, missing or malformed values: one-line InputError naming the flag."""
+def walk(argv: list[str]) -> list[tuple[int, str, list[str]]]:
+    """argv by arity: (position, flag, values) for every flag; a token is a flag only at a flag position.
+
+    Rejects unknown flags, missing and malformed values, and NaN/infinite numbers (the C's atof takes them and
+    renders NaN or zeros; see quirks NON_FINITE_VALUES): one-line InputError naming the flag."""
+    out: list[tuple[int, str, list[str]]] = []
     i = 0
     n = len(argv)
     while i < n:
@@ -45,35 +51,56 @@ def validate(argv: list[str]) -> None:
                 vals.append(argv[i + 1 + len(vals)])
             if not vals:
                 raise InputError(f"flag {flag}: expected 1 to 6 numbers (a b c alpha beta gamma)")
-            i += 1 + len(vals)
-            continue
-        if kind == "misset":
-            if i + 1 < n and argv[i + 1].startswith("rand"):
-                i += 2
-                continue
+            if any(x.startswith("-") for x in vals):  # the C stops reading the cell at a '-' and ignores the rest
+                raise InputError(f"flag {flag}: cell lengths and angles must be positive, got {' '.join(vals)}")
+        elif kind == "misset" and i + 1 < n and argv[i + 1].startswith("rand"):
+            vals = [argv[i + 1]]
+        elif kind == "misset":
             vals = argv[i + 1 : i + 4]
             if len(vals) < 3 or not all(_is_float(v) for v in vals):
                 raise InputError(f"flag {flag}: expected three angles in degrees or 'random'")
-            i += 4
-            continue
-        arity = ARITY[kind]
-        vals = argv[i + 1 : i + 1 + arity]
-        if len(vals) < arity:
-            raise InputError(f"flag {flag}: missing value ({arity} expected)")
-        for v in vals:
-            if kind in ("f", "F3") and not _is_float(v):
-                raise InputError(f"flag {flag}: expected a number, got {v!r}")
-            if kind in ("i", "I2", "I4") and not _INT.match(v):
-                raise InputError(f"flag {flag}: expected an integer, got {v!r}")
-        if kind == "abs" and not (_is_float(vals[0]) or "inf" in vals[0]):
-            raise InputError(
-                f"flag {flag}: expected an attenuation depth in microns or 'inf', got {vals[0]!r}"
-            )
-        if kind == "pivot" and vals[0] not in ("sample", "beam"):
-            raise InputError(f"flag {flag}: expected 'sample' or 'beam', got {vals[0]!r}")
-        if kind == "dtype" and vals[0] not in ("float32", "float64"):
-            raise InputError(f"flag {flag}: expected float32 or float64, got {vals[0]!r}")
-        i += 1 + arity
+        else:
+            arity = ARITY[kind]
+            vals = argv[i + 1 : i + 1 + arity]
+            if len(vals) < arity:
+                raise InputError(f"flag {flag}: missing value ({arity} expected)")
+            _check_values(flag, kind, vals)
+        if kind in ("f", "F3", "cell", "misset") and not (kind == "misset" and vals[0].startswith("rand")):
+            for v in vals:
+                if not math.isfinite(float(v)):
+                    raise InputError(f"flag {flag}: {v!r} is not a finite number")
+        out.append((i, flag, list(vals)))
+        i += 1 + len(vals)
+    return out
+
+
+def _check_values(flag: str, kind: str, vals: list[str]) -> None:
+    for v in vals:
+        if kind in ("f", "F3") and not _is_float(v):
+            raise InputError(f"flag {flag}: expected a number, got {v!r}")
+        if kind in ("i", "I2", "I4") and not _INT.match(v):
+            raise InputError(f"flag {flag}: expected an integer, got {v!r}")
+    if kind == "abs" and not (_is_float(vals[0]) or "inf" in vals[0]):
+        raise InputError(f"flag {flag}: expected an attenuation depth in microns or 'inf', got {vals[0]!r}")
+    if kind == "abs" and _is_float(vals[0]) and math.isnan(float(vals[0])):
+        raise InputError(f"flag {flag}: {vals[0]!r} is not a number")
+    if kind == "pivot" and vals[0] not in ("sample", "beam"):
+        raise InputError(f"flag {flag}: expected 'sample' or 'beam', got {vals[0]!r}")
+    if kind == "dtype" and vals[0] not in ("float32", "float64"):
+        raise InputError(f"flag {flag}: expected float32 or float64, got {vals[0]!r}")
+    if kind == "s" and vals[0] == "":
+        raise InputError(f"flag {flag}: empty value")
+
+
+def validate(argv: list[str]) -> None:
+    """Reject unknown flags, missing or malformed values: one-line InputError naming the flag."""
+    walk(argv)
+
+
+def c_divide(a: float, b: float) -> float:
+    """a / b with IEEE rules, as C doubles divide (x / 0 is +-inf, 0 / 0 NaN) instead of ZeroDivisionError."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(a) / np.float64(b))
 
 
 def c_atoi(tok: str) -> int:
@@ -355,7 +382,7 @@ def c_option_loop(argv: list[str], v: dict) -> None:
         if (has("-lambda") or has("-wave")) and more:
             v["lambda0"] = f(i + 1) / 1.0e10
         if has("-energy") and more:
-            v["lambda0"] = (12398.42 / f(i + 1)) / 1.0e10
+            v["lambda0"] = c_divide(12398.42, f(i + 1)) / 1.0e10
         for key in ("fluence", "flux", "exposure"):
             if has("-" + key) and more:
                 v[key] = f(i + 1)
@@ -488,40 +515,32 @@ def own_options(argv: list[str]) -> dict:
         "chunk": None,
         "outdir": None,
     }
-    i = 0
-    while i < len(argv):
-        a = argv[i]
+    for _, a, vals in walk(argv):
         if a == "-dtype":
-            o["dtype"] = argv[i + 1]
+            o["dtype"] = vals[0]
         elif a == "-device":
-            o["device"] = argv[i + 1]
+            o["device"] = vals[0]
         elif a == "-trace_pixel":
-            o["trace_pixel"] = (int(argv[i + 1]), int(argv[i + 2]))
+            o["trace_pixel"] = (int(vals[0]), int(vals[1]))
         elif a in ("-c_compat", "--c-compat"):
             o["c_compat"] = True
         elif a == "-pix0_override":
             o["pix0_override"] = True
         elif a == "-pngfile":
-            o["pngfile"] = argv[i + 1]
+            o["pngfile"] = vals[0]
         elif a == "-outdir":
-            o["outdir"] = argv[i + 1]
+            o["outdir"] = vals[0]
         elif a == "-demo":
             o["demo"] = True
         elif a == "-chunk":
-            o["chunk"] = int(argv[i + 1])
-        i += 1
+            o["chunk"] = int(vals[0])
     return o
 
 
 def strip_own_flags(argv: list[str]) -> list[str]:
     """argv without our own flags and their values (the C never sees them)."""
-    out = []
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a in OWN_FLAGS:
-            i += 1 + ARITY.get(OWN_FLAGS[a], 0)
-            continue
-        out.append(a)
-        i += 1
+    out: list[str] = []
+    for i, a, vals in walk(argv):
+        if a not in OWN_FLAGS:
+            out += argv[i : i + 1 + len(vals)]
     return out

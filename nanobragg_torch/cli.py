@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 import time
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from . import quirks
-from .cflags import c_defaults, c_option_loop, own_options, strip_own_flags, validate
+from .cflags import c_defaults, c_divide, c_option_loop, own_options, strip_own_flags, validate
 from .config import (
     BeamConfig,
     CrystalConfig,
@@ -34,7 +35,8 @@ from .io.mosflm import read_mosflm_matrix
 from .io.smv import read_smv, smv_value
 from .io.textcolumns import read_text_columns
 from .options import RunOptions
-from .outputs import run
+from .outputs import Terminated, run, signals_as_exceptions
+from .validation import check_config
 
 DEMO_ARGS = [
     "-cell",
@@ -80,7 +82,10 @@ def _header_values(path: str, for_mask: bool, v: dict) -> np.ndarray:
     v["fpixels"], v["spixels"] = image.shape[1], image.shape[0]
 
     def val(key):
-        return smv_value(text, key)
+        x = smv_value(text, key)
+        if math.isinf(x) or (x <= 0 and key in ("PIXEL_SIZE", "WAVELENGTH")) or (x == 0 and "DISTANCE" in key):
+            raise InputError(f"{path}: header {key}={x:g} is not a usable value (the C renders NaN or zeros)")
+        return x
 
     x = val("PIXEL_SIZE")
     if not math.isnan(x):
@@ -145,12 +150,21 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     c_compat = own["c_compat"]
     notes: list[str] = []
     detector = detector_config(v, argv, c_compat, own["pix0_override"], notes)
-    crystal, dumpfile = crystal_config(v, argv, c_compat, cwd, notes)
+    crystal, dumpfile, dump_read = crystal_config(v, argv, c_compat, cwd, notes)
     cfg = SimulationConfig(
         detector=detector, beam=beam_config(v), crystal=crystal, c_compat=c_compat,
         pix0_override=own["pix0_override"],
     )
-    return cfg, run_options(v, own, cfg, dumpfile, notes)
+    files = {  # config fields read from files: refusals name the file (validation.py)
+        "crystal.reciprocal_matrix": v["matfilename"],
+        "beam.sources": v["sourcefilename"],
+        "crystal.structure_factors": v["hklfilename"] or dump_read,
+    }
+    dtype = torch.float64 if own["dtype"] == "float64" else torch.float32
+    check_config(cfg, flags=True, dtype=dtype, device=own["device"], samples_per_chunk=own["chunk"], files=files)
+    inputs = tuple(v[k] for k in ("hklfilename", "matfilename", "sourcefilename", "imginfilename", "maskfilename",
+                                  "stolfilename") if v.get(k)) + ((dump_read,) if dump_read else ())
+    return cfg, run_options(v, own, cfg, dumpfile, notes, inputs)
 
 
 def _given(x, ok=lambda x: x >= 0):
@@ -182,16 +196,8 @@ def detector_config(v: dict, argv: list[str], c_compat: bool, pix0_override: boo
     if fpixels <= 0 or spixels <= 0:
         raise InputError(f"flags -detpixels/-detsize: the detector has no pixels ({fpixels} x {spixels})")
     _check_size_conflicts(argv, pixel, fpixels, spixels)
-    roi = v["roi"]
-    if roi is not None:
-        xmin, xmax, ymin, ymax = roi
-        if xmin > xmax or ymin > ymax or xmax < 0 or ymax < 0 or xmin >= fpixels or ymin >= spixels:
-            raise InputError(
-                f"flag -roi: {xmin} {xmax} {ymin} {ymax} selects no pixel of a {fpixels}x{spixels} detector"
-            )
+    roi = v["roi"]  # -roi and -mask are checked against the detector in validation.py
     mask = v["mask"]
-    if mask is not None and mask.shape != (spixels, fpixels):
-        raise InputError(f"flag -mask: mask is {mask.shape[1]}x{mask.shape[0]}, detector is {fpixels}x{spixels}")
     pix0 = v["pix0_vector"]
     if pix0 is not None:
         pix0 = tuple(x / 1000.0 for x in pix0) if v["pix0_flag"] == "-pix0_vector_mm" else pix0
@@ -238,8 +244,8 @@ def beam_config(v: dict) -> BeamConfig:
     """The beam: wavelength, fluence (from flux when given), polarization, divergence, dispersion, sources."""
     fluence = v["fluence"]
     if v["flux"] != 0.0 and v["exposure"] > 0.0 and v["beamsize"] >= 0:
-        fluence = v["flux"] * v["exposure"] / v["beamsize"] / v["beamsize"]
-    sources = read_text_columns(v["sourcefilename"], 5) if v["sourcefilename"] else None
+        fluence = c_divide(v["flux"] * v["exposure"], v["beamsize"] * v["beamsize"])
+    sources = read_text_columns(v["sourcefilename"], 5, finite=True) if v["sourcefilename"] else None
     if v["sourcefilename"] and (sources is None or len(sources) == 0):
         raise InputError(f"{v['sourcefilename']}: no source lines")
     return BeamConfig(
@@ -264,12 +270,12 @@ def beam_config(v: dict) -> BeamConfig:
 
 
 def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str,
-                   notes: list[str]) -> tuple[CrystalConfig, str | None]:
-    """The crystal (cell or matrix, misset, size, shape, rotation, mosaic, structure factors) and the Fdump file
-    to write (None: none)."""
+                   notes: list[str]) -> tuple[CrystalConfig, str | None, str | None]:
+    """The crystal (cell or matrix, misset, size, shape, rotation, mosaic, structure factors), the Fdump file
+    to write and the Fdump file read (None: none)."""
     # structure factors: -hkl, else (C-compat or -dump given) the Fdump file, else default_F alone
     sf = None
-    dumpfile = None
+    dumpfile = dump_read = None
     if v["hklfilename"] is not None:
         grid, meta = read_hkl_file(v["hklfilename"], default_F=v["default_F"])
         sf = StructureFactors(grid, meta["h_min"], meta["k_min"], meta["l_min"], meta["hkls"])
@@ -279,6 +285,7 @@ def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str,
         dump_path = os.path.join(cwd, v["dumpfilename"]) if not os.path.isabs(v["dumpfilename"]) else v["dumpfilename"]
         if (c_compat or "-dump" in argv) and os.path.exists(dump_path):
             grid, meta = read_fdump(dump_path)
+            dump_read = dump_path
             sf = StructureFactors(grid, meta["h_min"], meta["k_min"], meta["l_min"], 1)
             notes.append(f"reading Fs from {v['dumpfilename']} (no -hkl given)")
         elif v["default_F"] == 0.0:
@@ -332,10 +339,11 @@ def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str,
         interpolate={0: False, 1: True}.get(v["interpolate"]),
         dmin=v["dmin"],
     )
-    return crystal, dumpfile
+    return crystal, dumpfile, dump_read
 
 
-def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None, notes: list[str]) -> RunOptions:
+def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None, notes: list[str],
+                inputs: tuple[str, ...] = ()) -> RunOptions:
     """What to write and print: output paths (default mode: only the files asked for), traces, device."""
     c_compat = cfg.c_compat
     asked = v["asked"]
@@ -366,12 +374,6 @@ def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None,
         )
     if own["trace_pixel"] is not None:
         _check_traced(cfg, "-trace_pixel", *own["trace_pixel"])
-    if own["chunk"] is not None and own["chunk"] <= 0:
-        raise InputError(f"flag -chunk: expected a positive number of samples, got {own['chunk']}")
-    try:
-        torch.device(own["device"])
-    except RuntimeError:
-        raise InputError(f"flag -device: unknown device {own['device']!r} (cpu, cuda, cuda:N)") from None
     if v["stolfilename"] is not None:  # the C reads the table (then never uses it): a bad file still fails
         if len(read_text_columns(v["stolfilename"], 2)) == 0:
             raise InputError(f"{v['stolfilename']}: no data in the -stol file")
@@ -393,6 +395,7 @@ def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None,
         seed=v["seed"] if v["seed"] is not None else int(time.time()),
         chunk=own["chunk"],
         notes=notes,
+        inputs=inputs,
     )
 
 
@@ -443,13 +446,18 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text())
         return 0
     try:
-        cfg, options = config_from_flags(argv)
-        run(cfg, options)
+        with signals_as_exceptions():
+            cfg, options = config_from_flags(argv)
+            run(cfg, options)
+    except (KeyboardInterrupt, Terminated) as exc:
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        print(f"nanobragg: interrupted by {signal.Signals(signum).name}; no output written", file=sys.stderr)
+        return 128 + signum
     except InputError as exc:
         print(f"nanobragg: error: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
-        print(f"nanobragg: error: {exc.filename}: no such file", file=sys.stderr)
+    except OSError as exc:  # a file the readers and writers did not name themselves
+        print(f"nanobragg: error: {exc.filename or 'file'}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     return 0
 

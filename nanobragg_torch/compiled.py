@@ -11,13 +11,18 @@
 A variant is (KernelSpec, which sample axes have length 1, dtype, device type): the sample counts and the
 image size are dynamic, so one package serves every chunk and every image of that variant. Packages live in
 `cache_dir()` (env NB_KERNEL_CACHE, else ~/.cache/nanobragg_torch/kernels), in a folder named after the torch
-version and a hash of the kernel's sources, so an edited kernel never loads a stale package.
+version and a hash of the kernel's sources: every module the kernel's code reaches, found by walking the
+imports (`kernel_modules`), so an edited helper never loads a stale package. Each package has a record
+(NAME.json: variant, source hash, torch version, the package's sha256) checked before it is loaded: a package
+of another variant, or damaged, is rebuilt once, never run.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
+import json
 import os
 import tempfile
 import warnings
@@ -39,7 +44,61 @@ _AXES = {
     "cells": {0: "R"},
     "F_table": {0: "F"},
 }
-_SOURCES = ("kernel.py", "lattice.py", "structure_factors.py", "polarization.py", "config.py", "compiled.py")
+_PACKAGE = Path(__file__).resolve().parent
+_ENTRY_MODULES = ("compiled.py", "kernel.py")  # the kernel's code starts here; the rest is found by imports
+
+
+def kernel_modules(root: Path = _PACKAGE) -> list[Path]:
+    """Every module of the package (under `root`) that the kernel's code reaches, by walking the imports of
+    compiled.py and kernel.py transitively (relative and absolute imports of the package, and the __init__ of
+    a subpackage they enter; stdlib and torch are covered by the torch version in the key; the package's own
+    __init__ only re-exports the API)."""
+    seen: set[Path] = set()
+    todo = [root / name for name in _ENTRY_MODULES]
+    while todo:
+        path = todo.pop()
+        if path in seen or not path.exists():
+            continue
+        seen.add(path)
+        package = path.parent
+        for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package
+                    for _ in range(node.level - 1):
+                        base = base.parent
+                    parts = node.module.split(".") if node.module else []
+                elif node.module and node.module.split(".")[0] == root.name:
+                    base, parts = root, node.module.split(".")[1:]
+                else:
+                    continue
+                target = base.joinpath(*parts)
+                todo += [_module_file(target)] + [_module_file(target / alias.name) for alias in node.names]
+                todo += [d / "__init__.py" for d in target.parents if d != root and root in d.parents]
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    parts = alias.name.split(".")
+                    if parts[0] == root.name:
+                        target = root.joinpath(*parts[1:])
+                        todo.append(_module_file(target))
+                        todo += [d / "__init__.py" for d in target.parents if d != root and root in d.parents]
+    return sorted(seen)
+
+
+def _module_file(target: Path) -> Path:
+    return target / "__init__.py" if target.is_dir() else target.with_suffix(".py")
+
+
+def source_digest(root: Path = _PACKAGE) -> str:
+    """sha256 (12 hex digits) over the path and bytes of every module in `kernel_modules(root)`."""
+    digest = hashlib.sha256()
+    for path in kernel_modules(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+_DIGEST = functools.cache(source_digest)  # sources do not change under a running process
 
 
 def cache_dir() -> Path:
@@ -49,16 +108,7 @@ def cache_dir() -> Path:
         base = Path(root)
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nanobragg_torch" / "kernels"
-    return base / f"torch-{torch.__version__}-{_source_digest(_SOURCES)}"
-
-
-@functools.cache
-def _source_digest(names: tuple[str, ...]) -> str:
-    here = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for name in names:
-        digest.update((here / name).read_bytes())
-    return digest.hexdigest()[:12]
+    return base / f"torch-{torch.__version__}-{_DIGEST()}"
 
 
 _LOADED: dict[Path, object] = {}  # packages loaded by this process
@@ -80,9 +130,38 @@ def _unit_axes(inputs: KernelInputs) -> str:
     return "".join(name for name, unit in seen.items() if unit) or "none"
 
 
-def package_path(spec: KernelSpec, inputs: KernelInputs) -> Path:
+def variant(spec: KernelSpec, inputs: KernelInputs) -> str:
+    """The variant a package is built for: spec, unit sample axes, dtype, device type."""
     dtype = str(inputs.pixel_size.dtype).replace("torch.", "")
-    return cache_dir() / f"{spec.key}-unit_{_unit_axes(inputs)}-{dtype}-{inputs.pixel_size.device.type}.pt2"
+    return f"{spec.key}-unit_{_unit_axes(inputs)}-{dtype}-{inputs.pixel_size.device.type}"
+
+
+def package_path(spec: KernelSpec, inputs: KernelInputs) -> Path:
+    return cache_dir() / f"{variant(spec, inputs)}.pt2"
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _record(path: Path, name: str) -> dict:
+    """What a package records about itself: its variant, the sources and torch it was built from, its bytes."""
+    return {
+        "variant": name,
+        "sources": _DIGEST(),
+        "torch": torch.__version__,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+
+
+def package_matches(path: Path, name: str) -> bool:
+    """True when the package at `path` records variant `name`, this source digest and torch, and its bytes are
+    the ones recorded (a package copied or renamed from another variant, or damaged, does not match)."""
+    try:
+        recorded = json.loads(_record_path(path).read_text())
+        return path.exists() and recorded == _record(path, name)
+    except (OSError, ValueError):
+        return False
 
 
 class _Module(torch.nn.Module):
@@ -119,10 +198,14 @@ def build_package(spec: KernelSpec, inputs: KernelInputs, flat_idx: Tensor, path
             )
             torch._inductor.aoti_compile_and_package(program, package_path=tmp)
         os.chmod(tmp, 0o644)
+        record = _record(Path(tmp), variant(spec, inputs))
+        Path(tmp + ".json").write_text(json.dumps(record))
+        os.replace(tmp + ".json", _record_path(path))
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, tmp + ".json"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
 
 
 class KernelRunner:
@@ -159,11 +242,8 @@ class KernelRunner:
         if n < 2:  # the package is compiled for chunks of two or more pixels
             flat_idx = flat_idx.repeat(2)  # contiguous: the package assumes the strides it was built with
         if self._aot is None:
-            path = package_path(self.spec, self.inputs)
             try:
-                if not path.exists():
-                    build_package(self.spec, self.inputs, flat_idx, path)
-                self._aot = load_package(path)
+                self._aot = self._load_or_build(flat_idx)
             except Exception as exc:  # no C++ compiler, unsupported platform...: the same kernel, eager
                 _fall_back(self, exc)
                 return pixel_kernel(self.spec, self.inputs, flat_idx[:n])
@@ -171,6 +251,21 @@ class KernelRunner:
         if n < 2:
             return value[:n], omega_sum / 2
         return value, omega_sum
+
+
+    def _load_or_build(self, flat_idx: Tensor):
+        """The variant's package: loaded when it records this variant and these sources, else (missing, another
+        variant's, damaged, or failing to load) rebuilt once; never run unchecked."""
+        path = package_path(self.spec, self.inputs)
+        if package_matches(path, variant(self.spec, self.inputs)):
+            try:
+                return load_package(path)
+            except Exception as exc:  # damaged in a way the record cannot see: rebuilt below
+                warnings.warn(f"kernel package {path.name} failed to load ({exc}); rebuilding", RuntimeWarning,
+                              stacklevel=4)
+        _LOADED.pop(path, None)
+        build_package(self.spec, self.inputs, flat_idx, path)
+        return load_package(path)
 
 
 def _fall_back(runner: KernelRunner, exc: Exception) -> None:

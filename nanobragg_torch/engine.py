@@ -30,6 +30,7 @@ from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, r
 from .detector import Geometry, Layers, resolve_geometry, resolve_layers
 from .kernel import KernelInputs, KernelSpec
 from .structure_factors import FGrid, wide_index
+from .validation import check_chunk, check_config
 from .vectors import norm
 
 Tensor = torch.Tensor
@@ -96,6 +97,7 @@ def build_plan(
     """Resolve the configuration for rendering. `compile`: run the fused kernel compiled (compiled.py; None:
     when its package is already cached or the render has more than COMPILE_THRESHOLD samples; env NB_COMPILE=0/1
     overrides)."""
+    check_config(cfg, dtype=dtype, device=device, samples_per_chunk=samples_per_chunk)  # validation.py
     device = torch.device(device)
 
     def t(x):
@@ -392,6 +394,7 @@ def render(
 
     With gradients enabled each chunk is checkpointed: its intermediates are recomputed in backward, so the
     backward pass is memory-bounded like the forward pass."""
+    check_chunk(samples_per_chunk)
     cfg = plan.cfg
     d = cfg.detector
     order = plan.pixel_order

@@ -27,3 +27,4 @@ class RunOptions:
     seed: int
     chunk: int | None
     notes: list[str]
+    inputs: tuple[str, ...] = ()  # files read (an output may not overwrite one)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,6 +15,7 @@ from .config import RTD, SimulationConfig, scalar_value
 from .engine import RenderResult, build_plan, render
 from .errors import InputError
 from .images import format_statistics_lines, image_statistics, int_image, intfile_scale_rule, pgm_image
+from .io.atomic import OutputGroup, output_group, sweep_stale_temporaries
 from .io.fdump import write_fdump
 from .io.floatimage import write_float_image
 from .io.pgm import write_pgm
@@ -107,40 +112,102 @@ def output_paths(options: RunOptions) -> list[str]:
             options.noisefile,
             options.dumpfile,
         )
-        if p
+        if p is not None
     ]
 
 
+# room a temporary name takes beyond the output's own name (atomic_write: ".NAME.PID.XXXXXXXX.nbtmp")
+_TEMP_NAME_EXTRA = 40
+
+
 def check_output_paths(options: RunOptions) -> None:
-    """Refuse, before rendering, any output path that cannot be written (a folder, an unwritable folder)."""
+    """Refuse, before rendering, outputs that cannot be written or would clobber: an empty name, a folder, a
+    parent that is a file or unwritable, a name too long, the same file twice, an output that is an input."""
+    seen: dict[str, str] = {}
+    inputs = {os.path.realpath(p): p for p in options.inputs}
     for path in output_paths(options):
-        folder = os.path.dirname(os.path.abspath(path))
-        if os.path.isdir(path):
+        if path == "":
+            raise InputError("output: empty file name")
+        if os.path.isdir(path) or path.endswith(os.sep):
             raise InputError(f"output {path}: is a folder")
-        while not os.path.exists(folder):
-            folder = os.path.dirname(folder)
-        if not os.access(folder, os.W_OK):
+        real = os.path.realpath(path)
+        if real in seen:
+            raise InputError(f"output {path}: the same file as output {seen[real]}")
+        seen[real] = path
+        if real in inputs:
+            raise InputError(f"output {path}: would overwrite the input {inputs[real]}")
+        folder = Path(os.path.abspath(path)).parent
+        while not folder.exists() and not folder.is_symlink():
+            folder = folder.parent
+        if not folder.is_dir():
+            raise InputError(f"output {path}: {folder} is not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
             raise InputError(f"output {path}: folder {folder} is not writable")
+        limit = _name_max(folder)
+        if len(os.fsencode(os.path.basename(path))) + _TEMP_NAME_EXTRA > limit:
+            raise InputError(f"output {path}: file name too long (at most {limit - _TEMP_NAME_EXTRA} bytes here)")
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+@contextlib.contextmanager
+def _writing(path: str) -> Iterator[None]:
+    """An OS error while writing `path` (disk full, quota, permissions) as one line naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise InputError(f"output {path}: {exc.strerror or exc}") from exc
 
 
 def run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
-    """Render and write the outputs; on failure no output of this run is left behind."""
+    """Render and write the outputs, all or none: every file goes to a temporary name, all are renamed at the
+    end; on any failure (errors, SIGINT, SIGTERM via `signals_as_exceptions`) the temporaries and the folders
+    made for the outputs are removed."""
     check_output_paths(options)
-    existed = {p for p in output_paths(options) if os.path.exists(p)}
+    for path in output_paths(options):
+        sweep_stale_temporaries(path)
+    with output_group() as group:
+        return _run(cfg, options, group)
+
+
+class Terminated(BaseException):  # noqa: N818 (a signal, like KeyboardInterrupt)
+    """SIGTERM/SIGHUP received: unwinds like KeyboardInterrupt so that clean-up runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def signals_as_exceptions() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Terminated, SIGINT KeyboardInterrupt, while the block runs (a signal the parent
+    set to be ignored, as nohup and background jobs do, stays ignored)."""
+
+    def handler(signum, frame):
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    previous = {
+        sig: signal.signal(sig, handler)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
-        return _run(cfg, options)
-    except BaseException:
-        for path in output_paths(options):
-            if path not in existed and os.path.exists(path):
-                os.remove(path)
-        raise
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
-def _run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
+def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> RenderResult:
     dtype = torch.float64 if options.dtype == "float64" else torch.float32
     device = torch.device(options.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("flag -device: CUDA requested but no CUDA device is available")
     for note in options.notes:
         print(note)
     plan = build_plan(cfg, dtype, device)
@@ -152,6 +219,12 @@ def _run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
     for line in geometry_report(result):
         print(line)
     image = result.image.detach().to("cpu", torch.float32).numpy()
+    bad = int(np.count_nonzero(~np.isfinite(image)))
+    if bad:  # validation refuses what the C renders as NaN; this catches overflow of the render dtype
+        raise InputError(
+            f"the render has {bad} non-finite pixels (a value overflows {options.dtype}: check the magnitudes "
+            "given, or use -dtype float64); no output written"
+        )
     d = cfg.detector
     if result.trace is not None:
         trace = pixel_trace(result)
@@ -164,33 +237,38 @@ def _run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
     print("\n".join(format_statistics_lines(stats)))
     header = smv_header(result)
     if options.floatfile:
-        _mkdir(options.floatfile)
-        write_float_image(options.floatfile, image)
+        with _writing(options.floatfile):
+            group.makedirs(Path(options.floatfile).parent)
+            write_float_image(options.floatfile, image)
         print(f"wrote float image {options.floatfile}")
     int_scale = intfile_scale_rule(options.intfile_scale, stats["max_I"])
     print(format_statistics_lines(stats, intfile_scale=int_scale)[-1])
     if options.intfile:
         ints, _ = int_image(image, int_scale, options.adc_offset, d.roi)
-        _mkdir(options.intfile)
-        write_smv(options.intfile, ints, header, "int", options.c_compat)
+        with _writing(options.intfile):
+            group.makedirs(Path(options.intfile).parent)
+            write_smv(options.intfile, ints, header, "int", options.c_compat)
         print(f"wrote SMV image {options.intfile}")
     if options.pgmfile or options.pngfile:
         pgm, pgm_scale = pgm_image(image, options.pgm_scale, stats["rmsd"], int_scale, d.roi)
         print(format_statistics_lines(stats, pgm_scale=pgm_scale)[-1])
         if options.pgmfile:
-            _mkdir(options.pgmfile)
-            write_pgm(options.pgmfile, pgm, pgm_scale)
+            with _writing(options.pgmfile):
+                group.makedirs(Path(options.pgmfile).parent)
+                write_pgm(options.pgmfile, pgm, pgm_scale)
         if options.pngfile:
-            _mkdir(options.pngfile)
-            write_png(options.pngfile, pgm)
+            with _writing(options.pngfile):
+                group.makedirs(Path(options.pngfile).parent)
+                write_png(options.pngfile, pgm)
             print(f"wrote PNG preview {options.pngfile}")
     if options.noisefile:
         from .noise import noise_image  # numba: imported only when a noise image is wanted (start-up time)
 
         noisy, photons, overloads = noise_image(image, options.seed, options.adc_offset, d.roi)
         print(format_statistics_lines(stats, photons=photons, overloads=overloads)[-1])
-        _mkdir(options.noisefile)
-        write_smv(options.noisefile, noisy, header, "noise", options.c_compat)
+        with _writing(options.noisefile):
+            group.makedirs(Path(options.noisefile).parent)
+            write_smv(options.noisefile, noisy, header, "noise", options.c_compat)
         print(f"wrote noise image {options.noisefile}")
     if options.dumpfile and cfg.crystal.structure_factors is not None:
         sf = cfg.crystal.structure_factors
@@ -207,11 +285,9 @@ def _run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
             l_range=grid.shape[2],
             hkls=sf.hkls,
         )
-        write_fdump(options.dumpfile, grid, meta)
+        with _writing(options.dumpfile):
+            group.makedirs(Path(options.dumpfile).parent)
+            write_fdump(options.dumpfile, grid, meta)
+    with _writing(", ".join(output_paths(options))):
+        group.commit()
     return result
-
-
-def _mkdir(path: str) -> None:
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)

@@ -216,6 +216,45 @@ SMV_LONG_HEADER = Quirk(
     scope="files",
 )
 
+INVALID_VALUES_C_RULES = Quirk(
+    "invalid-values-c-rules",
+    "For several out-of-range values the C quietly applies its auto rule instead: a step of 0 (-hdivstep 0, "
+    "-vdivstep 0) means auto (step = range: -hdivrange 1 -hdivstep 0 puts the sources at -0.5 and +0.5 mrad); "
+    "-phisteps 0, -mosaic_domains 0, -oversample 0 or negative, -hdivsteps/-vdivsteps/-dispsteps 0 select the "
+    "automatic count; -osc/-mosaic/-dispersion/-detector_thick/-xtalsize negative mean 'not given'; N <= 1 on an "
+    "axis (also 0 and negative) renders one cell on it (no sincg); a negative -lambda or -distance gives the same "
+    "image as its magnitude; a 0 cell angle is 90 degrees; -exposure 0 ignores -flux; -detpixels 0 keeps the "
+    "default detector size.",
+    "An invalid value silently renders something else than was asked for.",
+    "Same as the C (validation.check_config accepts these values; beam/crystal/detector apply the C's rule).",
+    "Same as the C.",
+    "validation.check_config, beam._auto_steps, crystal.resolve_phi, crystal.resolve_mosaic",
+    ("div_hstep_zero", "div_vstep_zero"),
+    False,
+)
+INVALID_VALUES_REFUSED = Quirk(
+    "invalid-values-refused",
+    "The C renders NaN or all-zero images (exit 0) for: -lambda 0 or -energy 0, -distance 0, -pixel 0, a cell "
+    "whose angles make it flat (e.g. gamma 180), -flux with -beamsize 0, -fluence 0, a zero -beam_vector, a "
+    "zero detector or spindle axis, a detector edge-on to the beam (-twotheta 90) or more than 1e12 pixels "
+    "away, an angle beyond 1e6 radians, a singular or overflowing -mat, NaN/inf flag values (its atof takes "
+    "them), "
+    "a -cell value with a "
+    "leading '-' (the C stops reading the cell there and keeps the previous one), "
+    "an inf/nan or zero-wavelength line in -sourcefile, a non-finite F in Fdump.bin or -hkl. It allocates "
+    "whatever an index range or a step count asks for.",
+    "Exit 0 with a NaN or empty image hides the mistake; the statistics print max_I = 0.",
+    "Refused before rendering, in both modes: exit 2 with one line naming the flag or file:line (CLI), "
+    "ValueError subclass validation.ConfigError naming the config field (API). Renders, HKL/Fdump grids that "
+    "would not fit in memory (validation.memory_budget, env NB_MEMORY_LIMIT) are refused with their size. A "
+    "UTF-8 byte-order mark at the start of a text input is skipped (the C would misread the first value).",
+    "Same as the default (refused). What still overflows the render dtype (e.g. -fluence 1e300 in float32) "
+    "is refused after rendering: exit 2, 'the render has N non-finite pixels', nothing written.",
+    "validation.check_config, cflags.walk, io.textcolumns.read_text_columns(finite), io.fdump.read_fdump",
+    (),
+    False,
+)
+
 REGISTRY: tuple[Quirk, ...] = (
     PHI0_STALE_ROTATION,
     OVERSAMPLE_RUNNING_SUM,
@@ -233,6 +272,8 @@ REGISTRY: tuple[Quirk, ...] = (
     WATER_DOUBLE_SCALED,
     NOPOLAR_OVERSAMPLE_POLAR,
     SMV_LONG_HEADER,
+    INVALID_VALUES_C_RULES,
+    INVALID_VALUES_REFUSED,
 )
 
 

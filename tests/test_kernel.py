@@ -232,7 +232,7 @@ def test_package_names_follow_variant(monkeypatch, tmp_path):
     paths = [package_path(p.kernel.spec, p.kernel.inputs) for p in (a, b, c, d)]
     assert len({paths[0], paths[1], paths[2]}) == 3 and paths[0] == paths[3]
     assert paths[0].parent.parent == tmp_path
-    monkeypatch.setattr(compiled, "_SOURCES", compiled._SOURCES[:-1])
+    monkeypatch.setattr(compiled, "_DIGEST", lambda: "edited")
     assert package_path(a.kernel.spec, a.kernel.inputs).parent != paths[0].parent
 
 

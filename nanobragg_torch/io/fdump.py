@@ -17,6 +17,7 @@ import numpy as np
 from nanobragg_torch.errors import InputError
 from nanobragg_torch.io.atomic import atomic_write, read_input
 from nanobragg_torch.io.hkl import HKLMeta, hkl_meta_from_bounds
+from nanobragg_torch.validation import check_allocation
 
 _HEADER = re.compile(rb"\s*([-+]?\d+)\s+([-+]?\d+)\s+([-+]?\d+)\s+([-+]?\d+)\s+([-+]?\d+)\s+([-+]?\d+)")
 _C_SPACE = b" \t\n\v\f\r"
@@ -68,6 +69,8 @@ def read_fdump(
     if min(shape) < 1:
         raise InputError(f"{name}:1: index ranges must be positive, got {shape}")
     meta["hkls"] = shape[0] * shape[1] * shape[2]
+    count = (shape[0] + 1) * (shape[1] + 1) * (shape[2] + 1)
+    check_allocation(8.0 * count, f"the {'x'.join(map(str, shape))} F grid", f"{name}:1")
 
     pos = match.end()
     if c_whitespace_quirk:
@@ -78,14 +81,20 @@ def read_fdump(
             raise InputError(f"{name}:1: header line must end with a newline and a form feed")
         pos += 2
 
-    count = (shape[0] + 1) * (shape[1] + 1) * (shape[2] + 1)
     body = data[pos:]
     if c_whitespace_quirk:
         body = _c_fread_rows(body, count)
     elif len(body) < 8 * count:
         raise InputError(f"{name}: truncated: {len(body)} bytes of grid data, expected {8 * count}")
     values = np.frombuffer(body, dtype="<f8", count=count).reshape(shape[0] + 1, shape[1] + 1, shape[2] + 1)
-    return values[:-1, :-1, :-1].astype(np.float64), meta
+    grid = values[:-1, :-1, :-1].astype(np.float64)
+    if not np.isfinite(grid).all():  # the C renders NaN pixels from such an F (quirks INVALID_VALUES_REFUSED)
+        h, k, l_ = (int(x) for x in np.argwhere(~np.isfinite(grid))[0])
+        raise InputError(
+            f"{name}: F of h k l {h + meta['h_min']} {k + meta['k_min']} {l_ + meta['l_min']} is not finite "
+            f"({grid[h, k, l_]:g})"
+        )
+    return grid, meta
 
 
 def _c_fread_rows(body: bytes, count: int) -> bytes:

@@ -10,6 +10,8 @@ F in a second pass (a repeated h,k,l: the last one wins). We build the same grid
   indices with ``%d``, which stops at the decimal point). Here an index must be an integral value (``3`` or
   ``3.0``); anything else is an InputError. Non-finite F values are an InputError too.
 - An empty file (the C's "not enough HKL indices") is an InputError.
+- A grid larger than the memory budget (validation.memory_budget) is an InputError naming the line whose
+  index lies farthest out, with the size. A UTF-8 byte-order mark at the start is skipped.
 """
 
 from __future__ import annotations
@@ -22,9 +24,7 @@ import numpy as np
 
 from nanobragg_torch.errors import InputError
 from nanobragg_torch.io.atomic import read_input
-
-# Refuse grids that would need more than this many cells (8 bytes each): a typo'd index such as 100000.
-MAX_GRID_CELLS = 1 << 31
+from nanobragg_torch.validation import check_allocation
 
 HKLMeta = dict[str, int]
 
@@ -86,7 +86,7 @@ def read_hkl_file(path: str | os.PathLike[str], default_F: float = 0.0) -> tuple
     number of entries read, repeats included, as the C counts them).
     """
     name = os.fspath(path)
-    text = read_input(path).decode("latin-1")
+    text = read_input(path, text=True).decode("latin-1")
 
     data, linenos = _parse(name, text)
     hkl = data[:, :3]
@@ -111,11 +111,14 @@ def read_hkl_file(path: str | os.PathLike[str], default_F: float = 0.0) -> tuple
     lo = idx.min(axis=0)
     hi = idx.max(axis=0)
     ranges = hi - lo + 1
-    if int(np.prod(ranges, dtype=np.float64)) > MAX_GRID_CELLS:
-        raise InputError(
-            f"{name}: index ranges h {lo[0]}..{hi[0]}, k {lo[1]}..{hi[1]}, l {lo[2]}..{hi[2]} need a grid of "
-            f"{'x'.join(str(int(r)) for r in ranges)} cells (more than {MAX_GRID_CELLS})"
-        )
+    # memory guard: name the line holding the index farthest from the others' range
+    cells = float(np.prod(ranges, dtype=np.float64))
+    spread = np.abs(idx - np.median(idx, axis=0)).max(axis=1)
+    check_allocation(
+        8.0 * cells,
+        f"index ranges h {lo[0]}..{hi[0]}, k {lo[1]}..{hi[1]}, l {lo[2]}..{hi[2]}: the F grid",
+        _line_of(name, text, int(np.argmax(spread)), linenos),
+    )
 
     grid = np.full(tuple(int(r) for r in ranges), float(default_F), dtype=np.float64)
     flat = np.ravel_multi_index(tuple((idx - lo).T), grid.shape)

@@ -52,7 +52,7 @@ def read_mosflm_matrix(path: str | os.PathLike[str]) -> np.ndarray:
     get 1/Angstrom, as the C does with ``vector_scale(a_star, a_star, 1e-10/lambda0)``.
     """
     name = os.fspath(path)
-    text = read_input(path).decode("latin-1")
+    text = read_input(path, text=True).decode("latin-1")
     return parse_mosflm_matrix(text, name)
 
 

@@ -27,6 +27,7 @@ import re
 
 import numpy as np
 
+from nanobragg_torch.errors import InputError
 from nanobragg_torch.io.atomic import read_input
 
 _C_SPACE = " \t\n\v\f\r"
@@ -105,11 +106,15 @@ def _fgets_pieces(data: bytes) -> list[str]:
     return pieces
 
 
-def _parse_row(text: str, pos: int, ncols: int, row: np.ndarray) -> None:
-    """Fill ``row`` from one non-blank piece, following read_text_file's token loop."""
+def _parse_row(text: str, pos: int, ncols: int, row: np.ndarray, where: str | None = None) -> None:
+    """Fill ``row`` from one non-blank piece, following read_text_file's token loop; with ``where`` (file:line)
+    a non-finite value is an InputError."""
     col = 0
     while True:
         row[col] = c_atof(text[pos:])
+        if where is not None and not math.isfinite(row[col]):
+            token = text[pos:_skip_not(text, pos, _DELIMITERS + "\n")].strip()
+            raise InputError(f"{where}: column {col + 1} value {token!r} is not a finite number")
         pos = _skip(text, pos, _NUMBER_CHARS)
         if text[pos:] == "\n":
             return
@@ -122,27 +127,31 @@ def _parse_row(text: str, pos: int, ncols: int, row: np.ndarray) -> None:
             return
 
 
-def parse_text_columns(data: bytes, ncols: int) -> np.ndarray:
-    """read_text_file on in-memory bytes: a float64 array of shape (rows, ncols), NaN where missing."""
+def parse_text_columns(data: bytes, ncols: int, name: str | None = None) -> np.ndarray:
+    """read_text_file on in-memory bytes: a float64 array of shape (rows, ncols), NaN where missing.
+
+    With ``name`` (the file's name), a value written as inf/nan is an InputError naming ``name:LINE``."""
     if ncols < 1:
         raise ValueError(f"ncols must be >= 1, got {ncols}")
-    rows: list[tuple[str, int]] = []
+    rows: list[tuple[str, int, int]] = []
+    line = 1
     for piece in _fgets_pieces(data):
         start = _skip(piece, 0, _DELIMITERS)
-        if piece[start:] == "\n":
-            continue
-        rows.append((piece, start))
+        if piece[start:] != "\n":
+            rows.append((piece, start, line))
+        line += piece.endswith("\n")
     out = np.full((len(rows), ncols), np.nan, dtype=np.float64)
-    for i, (piece, start) in enumerate(rows):
-        _parse_row(piece, start, ncols, out[i])
+    for i, (piece, start, lineno) in enumerate(rows):
+        _parse_row(piece, start, ncols, out[i], None if name is None else f"{name}:{lineno}")
     return out
 
 
-def read_text_columns(path: str | os.PathLike[str], ncols: int) -> np.ndarray:
+def read_text_columns(path: str | os.PathLike[str], ncols: int, finite: bool = False) -> np.ndarray:
     """Read a delimited text file the way nanoBragg.c's read_text_file does (rules in the module docstring).
 
     Returns float64 of shape (rows, ncols). An empty file (or one with only blank lines) gives 0 rows; the
-    caller decides whether that is an error. A file that cannot be read raises InputError.
+    caller decides whether that is an error. A file that cannot be read raises InputError; with ``finite``, so
+    does a value written as inf or nan (the C renders NaN from it). A leading UTF-8 byte-order mark is skipped.
     """
-    data = read_input(path)
-    return parse_text_columns(data, ncols)
+    data = read_input(path, text=True)
+    return parse_text_columns(data, ncols, os.fspath(path) if finite else None)
