@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU check (<= 8 min): the CUDA golden and gradient tests, then a GPU benchmark (samples/s in
+# One prepared GPU check (<= 8 min: the step limits add up to 470 s): the CUDA golden and gradient tests, then a GPU benchmark (samples/s in
 # float32 and float64, ratio to this machine's CPU, peak GPU memory). Writes report.md + report.json (and
 # the drift report of the golden run) into $OUT if set, else ./gpu_report/, and prints the key numbers.
 #
@@ -41,9 +41,9 @@ step() {  # step NAME SECONDS COMMAND...: run time-boxed, log to $out/NAME.log, 
 }
 
 if [ -n "$wheels" ]; then
-    step wheels 90 "$py" -m pip install --no-index --no-deps --target "$site" "$wheels"/*.whl
+    step wheels 30 "$py" -m pip install --no-index --no-deps --target "$site" "$wheels"/*.whl
 fi
-step environment 60 "$py" -c "
+step environment 30 "$py" -c "
 import torch, sys
 print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda)
 print('device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NONE')
@@ -52,11 +52,11 @@ print('deepdiff', deepdiff.__version__, 'syrupy ok')
 "
 cd "$repo"
 pytest_common=(-p nanobragg_torch.parity.drift -p no:cacheprovider -q -m "not slow and not needs_c")
-step golden_cuda 230 "$py" -m pytest "${pytest_common[@]}" --drift-report "$out/drift" \
+step golden_cuda 180 "$py" -m pytest "${pytest_common[@]}" --drift-report "$out/drift" \
     tests/golden/test_golden_parity.py -k "image_matches or traces_match or trace_is_the_image or statistics"
-step gradients_cuda 100 "$py" -m pytest "${pytest_common[@]}" tests/test_gradients.py
-step bench 150 "$py" tools/gpu_bench.py --json "$out/bench.json" --seconds 6 --cpu-seconds 12
-step bench_compiled 60 "$py" tools/gpu_bench.py --json "$out/bench_compiled.json" --seconds 4 --cpu-seconds 0 \
+step gradients_cuda 70 "$py" -m pytest "${pytest_common[@]}" tests/test_gradients.py
+step bench 110 "$py" tools/gpu_bench.py --json "$out/bench.json" --seconds 5 --cpu-seconds 4
+step bench_compiled 50 "$py" tools/gpu_bench.py --json "$out/bench_compiled.json" --seconds 4 --cpu-seconds 0 \
     --compile 1
 
 "$py" - "$out" "$(( $(date +%s) - start_all ))" <<'EOF'
