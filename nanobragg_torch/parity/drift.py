@@ -290,7 +290,7 @@ def _trace_html(r: DriftRecord) -> str:
 _CSS = (
     "body{font-family:sans-serif;margin:1.5em;max-width:1100px}table{border-collapse:collapse;font-size:12px}"
     "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}tr.bad{background:#fdd}"
-    "img{max-width:100%;border:1px solid #ddd}section{margin-bottom:2.5em}"
+    "img{max-width:100%;border:1px solid #ddd}section{margin-bottom:2.5em}pre{white-space:pre-wrap}"
 )
 
 
@@ -326,8 +326,17 @@ def report_html(
         parts.append("<h3>Trace</h3>" + _trace_html(traced) + "</section>")
     if len(ranked) > drawn and pictures:
         parts.append(f"<p>Pictures drawn for the {drawn} worst cases only.</p>")
-    parts.append("</body></html>")
+    parts.append(_IMAGE_CHECK + "</body></html>")
     return "".join(parts)
+
+
+# after load, the page states how many of its images decoded (read by the headless-browser test)
+_IMAGE_CHECK = (
+    "<p id=image-check></p><script>window.addEventListener('load',function(){var i=document.images,n=0;"
+    "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)n++;}"
+    "var p=document.getElementById('image-check');p.dataset.loaded=n;p.dataset.total=i.length;"
+    "p.textContent=n+' of '+i.length+' images loaded';});</script>"
+)
 
 
 def write_reports(
