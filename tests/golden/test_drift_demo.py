@@ -30,7 +30,7 @@ def perturbed(plan: Plan, factors: dict[str, float]) -> Plan:
         if name == "fluence":
             plan.fluence = plan.fluence * scale
         else:
-            plan.hooks[name] = scale
+            plan.hooks[name] = plan.hooks.get(name, 1.0) * scale
     return plan
 
 
