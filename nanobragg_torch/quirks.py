@@ -216,6 +216,19 @@ SMV_LONG_HEADER = Quirk(
     scope="files",
 )
 
+ROUND_DIVERGENCE_CUTOFF = Quirk(
+    "round-divergence-cutoff",
+    "-round_div (the default) keeps a divergence grid point when its normalised squared radius, times 4, is "
+    "at most 1.1 (`if( round_div && test*4.0 > 1.1) continue;`), not 1.0: points just outside the "
+    "ellipse are kept.",
+    "Source count and weights: on a 9 x 9 grid 57 sources, not 49; a re-implementation cutting at 1.0 loses "
+    "the outer ring's edge.",
+    "Reproduced (both C builds cut at 1.1).",
+    "Reproduced.",
+    "beam.build_sources",
+    ("div_round_9", "div_round"),
+    False,
+)
 REGISTRY: tuple[Quirk, ...] = (
     PHI0_STALE_ROTATION,
     OVERSAMPLE_RUNNING_SUM,
@@ -233,6 +246,7 @@ REGISTRY: tuple[Quirk, ...] = (
     WATER_DOUBLE_SCALED,
     NOPOLAR_OVERSAMPLE_POLAR,
     SMV_LONG_HEADER,
+    ROUND_DIVERGENCE_CUTOFF,
 )
 
 
