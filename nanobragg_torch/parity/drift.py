@@ -184,14 +184,15 @@ def summary_lines(
             out.append(head if len(groups) <= 4 else head + f", ... ({len(groups)} factors)")
         else:
             out.append(f"{len(recs)} {title} in {len(cases)} cases, by first divergent factor:")
-        out.append(f"  {'factor':<22s} {'cases':>5s} {'tests':>5s} {'max rel':>8s}  example (case, pixel); metrics")
         budget = MAX_GROUP_LINES // (2 if failures and changes else 1)
+        w = max([22] + [len(f) for f, _ in groups[:budget]])
+        out.append(f"  {'factor':<{w}s} {'cases':>5s} {'tests':>5s} {'max rel':>8s}  example (case, pixel); metrics")
         for f, g in groups[:budget]:
             ex = max(g, key=_relkey)
             rels = [r.rel for r in g if r.rel is not None and math.isfinite(r.rel)]
             pix = f" {ex.pixel}" if ex.pixel is not None else ""
             out.append(
-                f"  {f:<22s} {len({r.case for r in g}):>5d} {len(g):>5d} {_fmt_rel(max(rels) if rels else None):>8s}"
+                f"  {f:<{w}s} {len({r.case for r in g}):>5d} {len(g):>5d} {_fmt_rel(max(rels) if rels else None):>8s}"
                 f"  {ex.case}{pix}; {_worst_corr(g)}"
             )
         if len(groups) > budget:
