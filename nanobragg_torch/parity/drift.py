@@ -31,7 +31,7 @@ __all__ = ["DriftNote", "DriftRecord", "group_records", "summary_lines", "write_
 
 MAX_LINES = 30  # the terminal section, whatever the number of failures
 MAX_GROUP_LINES = MAX_LINES - 6
-MAX_PICTURES = 40  # cases drawn in index.html (the worst first)
+MAX_PICTURES = 24  # cases drawn in index.html (the worst first)
 PICTURE_SIDE = 256  # larger images are block-averaged down to about this many pixels a side
 UNATTRIBUTED = "(no factor named)"
 
@@ -407,10 +407,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         return
     failures, changes = state["failures"], state["changes"]
     directory = config.getoption("drift_report")
+    if failures or changes:
+        terminalreporter.section("drift summary")
+        for line in summary_lines(failures, changes, directory):
+            terminalreporter.write_line(line)
     if directory:
         write_reports(directory, failures, changes, state["pictures"])
-    if not failures and not changes:
-        return
-    terminalreporter.section("drift summary")
-    for line in summary_lines(failures, changes, directory):
-        terminalreporter.write_line(line)
