@@ -31,7 +31,7 @@ __all__ = ["DriftNote", "DriftRecord", "group_records", "summary_lines", "write_
 
 MAX_LINES = 30  # the terminal section, whatever the number of failures
 MAX_GROUP_LINES = MAX_LINES - 6
-MAX_PICTURES = 24  # cases drawn in index.html (the worst first)
+MAX_PICTURES = 12  # cases drawn in index.html (the worst first; ~1 s each)
 PICTURE_SIDE = 256  # larger images are block-averaged down to about this many pixels a side
 UNATTRIBUTED = "(no factor named)"
 
@@ -394,7 +394,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     state["changes"].extend(note.changes)
     if rep.failed and note.record is not None:
         rec = note.record
-        rec.message = str(getattr(rep, "longreprtext", ""))[-2000:]
+        rec.message = str(getattr(rep, "longreprtext", ""))[-400:]
         state["failures"].append(rec)
         if note.pictures is not None and rec.case not in state["pictures"]:
             state["pictures"][rec.case] = (rec, note.pictures)

@@ -44,7 +44,8 @@ def diff_figure_png(
     norm = LogNorm(vmin=peak * 10.0 ** (-decades), vmax=peak, clip=True) if positive else None
     lim = float(np.nanmax(np.abs(diff))) if np.isfinite(diff).any() else 0.0
     lim = lim if lim > 0 else 1.0
-    fig, axes = plt.subplots(1, 3, figsize=(12.6, 4.0), dpi=dpi, layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(12.6, 4.0), dpi=dpi)
+    fig.subplots_adjust(left=0.05, right=0.97, bottom=0.12, top=0.8, wspace=0.35)  # no layout engine: fast
     panels = (
         (ref, ref_label, "viridis", norm),
         (ours, ours_label, "viridis", norm),
