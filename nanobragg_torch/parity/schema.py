@@ -4,7 +4,9 @@ A trace is a mapping ``factor name -> float | tuple[float, ...]``. Both our engi
 lines ``TRACE_PY: <name> <values>``) and the C reference (``-printout_pixel`` block plus the derived
 geometry it prints on stdout) are mapped onto these names, so the two can be compared factor by factor.
 "Pipeline order" is the order in which nanoBragg.c computes the factors for a pixel: the first factor
-that drifts is usually the cause of every later drift.
+that drifts is usually the cause of every later drift. The solid angle and capture fraction come with the
+pixel position, polarization after the scattering vector, and the rotated cell before the Miller
+indices: all before the sum that uses them (with -oversample_* they multiply inside it).
 
 Units follow the C variables they mirror (SI unless noted): metres, m^-1 for ``scattering`` and ``stol``,
 Angstrom for the rotated cell vectors (as the C printout prints them).
@@ -163,6 +165,21 @@ SCHEMA: tuple[Factor, ...] = (
     ),
     _f("airpath", 1, "pixel", None, None, 1e-9, 1e-15, "m", "|pixel_pos| (C airpath)"),
     _f("diffracted", 3, "pixel", None, None, 1e-9, 1e-12, "1", "unit diffracted direction (C diffracted)"),
+    # per-pixel corrections computed with the pixel position (the C's omega_pixel, capture_fraction)
+    _f(
+        "omega_pixel", 1, "corrections", "omega", None, 1e-9, 1e-24, "sr", "pixel solid angle (last computed)"
+    ),
+    _f(
+        "capture_fraction",
+        1,
+        "corrections",
+        "capfrac",
+        None,
+        1e-9,
+        1e-15,
+        "1",
+        "fraction absorbed by the sensor (last layer visited; 1 without thickness)",
+    ),
     # incident (last source visited)
     _f(
         "incident",
@@ -198,6 +215,9 @@ SCHEMA: tuple[Factor, ...] = (
         1e-3,
         "m^-1",
         "sin(theta)/lambda = |scattering|/2, in m^-1 as the C prints it"),
+    # polarization: computed per source after the scattering vector (or cached from the first source)
+    _f("polar", 1, "corrections", "polar", None, 1e-9, 1e-15, "1", "polarization factor (last computed)"),
+    _f("cos_2theta", 1, "corrections", None, None, 1e-9, 1e-12, "1", "cos(2 theta) of the last sub-pixel"),
     # rotated cell (phi step, then mosaic domain): what the Miller indices are computed from, so a rotation
     # error is named here and not at hkl_frac
     _f("a_vec", 3, "rotation", "a", None, 1e-9, 1e-12, "Angstrom", "rotated real-space a (last phi step/domain)"),
@@ -259,23 +279,6 @@ SCHEMA: tuple[Factor, ...] = (
         1e-30,
         "electrons^2",
         "I / steps (see I_before_scaling)", ulps=65536),
-    # per-pixel corrections
-    _f(
-        "capture_fraction",
-        1,
-        "corrections",
-        "capfrac",
-        None,
-        1e-9,
-        1e-15,
-        "1",
-        "fraction absorbed by the sensor (last layer visited; 1 without thickness)",
-    ),
-    _f("polar", 1, "corrections", "polar", None, 1e-9, 1e-15, "1", "polarization factor (last computed)"),
-    _f(
-        "omega_pixel", 1, "corrections", "omega", None, 1e-9, 1e-24, "sr", "pixel solid angle (last computed)"
-    ),
-    _f("cos_2theta", 1, "corrections", None, None, 1e-9, 1e-12, "1", "cos(2 theta) of the last sub-pixel"),
     # final
     _f(
         "I_pixel_final",

@@ -279,7 +279,7 @@ def test_fingerprint_snapshot(name, variant, snapshot_fp, device, drift, request
     here = Path(request.node.path)
     stored = here.parent / "__snapshots__" / here.stem / f"{request.node.name}.txt"
     changes = fingerprint_changes(stored.read_text(), text) if stored.is_file() else [("new snapshot", math.inf)]
-    if request.config.getoption("snapshot_update", False):
+    if request.config.getoption("update_snapshots", False):  # syrupy's --snapshot-update
         if changes:
             first, rel = changes[0]
             drift.change(key, first, rel, f"{rel:+.1e}" if math.isfinite(rel) else "new")
