@@ -20,12 +20,14 @@ def test_float32_trace_names_a_1e5_drift(factor, drift):
     golden, pixel, clean = traced(case, "pinned", {}, dtype=torch.float32)
     report = compare_traces(golden.c_trace(pixel), clean, ours_dtype=torch.float32)
     drift.trace(report, pixel)
-    assert report.ok, f"pinned/{case} pixel {pixel}: a correct float32 trace diverges from the C: {report.summary()}"
-    assert "float32" in report.precision
+    if not report.ok:
+        pytest.fail(f"pinned/{case} pixel {pixel}: a correct float32 trace diverges from the C: {report.summary()}",
+                    pytrace=False)
+    if "float32" not in report.precision:
+        pytest.fail(f"report header does not state the float32 precision: {report.precision!r}", pytrace=False)
     _, _, ours = traced(case, "pinned", {factor: 1.0 + 1e-5}, dtype=torch.float32)
     report = compare_traces(golden.c_trace(pixel), ours, ours_dtype=torch.float32)
     drift.trace(report, pixel)
-    assert report.first_divergent == factor, (
-        f"pinned/{case} pixel {pixel} float32: a 1e-5 change of {factor} was named "
-        f"{report.first_divergent or 'nothing'}:\n{report.summary()}"
-    )
+    if report.first_divergent != factor:
+        pytest.fail(f"pinned/{case} pixel {pixel} float32: a 1e-5 change of {factor} was named "
+                    f"{report.first_divergent or 'nothing'}:\n{report.summary()}", pytrace=False)
