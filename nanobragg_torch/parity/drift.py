@@ -102,10 +102,12 @@ class DriftNote:
                 for d in report.rows
             ]
 
-    def verdict(self, factor: str, pixel: tuple[int, int] | None = None, rel: float | None = None) -> None:
-        """A verdict that is not a trace factor (e.g. "path: fused kernel")."""
+    def verdict(
+        self, factor: str, pixel: tuple[int, int] | None = None, rel: float | None = None, change: str = ""
+    ) -> None:
+        """A verdict that is not a trace comparison (e.g. "path: fused kernel", a snapshot's first change)."""
         r = self._rec()
-        r.factor, r.pixel, r.rel = factor, pixel, rel
+        r.factor, r.pixel, r.rel, r.change = factor, pixel, rel, change
 
     def image(self, metrics: Mapping[str, Any], ref: Any = None, ours: Any = None) -> None:
         r = self._rec()

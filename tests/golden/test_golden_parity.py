@@ -300,7 +300,7 @@ def test_fingerprint_snapshot(name, variant, snapshot_fp, device, drift, request
         return
     if text != snapshot_fp:  # syrupy records the mismatch; the message names the first changed factor
         first, rel = changes[0] if changes else ("(format)", math.inf)
-        drift.verdict(first, pixel, abs(rel))
+        drift.verdict(first, pixel, abs(rel), f"{rel:+.1e}" if math.isfinite(rel) else "")
         drift.image({}, *_pictures(golden, result.image))
         pytest.fail(
             f"{key}: fingerprint snapshot changed, first at {first} ({rel:+.2g}; pixel {pixel}); changed: "
