@@ -228,7 +228,7 @@ INVALID_VALUES_C_RULES = Quirk(
     "An invalid value silently renders something else than was asked for.",
     "Same as the C (validation.check_config accepts these values; beam/crystal/detector apply the C's rule).",
     "Same as the C.",
-    "validation.check_config, beam._auto_steps, crystal.resolve_phi, crystal.resolve_mosaic",
+    "validation.check_config, sampling.auto_steps, crystal.resolve_phi, crystal.resolve_mosaic",
     ("div_hstep_zero", "div_vstep_zero"),
     False,
 )
@@ -255,6 +255,19 @@ INVALID_VALUES_REFUSED = Quirk(
     False,
 )
 
+ROUND_DIVERGENCE_CUTOFF = Quirk(
+    "round-divergence-cutoff",
+    "-round_div (the default) keeps a divergence grid point when its normalised squared radius, times 4, is "
+    "at most 1.1 (`if( round_div && test*4.0 > 1.1) continue;`), not 1.0: points just outside the "
+    "ellipse are kept.",
+    "Source count and weights: on a 9 x 9 grid 57 sources, not 49; a re-implementation cutting at 1.0 loses "
+    "the outer ring's edge.",
+    "Reproduced (both C builds cut at 1.1).",
+    "Reproduced.",
+    "beam.build_sources",
+    ("div_round_9", "div_round"),
+    False,
+)
 REGISTRY: tuple[Quirk, ...] = (
     PHI0_STALE_ROTATION,
     OVERSAMPLE_RUNNING_SUM,
@@ -274,6 +287,7 @@ REGISTRY: tuple[Quirk, ...] = (
     SMV_LONG_HEADER,
     INVALID_VALUES_C_RULES,
     INVALID_VALUES_REFUSED,
+    ROUND_DIVERGENCE_CUTOFF,
 )
 
 

@@ -49,7 +49,7 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, int] | None = None) -> d
     hkl = tuple(_last(h) for h in x["hkl"])
     hkl0 = tuple(_last(h) for h in x["hkl0"])
     diffracted = vec(x["dif"], -1, -1, 0)
-    out: dict[str, TraceValue] = {
+    out: dict[str, TraceValue] = {  # in the schema's order (parity.schema, the C's order of computation)
         "pix0_vector": _v(g.pix0),
         "fdet_vector": _v(g.fdet),
         "sdet_vector": _v(g.sdet),
@@ -64,42 +64,39 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, int] | None = None) -> d
         "pixel_pos": _v(vec(x["pos"], -1, -1, 0)),
         "airpath": _f(x["airpath"][-1, -1, 0]),
         "diffracted": _v(diffracted),
-        "incident": _v(inputs.incident[-1]),
-        "lambda": _f(inputs.wavelength[-1]),
-        "scattering": _v(vec(x["scattering"], -1, -1, -1, 0)),
-        "stol": _f(x["stol"][-1, -1, -1, 0]),
-        "hkl_frac": _v(torch.stack(hkl)),
-        "hkl_rounded": _v(torch.stack(hkl0)),
     }
+    # the C's variables after the pixel: the last value computed (cached ones from the first sub-pixel)
+    out["omega_pixel"] = _f(x["omega"][-1, -1, 0] if d.oversample_omega else x["omega_first"][0])
+    capture = x["capture"]
+    if capture is None:  # no detector thickness: capture_fraction = 1
+        out["capture_fraction"] = 1.0
+    else:
+        out["capture_fraction"] = _f(capture[-1, -1, 0] if d.oversample_thick else x["capture_last"][0])
+    out["incident"] = _v(inputs.incident[-1])
+    out["lambda"] = _f(inputs.wavelength[-1])
+    out["scattering"] = _v(vec(x["scattering"], -1, -1, -1, 0))
+    out["stol"] = _f(x["stol"][-1, -1, -1, 0])
+    if x["polar_sample"] is not None:
+        out["polar"] = _f(x["polar_sample"][-1, -1, -1, 0])
+    else:
+        out["polar"] = 1.0 if x["polar_first"] is None else _f(x["polar_first"][0])
+    out["cos_2theta"] = _f((inputs.incident[-1] * diffracted).sum())
+    cells = plan.cells[-1, -1] * 1e10
+    out.update(a_vec=_v(cells[0]), b_vec=_v(cells[1]), c_vec=_v(cells[2]),
+               hkl_frac=_v(torch.stack(hkl)), hkl_rounded=_v(torch.stack(hkl0)))
     if plan.cfg.crystal.shape == "SQUARE":
         fa, fb, fc = square_factors(hkl, hkl0, tuple(inputs.N), plan.N_active)
         out.update(F_latt_a=_f(fa), F_latt_b=_f(fb), F_latt_c=_f(fc))
-    cells = plan.cells[-1, -1] * 1e10
     I = _f(x["I"][0])
     out.update(
         F_latt=_f(_last(x["F_latt"])),
         F_cell=_f(_last(x["F_cell"])),
-        a_vec=_v(cells[0]),
-        b_vec=_v(cells[1]),
-        c_vec=_v(cells[2]),
         I_before_scaling=I,
         r_e_sqr=R_E_SQR,
         fluence=_f(inputs.fluence),
         steps=float(plan.steps),
         I_over_steps=I / plan.steps,
     )
-    # the C's variables after the pixel: the last value computed (cached ones from the first sub-pixel)
-    capture = x["capture"]
-    if capture is None:  # no detector thickness: capture_fraction = 1
-        out["capture_fraction"] = 1.0
-    else:
-        out["capture_fraction"] = _f(capture[-1, -1, 0] if d.oversample_thick else x["capture_last"][0])
-    if x["polar_sample"] is not None:
-        out["polar"] = _f(x["polar_sample"][-1, -1, -1, 0])
-    else:
-        out["polar"] = 1.0 if x["polar_first"] is None else _f(x["polar_first"][0])
-    out["omega_pixel"] = _f(x["omega"][-1, -1, 0] if d.oversample_omega else x["omega_first"][0])
-    out["cos_2theta"] = _f((inputs.incident[-1] * diffracted).sum())
     out["I_pixel_final"] = _f(kept["value"])
     # where in the sampling the "last" values above come from, and the per-layer capture fractions
     out["source_index"] = float(len(plan.sources.wavelength) - 1)

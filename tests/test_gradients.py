@@ -275,12 +275,13 @@ GEOMETRY = [c for c in CASES if c.geometry]
 _WEIGHTS = torch.rand((PIX, PIX), generator=torch.Generator().manual_seed(7), dtype=DT) + 0.5
 
 
-def scalar_of(case: Case) -> Callable[[torch.Tensor], torch.Tensor]:
+def scalar_of(case: Case, device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    weights = _WEIGHTS.to(device)
     with torch.no_grad():
-        norm = float((simulate(case.make(case.start()), DT) * _WEIGHTS).sum())
+        norm = float((simulate(case.make(case.start()), DT, device) * weights).sum())
 
     def f(p: torch.Tensor) -> torch.Tensor:
-        return (simulate(case.make(p), DT) * _WEIGHTS).sum() / norm
+        return (simulate(case.make(p), DT, device) * weights).sum() / norm
     return f
 
 
@@ -289,9 +290,9 @@ def ids(cases):
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-def test_gradcheck(case: Case):
+def test_gradcheck(case: Case, device):
     p = case.start().requires_grad_()
-    assert torch.autograd.gradcheck(scalar_of(case), (p,), eps=case.eps, atol=1e-6, rtol=case.rtol)
+    assert torch.autograd.gradcheck(scalar_of(case, device), (p,), eps=case.eps, atol=1e-6, rtol=case.rtol)
 
 
 @pytest.mark.parametrize("case", GEOMETRY, ids=ids(GEOMETRY))

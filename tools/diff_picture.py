@@ -1,5 +1,4 @@
-#!/usr/bin/env python
-"""Picture of our float image against a reference: ours | reference | signed relative difference.
+"""Picture of our float image against a reference: reference | ours | signed difference (matplotlib).
 
     python tools/diff_picture.py --ours OURS --ref C_FLOAT.bin [--shape SLOW FAST] --out diff.png
     python tools/diff_picture.py --case NAME [--variant pinned|fixed] [--ours OURS] --out diff.png
@@ -7,19 +6,17 @@
 OURS / the reference: a raw float32 file (``-floatfile``; --shape SLOW FAST unless square or known from the
 case) or a .npy array. With --case the reference is the committed golden (a full-size golden keeps only
 crops: the picture then shows those crops side by side), and without --ours we render the case ourselves
-(float64; pinned -> --c-compat). The two images use one log-scaled grey ramp (--decades below the joint
-maximum); the difference panel shows (ours - ref) / max(|ref|, significant * max(ref)) in a diverging map
-(blue negative, white zero, red positive) scaled to +-R (--range, default the largest |difference| over the
-significant pixels). The PNG is RGB, written with zlib only. The worst pixels are printed.
+(float64; pinned -> --c-compat). The figure (:func:`nanobragg_torch.parity.pictures.diff_figure_png`, the
+drift report's) has titles, colour bars and value ranges: both images on one log scale (--decades below
+the joint maximum), the difference ours - reference in a diverging map symmetric about zero. The metrics
+and the worst pixels (relative difference over the significant reference pixels) are printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import struct
 import sys
-import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,58 +26,10 @@ import numpy as np  # noqa: E402
 
 from nanobragg_torch.io.atomic import atomic_write  # noqa: E402
 from nanobragg_torch.io.floatimage import read_float_image  # noqa: E402
-from nanobragg_torch.io.png import write_png  # noqa: E402
 from nanobragg_torch.parity.compare import image_metrics  # noqa: E402
+from nanobragg_torch.parity.pictures import diff_figure_png  # noqa: E402
 
-GAP = 4  # separator width between panels, pixels
-
-
-# ---------------------------------------------------------------------------------------------------
-# PNG
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def rgb_png_bytes(rgb: np.ndarray) -> bytes:
-    """8-bit RGB PNG (colour type 2) of an (H, W, 3) uint8 array."""
-    img = np.ascontiguousarray(rgb, dtype=np.uint8)
-    height, width, _ = img.shape
-    rows = np.concatenate([np.zeros((height, 1), np.uint8), img.reshape(height, width * 3)], axis=1)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-            + _chunk(b"IEND", b""))
-
-
-def write_rgb_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
-    with atomic_write(path) as handle:
-        handle.write(rgb_png_bytes(rgb))
-
-
-# ---------------------------------------------------------------------------------------------------
-# maps
-
-
-def log_grey(img: np.ndarray, vmax: float, decades: float) -> np.ndarray:
-    """uint8 greys: log10 of the value over `decades` below vmax (NaN: mid grey)."""
-    if vmax <= 0:
-        vmax = 1.0
-    lo = vmax * 10.0 ** (-decades)
-    with np.errstate(invalid="ignore"):
-        t = (np.log10(np.clip(img, lo, vmax)) - np.log10(lo)) / decades
-    out = np.round(np.nan_to_num(t, nan=0.5) * 255.0)
-    return out.astype(np.uint8)
-
-
-def diverging(diff: np.ndarray, limit: float) -> np.ndarray:
-    """(H, W, 3) uint8: blue (-limit) .. white (0) .. red (+limit); NaN: mid grey."""
-    t = np.clip(np.nan_to_num(diff, nan=0.0) / (limit if limit > 0 else 1.0), -1.0, 1.0)
-    fade = np.round(255.0 * (1.0 - np.abs(t))).astype(np.uint8)
-    full = np.full_like(fade, 255)
-    rgb = np.stack([np.where(t < 0, fade, full), fade, np.where(t > 0, fade, full)], axis=-1)
-    rgb[np.isnan(diff)] = 128
-    return rgb
+GAP = 4  # NaN gap between the crops of a full-size golden, pixels
 
 
 def relative_difference(ours: np.ndarray, ref: np.ndarray, significant: float) -> tuple[np.ndarray, np.ndarray]:
@@ -91,14 +40,6 @@ def relative_difference(ours: np.ndarray, ref: np.ndarray, significant: float) -
         rel = (ours - ref) / np.maximum(np.abs(ref), floor)
         sig = np.abs(ref) > significant * peak
     return rel, sig & np.isfinite(rel)
-
-
-def compose(ours: np.ndarray, ref: np.ndarray, rel: np.ndarray, limit: float, decades: float) -> np.ndarray:
-    """ours | ref | difference, RGB, with mid-grey separators."""
-    vmax = float(np.nanmax([np.nanmax(ours), np.nanmax(ref)]))
-    grey = [np.repeat(log_grey(a, vmax, decades)[..., None], 3, axis=-1) for a in (ours, ref)]
-    gap = np.full((ours.shape[0], GAP, 3), 128, np.uint8)
-    return np.concatenate([grey[0], gap, grey[1], gap, diverging(rel, limit)], axis=1)
 
 
 def block_mean(img: np.ndarray, n: int) -> np.ndarray:
@@ -177,11 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="PNG to write")
     ap.add_argument("--significant", type=float, default=1e-3,
                     help="reference pixels above this fraction of its max count as significant (default 1e-3)")
-    ap.add_argument("--range", type=float, dest="limit", help="difference colour range +-R (relative)")
-    ap.add_argument("--decades", type=float, default=4.0, help="log grey range below the max (default 4)")
+    ap.add_argument("--decades", type=float, default=4.0, help="log colour range below the max (default 4)")
     ap.add_argument("--bin", type=int, default=1, help="average NxN blocks before drawing (large detectors)")
     ap.add_argument("--worst", type=int, default=10, help="how many worst pixels to print")
-    ap.add_argument("--grey", action="store_true", help="write an 8-bit greyscale PNG (|difference| in grey)")
     args = ap.parse_args(argv)
 
     shape = tuple(args.shape) if args.shape else None
@@ -214,20 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     finite = np.isfinite(ref) & np.isfinite(ours)
     m = image_metrics(ours[finite], ref[finite], args.significant)
     rel, sig = relative_difference(ours, ref, args.significant)
-    limit = args.limit or (float(np.abs(rel[sig]).max()) if sig.any() else 0.0) or 1e-12
     b = max(1, args.bin) if where is None else 1
-    d_ours, d_ref = block_mean(ours, b), block_mean(ref, b)
-    d_rel, _ = relative_difference(d_ours, d_ref, args.significant)
+    title = f"{args.case or args.ours.name}: corr {m['corr']:.10f}, sum ratio {m['sum_ratio']:.8f}"
+    png = diff_figure_png(block_mean(ref, b), block_mean(ours, b), title=title, decades=args.decades)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.grey:
-        vmax = float(np.nanmax([np.nanmax(d_ours), np.nanmax(d_ref)]))
-        diff = np.round(np.clip(np.abs(np.nan_to_num(d_rel)) / limit, 0, 1) * 255).astype(np.uint8)
-        gap = np.full((d_ours.shape[0], GAP), 128, np.uint8)
-        write_png(args.out, np.concatenate([log_grey(d_ours, vmax, args.decades), gap,
-                                            log_grey(d_ref, vmax, args.decades), gap, diff], axis=1))
-    else:
-        write_rgb_png(args.out, compose(d_ours, d_ref, d_rel, limit, args.decades))
-    print(f"wrote {args.out}: ours | reference | (ours-ref)/ref in +-{limit:.3g}")
+    with atomic_write(args.out) as handle:
+        handle.write(png)
+    print(f"wrote {args.out}: reference | ours | ours - reference")
     print(f"corr {m['corr']:.10f}  sum ratio {m['sum_ratio']:.8f}  max rel err {m['max_rel_err']:.3g} over "
           f"{m.get('n_significant', int(sig.sum()))} significant pixels")
     rows = worst_pixels(ours, ref, rel, sig, args.worst, where)

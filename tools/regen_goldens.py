@@ -5,9 +5,12 @@
         python tools/regen_goldens.py [--case NAME]... [--tag TAG]... [--variant pinned|fixed]
                                       [--update] [--check] [--jobs N] [--make-inputs] [--list]
 
-Without --update an existing golden whose content changed is reported (CHANGED) and left alone; new
-goldens are always written. --check renders everything again and writes nothing: it reports every
-golden the binaries no longer reproduce (exit 1). The C binary is only ever run, from the paths in
+Without --update an existing golden whose content changed is reported (CHANGED) and left alone; a new
+golden is written only into a new folder. Changed goldens are summarised grouped by the first divergent
+factor of their printout blocks (--drift-report DIR also writes report.md / index.html). --update keeps
+an entry's recorded compiler flags unless NB_C_CFLAGS gives new ones. --check renders everything again
+and writes nothing: it reports every golden the binaries no longer reproduce (exit 1), naming only the
+flag tokens that changed. The C binary is only ever run, from the paths in
 NB_C_BIN (pinned) and NB_C_FIXED_BIN (fixed); NB_C_SRC / NB_C_FIXED_SRC are read only for their sha256.
 See docs/golden.md.
 """
@@ -15,6 +18,7 @@ See docs/golden.md.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -23,8 +27,32 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nanobragg_torch.parity.goldens import VARIANTS, golden_dir, load_cases  # noqa: E402
+from nanobragg_torch.parity.drift import DriftRecord, summary_lines, write_reports  # noqa: E402
+from nanobragg_torch.parity.goldens import (  # noqa: E402
+    VARIANTS,
+    GoldenIntegrityError,
+    golden_dir,
+    load_cases,
+    load_manifest,
+)
 from nanobragg_torch.parity.regen import RenderError, orphans, regenerate  # noqa: E402
+
+
+def _summary(drift: list[str], args) -> None:
+    """The changed goldens grouped by first divergent factor (the pytest drift summary's format)."""
+    if not drift:
+        return
+    records = []
+    for line in drift:
+        key, factor, rel = line.rsplit(" ", 2)
+        r = float(rel)
+        records.append(
+            DriftRecord(key, "update", key, factor=factor, rel=r, change=f"{r:+.1e}" if math.isfinite(r) else "")
+        )
+    noun = "goldens" if args.update else "goldens (pending, not written)"
+    print("\n" + "\n".join(summary_lines([], records, args.drift_report, noun)))
+    if args.drift_report:
+        write_reports(args.drift_report, [], records)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,12 +71,22 @@ def main(argv: list[str] | None = None) -> int:
         help="(re)write golden/inputs with tools/golden_inputs.py first (with --check: verify them)",
     )
     ap.add_argument("--list", action="store_true", help="list the selected cases and exit")
+    ap.add_argument(
+        "--drift-report",
+        metavar="DIR",
+        help="write DIR/report.md, index.html and drift.json: the changed goldens grouped by factor",
+    )
     args = ap.parse_args(argv)
     if args.update and args.check:
         ap.error("--update and --check exclude each other")
 
     root = args.root or golden_dir()
-    cases = load_cases(root / "cases.toml")
+    try:
+        load_manifest(root)
+        cases = load_cases(root / "cases.toml")
+    except (GoldenIntegrityError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     names = {c.name for c in cases}
     unknown = [n for n in args.case if n not in names]
     if unknown:
@@ -83,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except RenderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    _summary(status.pop("drift", []), args)
     counts = ", ".join(f"{k} {len(v)}" for k, v in status.items() if v)
     print(f"\n{sum(len(v) for v in status.values())} goldens in {time.time() - t0:.0f} s: {counts}")
     if not args.case and not args.tag and not args.variant:

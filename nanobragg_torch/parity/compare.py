@@ -4,11 +4,15 @@ Trace comparison runs DeepDiff over ``{factor: tuple of floats}`` with a custom 
 per-factor numeric tolerance, so DeepDiff does the bookkeeping (missing factors, changed values) while
 the tolerance logic stays here. For component i of a factor the allowed difference is::
 
-    atol + rtol * scale_i + printed_i(reference) + printed_i(ours)
+    atol + rtol * scale_i + printed_i(reference) + printed_i(ours) + ulps * (eps(ref) + eps(ours)) * scale_i
 
 where rtol/atol come from the schema (times ``rtol_scale``, or an override), ``scale_i`` is |ref_i| for
-scalars and the vector norm for 3-vectors, and ``printed_i`` is half a unit in the last printed digit
-for values read from C text (0 for full-precision float64 traces).
+scalars and the vector norm for 3-vectors, ``printed_i`` is half a unit in the last printed digit
+for values read from C text (0 for full-precision traces), and the last term is the round-off a trace
+computed in a given precision carries: ``eps`` is the machine epsilon of the dtype the trace was computed
+in (the C computes in double) and ``ulps`` the factor's round-off budget in the schema (how many ulps the
+arithmetic up to that factor may accumulate). A float64 trace adds ~1e-14 (below every rtol); a float32
+trace adds its own round-off without hiding a 1e-5 drift. The report header states both precisions.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "check_image",
     "block_sums",
     "format_value",
+    "dtype_name",
 ]
 
 
@@ -61,13 +66,15 @@ class FactorDiff:
 
 @dataclass
 class TraceReport:
-    """Every compared factor (``rows``) and the out-of-tolerance ones (``drifts``), in pipeline order."""
+    """Every compared factor (``rows``) and the out-of-tolerance ones (``drifts``), in pipeline order.
+    ``precision``: the precisions of the two traces the tolerances were derived from."""
 
     rows: list[FactorDiff] = field(default_factory=list)
     drifts: list[FactorDiff] = field(default_factory=list)
     first_divergent: str | None = None
     only_ref: list[str] = field(default_factory=list)
     only_ours: list[str] = field(default_factory=list)
+    precision: str = ""
 
     @property
     def ok(self) -> bool:
@@ -77,12 +84,19 @@ class TraceReport:
         return self.ok
 
     def summary(self) -> str:
+        tail = f" [{self.precision}]" if self.precision else ""
         if self.ok:
-            return f"traces agree on {len(self.rows)} factors"
+            return f"traces agree on {len(self.rows)} factors{tail}"
         head = (
             f"first divergent factor: {self.first_divergent} ({len(self.drifts)} of {len(self.rows)} drifted)"
+            + tail
         )
         return "\n".join([head] + ["  " + d.line() for d in self.drifts])
+
+    @property
+    def first(self) -> FactorDiff | None:
+        """The first divergent factor's row (None when the traces agree)."""
+        return self.drifts[0] if self.drifts else None
 
     def to_markdown(self, ref_label: str = "C", ours_label: str = "PyTorch", title: str | None = None) -> str:
         out = [f"# {title}" if title else "# Trace comparison", ""]
@@ -93,6 +107,8 @@ class TraceReport:
                 f"**First divergent factor: `{self.first_divergent}`** "
                 f"({len(self.drifts)} of {len(self.rows)} factors out of tolerance)"
             )
+        if self.precision:
+            out += ["", f"Tolerances derived from the trace precisions: {self.precision}."]
         out += [
             "",
             f"| factor | group | {ref_label} | {ours_label} | rel diff | abs diff | tolerance | status |",
@@ -125,12 +141,47 @@ def _comps(v: Value) -> tuple[float, ...]:
     return tuple(float(x) for x in v) if isinstance(v, tuple) else (float(v),)
 
 
+_EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}
+
+
+def dtype_name(dtype: Any) -> str:
+    """"float64" or "float32" from a torch/numpy dtype or its name (float64 for anything else)."""
+    text = str(dtype).rsplit(".", 1)[-1]
+    return "float32" if text in ("float32", "float", "single") else "float64"
+
+
+def _operand_scale(name: str, ref: Trace, ours: Trace) -> float | None:
+    """Magnitude of the operands of a factor computed by cancellation (None: its own magnitude is the scale).
+
+    scattering and stol: (diffracted - incident) / lambda, operands of size 2/lambda; hkl_frac: a . S, whose
+    error is |a| times that of S (Angstrom x m^-1 x 1e-10), much larger than h near the direct beam."""
+    t = ref if "lambda" in ref.values else ours
+    if name in ("scattering", "stol") and "lambda" in t.values and float(t.values["lambda"]) > 0:
+        return 2.0 / float(t.values["lambda"])
+    if name == "hkl_frac":
+        cells = [ref.values.get(k, ours.values.get(k)) for k in ("a_vec", "b_vec", "c_vec")]
+        if "lambda" in t.values and float(t.values["lambda"]) > 0 and all(c is not None for c in cells):
+            a = max(math.sqrt(sum(float(x) ** 2 for x in c)) for c in cells)
+            return a * 1e-10 * 2.0 / float(t.values["lambda"])  # |a| times the operands of S
+    return None
+
+
 def _judge(
-    name: str, ref: Trace, ours: Trace, rtol_scale: float, overrides: Mapping[str, tuple[float, float]]
+    name: str,
+    ref: Trace,
+    ours: Trace,
+    rtol_scale: float,
+    overrides: Mapping[str, tuple[float, float]],
+    eps: float = 0.0,
 ) -> FactorDiff:
     f = factor(name)
     rtol, atol = overrides.get(name, (f.rtol * rtol_scale, f.atol))
     r, o = _comps(ref.values[name]), _comps(ours.values[name])
+    operand = _operand_scale(name, ref, ours)
+    if operand is not None:  # cancellation: round-off follows the operands, not the result
+        atol = atol + f.ulps * eps * operand
+    else:
+        rtol = rtol + f.ulps * eps
     ur, uo = ref.uncertainty(name), ours.uncertainty(name)
     if len(r) != len(o):
         return FactorDiff(name, f.group, ref.values[name], ours.values[name], math.inf, math.inf, 0.0, False)
@@ -162,14 +213,15 @@ def _judge(
 class _ToleranceOperator(BaseOperator):
     """DeepDiff operator: one top-level key = one factor; judged by :func:`_judge`."""
 
-    def __init__(self, ref: Trace, ours: Trace, rtol_scale: float, overrides):
+    def __init__(self, ref: Trace, ours: Trace, rtol_scale: float, overrides, eps: float):
         super().__init__(regex_paths=[r"^root\['[^']+'\]$"])
         self.ref, self.ours, self.rtol_scale, self.overrides = ref, ours, rtol_scale, overrides
+        self.eps = eps
         self.judged: dict[str, FactorDiff] = {}
 
     def give_up_diffing(self, level, diff_instance) -> bool:
         name = level.path(output_format="list")[0]
-        res = _judge(name, self.ref, self.ours, self.rtol_scale, self.overrides)
+        res = _judge(name, self.ref, self.ours, self.rtol_scale, self.overrides, self.eps)
         self.judged[name] = res
         if not res.ok:
             diff_instance.custom_report_result("values_changed", level, {"factor": name})
@@ -183,20 +235,30 @@ def compare_traces(
     rtol_scale: float = 1.0,
     overrides: Mapping[str, tuple[float, float]] | None = None,
     factors: Iterable[str] | None = None,
+    ref_dtype: Any = "float64",
+    ours_dtype: Any = "float64",
 ) -> TraceReport:
     """Compare two traces factor by factor.
 
     ref, ours: :class:`Trace` (e.g. a parsed C printout) or plain mappings factor -> number/sequence.
     rtol_scale: multiplies every schema rtol. overrides: factor -> (rtol, atol). factors: restrict to these.
+    ref_dtype, ours_dtype: the precision each trace was computed in (torch/numpy dtype or name; the C
+    computes in double): each factor's tolerance grows by its schema ``ulps`` times both epsilons.
     Only factors present in both are compared; the rest are listed in ``only_ref``/``only_ours``.
     """
     r, o = as_trace(ref), as_trace(ours)
+    dr, do = dtype_name(ref_dtype), dtype_name(ours_dtype)
+    eps = _EPS[dr] + _EPS[do]
+    precision = f"{r.origin} {dr}"
+    precision += " (printed digits)" if r.precision else ""
+    precision += f" vs {o.origin} {do}" + (" (printed digits)" if o.precision else "")
+    precision += f"; round-off term ulps x {eps:.2g}"
     wanted = set(factors) if factors is not None else None
     t1 = {k: _comps(v) for k, v in r.values.items() if k in FACTORS and (wanted is None or k in wanted)}
     t2 = {k: _comps(v) for k, v in o.values.items() if k in FACTORS and (wanted is None or k in wanted)}
-    op = _ToleranceOperator(r, o, rtol_scale, dict(overrides or {}))
+    op = _ToleranceOperator(r, o, rtol_scale, dict(overrides or {}), eps)
     diff = DeepDiff(t1, t2, custom_operators=[op], verbose_level=2)
-    report = TraceReport()
+    report = TraceReport(precision=precision)
     report.only_ref = sorted(
         (p.path(output_format="list")[0] for p in diff.tree.get("dictionary_item_removed", [])),
         key=order_index,
@@ -207,7 +269,7 @@ def compare_traces(
     # DeepDiff skips identical values without asking the operator; judge those as exact passes
     for name in t1.keys() & t2.keys():
         if name not in op.judged:
-            op.judged[name] = _judge(name, r, o, rtol_scale, dict(overrides or {}))
+            op.judged[name] = _judge(name, r, o, rtol_scale, dict(overrides or {}), eps)
     report.rows = sorted(op.judged.values(), key=lambda d: order_index(d.name))
     drifted = {p.path(output_format="list")[0] for p in diff.tree.get("values_changed", [])}
     report.drifts = [d for d in report.rows if not d.ok]

@@ -478,4 +478,7 @@ def stdout_trace(parsed: dict[str, Any]) -> Trace:
         t.precision["pix0_vector"] = G6
     if "steps" in parsed:
         t.values["steps"] = float(parsed["steps"])
+    if parsed.get("sources"):  # x y z weight lambda of each source: the last one is the traced lambda
+        t.values["lambda"] = float(parsed["sources"][-1][4])
+        t.precision["lambda"] = G6
     return t

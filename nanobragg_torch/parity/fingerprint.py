@@ -34,7 +34,7 @@ import numpy as np
 from .printout import Trace, as_trace
 from .schema import FACTORS, order_index
 
-__all__ = ["fingerprint", "format_number", "grid_sums", "FingerprintExtension"]
+__all__ = ["fingerprint", "fingerprint_changes", "format_number", "grid_sums", "FingerprintExtension"]
 
 FORMAT_VERSION = 2
 
@@ -134,6 +134,57 @@ def fingerprint(
         for key in sorted(stats):
             out.append(f"  {key:<18s} {format_number(stats[key], digits)}")
     return "\n".join(out) + "\n"
+
+
+def _sections(text: str) -> dict[str, dict[str, list[float]]]:
+    """section -> key -> numbers of a fingerprint text (grid rows keyed by their index)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line.strip("[]").split()[0]
+            out[section] = {}
+            continue
+        if not line.startswith("  ") or not section:
+            continue
+        words = line.split()
+        nums, key = [], []
+        for w in words:
+            try:
+                nums.append(float(w))
+            except ValueError:
+                if nums:  # a word after numbers: not a number row
+                    break
+                key.append(w)
+        name = " ".join(key) if key else f"row {len(out[section])}"
+        out[section][name] = nums
+    return out
+
+
+def fingerprint_changes(old: str, new: str) -> list[tuple[str, float]]:
+    """What changed between two fingerprint texts: (name, signed relative change), trace factors first in
+    pipeline order (so the first entry is the first changed factor), then image statistics and grid rows.
+    A relative change is that of the component that changed most (inf when from or to 0)."""
+    a, b = _sections(old), _sections(new)
+    out: list[tuple[str, float]] = []
+    for section in ("trace", "image", "grid", "stats"):
+        sa, sb = a.get(section, {}), b.get(section, {})
+        names = sorted(set(sa) | set(sb), key=order_index) if section == "trace" else list(dict.fromkeys([*sa, *sb]))
+        for name in names:
+            va, vb = sa.get(name), sb.get(name)
+            if va == vb:
+                continue
+            label = name if section == "trace" else f"{section}: {name}"
+            if va is None or vb is None or len(va) != len(vb):
+                out.append((label, math.inf))
+                continue
+            worst = 0.0
+            for x, y in zip(va, vb, strict=True):
+                if x != y:
+                    rel = (y - x) / abs(x) if x != 0 else math.inf
+                    worst = rel if abs(rel) > abs(worst) else worst
+            out.append((label, worst))
+    return out
 
 
 def _make_extension():

@@ -75,8 +75,31 @@ class GoldenIntegrityError(RuntimeError):
     """A golden file is missing, or its content does not match the manifest sha256."""
 
 
+REPO_ROOT_ENV = "NB_REPO_ROOT"
+
+
+def _is_checkout(path: Path) -> bool:
+    return (path / "golden" / "cases.toml").is_file() and (path / "pyproject.toml").is_file()
+
+
 def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+    """The checkout that holds golden/, tools/ and tests/: ``$NB_REPO_ROOT`` (tox passes {toxinidir}), else
+    the source tree of an editable install, else the nearest checkout above the working directory. Never
+    site-packages: a non-editable install (tox) has no golden/ beside the package."""
+    env = os.environ.get(REPO_ROOT_ENV)
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[2]
+    if _is_checkout(here):
+        return here
+    cwd = Path.cwd().resolve()
+    for d in (cwd, *cwd.parents):
+        if _is_checkout(d):
+            return d
+    raise FileNotFoundError(
+        f"no nanobragg-torch checkout found (golden/cases.toml beside pyproject.toml) above {cwd}; "
+        f"set {REPO_ROOT_ENV} to the checkout"
+    )
 
 
 def golden_dir() -> Path:
@@ -373,11 +396,23 @@ def summarize_full(
 
 
 def load_manifest(root: str | Path | None = None) -> dict[str, Any]:
+    """manifest.json of the golden directory ({} entries when absent); GoldenIntegrityError naming the file
+    and line when it cannot be read."""
     path = Path(root if root is not None else golden_dir()) / "manifest.json"
     if not path.exists():
         return {"format": 1, "entries": {}}
-    with open(path) as fh:
-        return json.load(fh)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise GoldenIntegrityError(
+            f"{path}:{exc.lineno}:{exc.colno}: manifest is not valid JSON ({exc.msg}); restore it from git "
+            "(goldens change only through tools/regen_goldens.py)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GoldenIntegrityError(f"{path}: manifest unreadable ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("entries", {}), dict):
+        raise GoldenIntegrityError(f"{path}: manifest has no 'entries' object")
+    return doc
 
 
 def entry_key(case: str, variant: str) -> str:

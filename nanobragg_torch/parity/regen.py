@@ -16,8 +16,10 @@ The binary path comes only from the environment (NB_C_BIN / NB_C_FIXED_BIN); the
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import io
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -48,6 +50,7 @@ from .goldens import (
     verify_entry_files,
 )
 from .printout import parse_printout
+from .schema import order_index
 
 __all__ = [
     "BIN_ENV",
@@ -62,6 +65,7 @@ __all__ = [
 ]
 
 BIN_ENV = {"pinned": "NB_C_BIN", "fixed": "NB_C_FIXED_BIN"}
+UNATTRIBUTED = "(no factor named)"
 SRC_ENV = {"pinned": "NB_C_SRC", "fixed": "NB_C_FIXED_SRC"}
 CFLAGS_ENV = "NB_C_CFLAGS"
 
@@ -280,6 +284,55 @@ def _npz_arrays(data: bytes) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def _changed_tokens(key: str, old: Any, new: Any) -> str:
+    """``key: old -> new`` for the changed items of two lists only (a flag list: the tokens that changed)."""
+    if not (isinstance(old, list) and isinstance(new, list)):
+        return f"{key}: {old} -> {new}"
+    a, b = [json.dumps(x) for x in old], [json.dumps(x) for x in new]  # hashable (traced pixels are lists)
+    parts = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            continue
+        was = " ".join(str(x) for x in old[i1:i2]) or "(nothing)"
+        now = " ".join(str(x) for x in new[j1:j2]) or "(nothing)"
+        parts.append(f"[{i1}] {was} -> {now}")
+    return f"{key}: " + "; ".join(parts)
+
+
+def printout_drift(old: bytes, new: bytes) -> tuple[str, float] | None:
+    """(first divergent factor, its signed relative change) between two printout blocks of one pixel."""
+    from .compare import compare_traces
+
+    a, b = parse_printout(old.decode()), parse_printout(new.decode())
+    if len(a) != 1 or len(b) != 1:
+        return ("(printout layout)", math.inf)
+    report = compare_traces(a[0], b[0])
+    if report.ok:
+        return None
+    first = report.first
+    ref, ours = first.ref, first.ours
+    if isinstance(ref, tuple) or isinstance(ours, tuple) or ref == 0:
+        return first.name, first.rel_diff
+    return first.name, (float(ours) - float(ref)) / abs(float(ref))
+
+
+def drift_of(new: Rendered, old_entry: dict[str, Any] | None, directory: Path) -> tuple[str, float] | None:
+    """The first divergent factor of a changed golden (from its printout blocks), or None."""
+    if old_entry is None:
+        return None
+    try:
+        old_files = verify_entry_files(old_entry, directory)
+    except GoldenIntegrityError:
+        return None
+    found = [
+        printout_drift(old_files[name], new.files[name])
+        for name in sorted(new.files)
+        if name.startswith("printout_") and name in old_files and old_files[name] != new.files[name]
+    ]
+    found = [f for f in found if f is not None]
+    return min(found, key=lambda f: order_index(f[0])) if found else None
+
+
 def diff_rendered(new: Rendered, old_entry: dict[str, Any] | None, directory: Path) -> list[str]:
     """How a fresh rendering differs from the committed golden (empty list: it reproduces it).
 
@@ -288,7 +341,7 @@ def diff_rendered(new: Rendered, old_entry: dict[str, Any] | None, directory: Pa
     if old_entry is None:
         return ["no committed golden"]
     diffs = [
-        f"{k}: {old_entry.get(k)} -> {new.entry.get(k)}"
+        _changed_tokens(k, old_entry.get(k), new.entry.get(k))
         for k in _CONTENT_KEYS
         if old_entry.get(k) != new.entry.get(k)
     ]
@@ -361,7 +414,10 @@ def regenerate(
 
     A golden that exists and differs in content is rewritten only with ``update``; an identical one is
     left untouched (its manifest entry and date too). Returns status -> list of "variant/case" with
-    status in new, updated, unchanged, changed (differs, not written), missing (check: no golden), error.
+    status in new, updated, unchanged, changed (differs, not written), missing (check: no golden), error;
+    and under "drift" the changed goldens as "variant/case factor rel" (first divergent factor of their
+    printout blocks). Without NB_C_CFLAGS an existing entry keeps its recorded compiler flags; a golden
+    folder that has no manifest entry is replaced only with ``update``.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -382,6 +438,7 @@ def regenerate(
     status: dict[str, list[str]] = {
         k: [] for k in ("new", "updated", "unchanged", "changed", "missing", "error")
     }
+    drifts: dict[str, tuple[str, float]] = {}  # changed goldens: variant/case -> (first divergent factor, rel)
 
     def work(item):
         case, variant = item
@@ -401,7 +458,12 @@ def regenerate(
                 log(f"WARNING   {key}: {w}")
             old = manifest["entries"].get(key)
             directory = root / variant / case.name
+            if old is not None and new.entry.get("cflags") is None and old.get("cflags") is not None:
+                new.entry["cflags"] = old["cflags"]  # NB_C_CFLAGS unset: keep the recorded compiler flags
             diffs = diff_rendered(new, old, directory) if old is not None else None
+            if diffs:
+                found = drift_of(new, old, directory)
+                drifts[key] = found if found is not None else (UNATTRIBUTED, math.nan)
             if old is not None and not diffs:
                 status["unchanged"].append(key)
                 log(f"ok        {key}")
@@ -414,6 +476,10 @@ def regenerate(
                 status["changed"].append(key)
                 log(f"CHANGED   {key} (not written; rerun with --update to accept): " + "; ".join(diffs))
                 continue
+            if old is None and directory.exists() and not update:
+                status["changed"].append(key)
+                log(f"REFUSED   {key}: {directory} exists without a manifest entry; --update replaces it")
+                continue
             _write(new, directory)
             manifest["entries"][key] = new.entry
             _save_manifest(manifest, root)
@@ -422,6 +488,7 @@ def regenerate(
                 f"{'updated' if old is not None else 'new':<9s} {key}"
                 + (": " + "; ".join(diffs) if old else "")
             )
+    status["drift"] = [f"{k} {f} {r!r}" for k, (f, r) in sorted(drifts.items())]
     return status
 
 

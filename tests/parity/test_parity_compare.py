@@ -82,10 +82,13 @@ def test_perturbed_factor_is_first_divergent(c_trace, name):
 
 
 def test_earliest_in_pipeline_wins(c_trace):
-    ours = _perturb(_perturb(_as_ours(c_trace), "omega_pixel", 1e-2), "hkl_frac", 1e-3)
+    ours = _perturb(_perturb(_as_ours(c_trace), "F_latt", 1e-2), "hkl_frac", 1e-3)
     rep = compare_traces(c_trace, ours)
     assert rep.first_divergent == "hkl_frac"
-    assert [d.name for d in rep.drifts] == ["hkl_frac", "omega_pixel"]
+    assert [d.name for d in rep.drifts] == ["hkl_frac", "F_latt"]
+    # the solid angle is computed with the pixel position, before the Miller indices and the sum
+    rep = compare_traces(c_trace, _perturb(_perturb(_as_ours(c_trace), "omega_pixel", 1e-2), "a_vec", 1e-3))
+    assert [d.name for d in rep.drifts] == ["omega_pixel", "a_vec"]
 
 
 def test_printed_precision_is_respected(c_trace):
@@ -123,7 +126,7 @@ def test_missing_nan_and_array_inputs():
     }
     rep = compare_traces(ref, ours)
     assert rep.ok
-    assert rep.only_ref == ["stol"] and rep.only_ours == ["hkl_frac", "omega_pixel"]
+    assert rep.only_ref == ["stol"] and rep.only_ours == ["omega_pixel", "hkl_frac"]
     rep = compare_traces({"polar": 0.5}, {"polar": math.nan})
     assert rep.first_divergent == "polar" and math.isinf(rep.drifts[0].abs_diff)
     assert not compare_traces({"hkl_frac": (1.0, 2.0, 3.0)}, {"hkl_frac": (1.0, 2.0)}).ok
