@@ -423,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         print(f"nanobragg: interrupted by {signal.Signals(signum).name}; no output written", file=sys.stderr)
         return 128 + signum
+    except BrokenPipeError:  # stdout's reader left (`| head`): stop as the C does on SIGPIPE, nothing written
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 128 + signal.SIGPIPE
     except InputError as exc:
         print(f"nanobragg: error: {exc}", file=sys.stderr)
         return 2

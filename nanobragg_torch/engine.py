@@ -434,7 +434,9 @@ def render(
                 here = ChunkState(active and (switch < 0 or switch >= pos),
                                   first and (first_pixel < 0 or first_pixel >= pos))
                 one = evaluate_chunk(plan, idx[pos : pos + 1], here, keep=True)
-                traces[pending[flat]] = {"inter": one.inter, "value": one.intensity[0]}
+                # the factors from the one-pixel evaluation; the final value is the image's own (a one-pixel
+                # chunk may sum the samples in another order: 1 ulp)
+                traces[pending[flat]] = {"inter": one.inter, "value": value[pos]}
         active = active and switch < 0
         first = first and first_pixel < 0
         if progress is not None:

@@ -219,7 +219,7 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
     trace_at = options.trace_pixel
     if trace_at is None and options.printout_pixel is not None:
         trace_at = (options.printout_pixel[1], options.printout_pixel[0])
-    with torch.no_grad(), progress_bar(plan.samples_per_pixel, options.progress) as progress:
+    with torch.no_grad(), progress_bar(plan.pixel_order.numel(), plan.samples_per_pixel, options.progress) as progress:
         result = render(plan, options.chunk, trace_pixel=trace_at, progress=progress)
     for line in geometry_report(result):
         print(line)

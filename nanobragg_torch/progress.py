@@ -27,14 +27,16 @@ def shown(force: bool | None) -> bool:
 
 
 @contextlib.contextmanager
-def progress_bar(samples_per_pixel: int, force: bool | None = None) -> Iterator[ProgressCallback | None]:
-    """A callback for `engine.render(progress=...)` drawing a tqdm bar on stderr, or None when not shown."""
+def progress_bar(pixels: int, samples_per_pixel: int, force: bool | None = None
+                 ) -> Iterator[ProgressCallback | None]:
+    """A callback for `engine.render(progress=...)` drawing a tqdm bar on stderr (`pixels` rendered), or None
+    when not shown."""
     if not shown(force):
         yield None
         return
-    bar = tqdm(total=0, unit="px", unit_scale=True, file=sys.stderr, delay=0.0 if force else DELAY_S,
+    bar = tqdm(total=pixels, unit="px", unit_scale=True, file=sys.stderr, delay=0.0 if force else DELAY_S,
                desc="render", bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} px "
-               "[{elapsed}<{remaining}, {postfix}]", postfix="samples/s ?", dynamic_ncols=True)
+               "[{elapsed}<{remaining}{postfix}]", postfix="? samples/s", dynamic_ncols=True)
 
     def update(done: int, total: int) -> None:
         if bar.total != total:

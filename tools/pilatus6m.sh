@@ -5,7 +5,7 @@
 # e.g.  tools/pilatus6m.sh -dtype float64 -progress   or   tools/pilatus6m.sh -roi 1000 1100 600 700
 # Its pixel (slow 685, fast 1039): add -trace_pixel 685 1039 (the C: -printout_pixel 1039 685).
 set -e
-here=$(cd "$(dirname "$0")/.." && pwd)
+here=$(cd "$(dirname "$0")" && pwd -P)/..
 shared=${NB_SHARED_DATA:-$here/../shared/data}
 for f in pilatus_6m/A.mat pilatus_6m/scaled.hkl; do
     [ -f "$shared/$f" ] || { echo "pilatus6m.sh: $shared/$f not found (set NB_SHARED_DATA)" >&2; exit 2; }
