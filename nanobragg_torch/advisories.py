@@ -2,7 +2,8 @@
 
 nanoBragg.c prints them with printf (stdout) while it resolves the set-up; users rely on them (a replaced
 odet_vector, a crystal too large for the pixel without oversampling). We print the same short strings: on
-stdout in `--c-compat` (where the C puts them), on stderr in the default mode (stdout keeps the report).
+stdout in `--c-compat` (where the C puts them), on stderr in the default mode (stdout keeps the report):
+quirk `advisories-on-stdout` (quirks.ADVISORIES_ON_STDOUT).
 """
 
 from __future__ import annotations
