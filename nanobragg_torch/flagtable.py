@@ -1148,13 +1148,13 @@ FILES = r"""## Files written, stdout, exit status
 | noise SMV | with `-noisefile`, unless a later `-nonoise` | unless `-nonoise` (`noiseimage.img`) |
 | Fdump | with `-dump FILE` only | written after `-hkl`, read without it |
 
-Stdout carries the C's geometry summary and, in its formats, `max_I = ... at ...`, `mean= ... rms= ...
-rmsd= ...`, `intfile_scale = ...`, `pgm_scale = ...` (when a PGM or PNG is made) and `N photons on noise image
-(M overloads)`, followed by `wrote ...` lines instead of the C's `writing ...` lines. The C's advisory `WARNING: ...` lines
-(a replaced odet_vector, `recommend -oversample N`, mosaic domains, detector attenuation depth) go to stderr,
-to stdout (as the C) with `--c-compat`; the progress bar (`-progress`) and the one-off compiled-kernel build
-notice go to stderr. `-trace_pixel` output opens with a `#` line giving the pixel in both orders and the C's
-`-printout_pixel F S`, and ends with a `#` note when the pixel is nearly dark. With `-dtype float64
+Stdout carries the C's geometry summary and, in its formats, `max_I = ... at ...`, `mean= ... rms= ... rmsd=
+...`, `intfile_scale = ...`, `pgm_scale = ...` (when a PGM or PNG is made) and `N photons on noise image (M
+overloads)`, followed by `wrote ...` lines instead of the C's `writing ...` lines. The C's advisory `WARNING:
+...` lines (a replaced odet_vector, `recommend -oversample N`, mosaic domains, detector attenuation depth) go to
+stderr, to stdout (as the C) with `--c-compat`; the progress bar (`-progress`) and the one-off compiled-kernel
+build notice go to stderr. `-trace_pixel` output opens with a `#` line giving the pixel in both orders and the
+C's `-printout_pixel F S`, and ends with a `#` note when the pixel is nearly dark. With `-dtype float64
 --c-compat` the statistics lines and every file are identical to the pinned C's on the cases of
 `tests/test_cli_parity.py`. Exit status: 0 on success; 2 on bad input, with one line on stderr.
 """
