@@ -10,6 +10,7 @@ consequences.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 
@@ -30,6 +31,12 @@ def _is_float(tok: str) -> bool:
     return bool(_FLOAT.match(tok))
 
 
+def did_you_mean(flag: str) -> str:
+    """"; did you mean -x?" for the listed spellings closest to an unknown flag (difflib), else ""."""
+    close = difflib.get_close_matches(flag, ALL_FLAGS, n=3, cutoff=0.75)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
 def walk(argv: list[str]) -> list[tuple[int, str, list[str]]]:
     """argv by arity: (position, flag, values) for every flag; a token is a flag only at a flag position.
 
@@ -42,7 +49,7 @@ def walk(argv: list[str]) -> list[tuple[int, str, list[str]]]:
         flag = argv[i]
         if flag not in ALL_FLAGS:
             if flag.startswith("-"):
-                raise InputError(f"unknown flag {flag}")
+                raise InputError(f"unknown flag {flag}{did_you_mean(flag)}")
             raise InputError(f"unexpected argument {flag!r} (values must follow their flag)")
         kind = ALL_FLAGS[flag]
         if kind == "cell":

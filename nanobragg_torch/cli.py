@@ -9,6 +9,7 @@ on bad input (one line on stderr naming the flag or file:line; no output file le
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -18,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from . import quirks
+from . import demo, quirks
 from .cflags import c_defaults, c_divide, c_option_loop, own_options, strip_own_flags, validate
 from .config import (
     BeamConfig,
@@ -28,7 +29,7 @@ from .config import (
     StructureFactors,
 )
 from .errors import InputError
-from .flagtable import help_text
+from .flagtable import USAGE, help_text
 from .io.fdump import read_fdump, write_fdump
 from .io.hkl import read_hkl_file
 from .io.mosflm import read_mosflm_matrix
@@ -37,42 +38,6 @@ from .io.textcolumns import read_text_columns
 from .options import RunOptions
 from .outputs import Terminated, run, signals_as_exceptions
 from .validation import check_config
-
-DEMO_ARGS = [
-    "-cell",
-    "100",
-    "100",
-    "100",
-    "90",
-    "90",
-    "90",
-    "-N",
-    "5",
-    "-default_F",
-    "100",
-    "-lambda",
-    "1.0",
-    "-distance",
-    "100",
-    "-detpixels",
-    "256",
-    "-pixel",
-    "0.1",
-    "-misset",
-    "10",
-    "20",
-    "30",
-    "-phi",
-    "0",
-    "-osc",
-    "1",
-    "-phisteps",
-    "4",
-    "-mosaic",
-    "0.2",
-    "-mosaic_domains",
-    "5",
-]
 
 
 def _header_values(path: str, for_mask: bool, v: dict) -> np.ndarray:
@@ -143,8 +108,10 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     values (-1, NaN) become None here, once."""
     validate(argv)
     own = own_options(argv)
-    if own["demo"]:
-        argv = DEMO_ARGS + [a for a in argv if a != "-demo"]
+    if own["demo"]:  # the demo writes its inputs into the output folder first, then reads them as -mat/-hkl
+        outdir = own["outdir"] or "out"
+        demo.write_inputs(outdir)
+        argv = demo.demo_args(outdir) + [a for a in argv if a != "-demo"]
         own = {**own_options(argv), "demo": True}
     v = parse_c_flags(argv)
     c_compat = own["c_compat"]
@@ -164,7 +131,10 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     check_config(cfg, flags=True, dtype=dtype, device=own["device"], samples_per_chunk=own["chunk"], files=files)
     inputs = tuple(v[k] for k in ("hklfilename", "matfilename", "sourcefilename", "imginfilename", "maskfilename",
                                   "stolfilename") if v.get(k)) + ((dump_read,) if dump_read else ())
-    return cfg, run_options(v, own, cfg, dumpfile, notes, inputs)
+    options = run_options(v, own, cfg, dumpfile, notes, inputs)
+    shown = [a for a in argv if a in ("-progress", "-noprogress")]  # the last one wins, as in the C
+    options.progress = None if not shown else shown[-1] == "-progress"
+    return cfg, options
 
 
 def _given(x, ok=lambda x: x >= 0):
@@ -439,11 +409,11 @@ def _check_size_conflicts(argv: list[str], pixel: float, fpixels: int, spixels: 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
-        usage = help_text().split("\n\n")[0]
-        print(usage + "\n(--help lists every flag; full reference: docs/cli.md)", file=sys.stderr)
+        print(USAGE + "\n\nnanobragg --help lists every flag with its units, default and meaning.", file=sys.stderr)
         return 2
-    if argv in (["-h"], ["--help"]):
-        print(help_text())
+    if "-h" in argv or "--help" in argv:
+        with contextlib.suppress(BrokenPipeError):  # `nanobragg --help | head`
+            print(help_text(), flush=True)
         return 0
     try:
         with signals_as_exceptions():
@@ -453,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         print(f"nanobragg: interrupted by {signal.Signals(signum).name}; no output written", file=sys.stderr)
         return 128 + signum
+    except BrokenPipeError:  # stdout's reader left (`| head`): stop as the C does on SIGPIPE, nothing written
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 128 + signal.SIGPIPE
     except InputError as exc:
         print(f"nanobragg: error: {exc}", file=sys.stderr)
         return 2

@@ -24,7 +24,9 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -44,6 +46,7 @@ _AXES = {
     "cells": {0: "R"},
     "F_table": {0: "F"},
 }
+BUILD_EXPECTED = "20 s to 2 min on CPU"  # the one-off export + AOT compile of a variant (announced on stderr)
 _PACKAGE = Path(__file__).resolve().parent
 _ENTRY_MODULES = ("compiled.py", "kernel.py")  # the kernel's code starts here; the rest is found by imports
 
@@ -264,7 +267,15 @@ class KernelRunner:
                 warnings.warn(f"kernel package {path.name} failed to load ({exc}); rebuilding", RuntimeWarning,
                               stacklevel=4)
         _LOADED.pop(path, None)
+        # the one-off build says so on stderr (tqdm.write: above a progress bar, if one is drawn)
+        from tqdm import tqdm
+
+        tqdm.write(f"nanobragg: building the compiled kernel for this variant, once per machine (expect "
+                   f"{BUILD_EXPECTED}; cache {path.parent})...", file=sys.stderr)
+        started = time.perf_counter()
         build_package(self.spec, self.inputs, flat_idx, path)
+        tqdm.write(f"nanobragg: compiled kernel built in {time.perf_counter() - started:.1f} s; later runs load it",
+                   file=sys.stderr)
         return load_package(path)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -388,9 +389,11 @@ def render(
     samples_per_chunk: int | None = None,
     trace_pixel: tuple[int, int] | None = None,
     trace_pixels: list[tuple[int, int]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RenderResult:
     """Render the whole image chunk by chunk (the C's raster order); optionally keep the factors of
-    `trace_pixel` / `trace_pixels` ((slow, fast) each), evaluated in the image's own state.
+    `trace_pixel` / `trace_pixels` ((slow, fast) each), evaluated in the image's own state. `progress`, when
+    given, is called after every chunk with (pixels done, pixels rendered) (progress.progress_bar draws one).
 
     With gradients enabled each chunk is checkpointed: its intermediates are recomputed in backward, so the
     backward pass is memory-bounded like the forward pass."""
@@ -431,9 +434,13 @@ def render(
                 here = ChunkState(active and (switch < 0 or switch >= pos),
                                   first and (first_pixel < 0 or first_pixel >= pos))
                 one = evaluate_chunk(plan, idx[pos : pos + 1], here, keep=True)
-                traces[pending[flat]] = {"inter": one.inter, "value": one.intensity[0]}
+                # the factors from the one-pixel evaluation; the final value is the image's own (a one-pixel
+                # chunk may sum the samples in another order: 1 ulp)
+                traces[pending[flat]] = {"inter": one.inter, "value": value[pos]}
         active = active and switch < 0
         first = first and first_pixel < 0
+        if progress is not None:
+            progress(min(start + per_chunk, n), n)
     single = traces.get(tuple(int(v) for v in trace_pixel)) if trace_pixel is not None else None
     return RenderResult(
         image=image.reshape(d.spixels, d.fpixels),

@@ -1007,9 +1007,12 @@ FLAGS: tuple[Flag, ...] = (
         c_vars=('progress_meter',),
         values='—',
         default='—',
-        effect='progress meter',
-        status='no effect',
-        notes='we have no progress meter',
+        effect='progress bar on stderr (pixels done, samples/s, time left)',
+        status='yes',
+        notes=(
+            'default: shown on a terminal once a render passes 2 s; `-progress` forces it (any stderr, at once), '
+            '`-noprogress` silences it; the C prints `N% done` lines on stdout instead'
+        ),
     ),
     Flag(
         OWN,
@@ -1145,9 +1148,13 @@ FILES = r"""## Files written, stdout, exit status
 | noise SMV | with `-noisefile`, unless a later `-nonoise` | unless `-nonoise` (`noiseimage.img`) |
 | Fdump | with `-dump FILE` only | written after `-hkl`, read without it |
 
-Stdout carries the C's geometry summary and, in its formats, `max_I = ... at ...`, `mean= ... rms= ...
-rmsd= ...`, `intfile_scale = ...`, `pgm_scale = ...` (when a PGM or PNG is made) and `N photons on noise image
-(M overloads)`, followed by `wrote ...` lines instead of the C's `writing ...` lines. With `-dtype float64
+Stdout carries the C's geometry summary and, in its formats, `max_I = ... at ...`, `mean= ... rms= ... rmsd=
+...`, `intfile_scale = ...`, `pgm_scale = ...` (when a PGM or PNG is made) and `N photons on noise image (M
+overloads)`, followed by `wrote ...` lines instead of the C's `writing ...` lines. The C's advisory `WARNING:
+...` lines (a replaced odet_vector, `recommend -oversample N`, mosaic domains, detector attenuation depth) go to
+stderr, to stdout (as the C) with `--c-compat`; the progress bar (`-progress`) and the one-off compiled-kernel
+build notice go to stderr. `-trace_pixel` output opens with a `#` line giving the pixel in both orders and the
+C's `-printout_pixel F S`, and ends with a `#` note when the pixel is nearly dark. With `-dtype float64
 --c-compat` the statistics lines and every file are identical to the pinned C's on the cases of
 `tests/test_cli_parity.py`. Exit status: 0 on success; 2 on bad input, with one line on stderr.
 """
@@ -1176,17 +1183,34 @@ def markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+USAGE = """usage: nanobragg -mat A.mat -hkl F.hkl [flags...]     render with the C's flags (names, units below)
+       nanobragg -cell a b c al be ga -default_F F [flags...]
+       nanobragg -demo [flags...]                   a small built-in case into ./out, its inputs beside it
+       nanobragg -h | --help                        this listing"""
+
+
+def _plain(text: str) -> str:
+    """A table cell as terminal text (no Markdown escapes or backticks)."""
+    return text.replace("\\|", "|").replace("`", "").replace("—", "")
+
+
 def help_text() -> str:
-    """The `--help` listing: one line per row (spellings, values, effect)."""
-    out = ["usage: nanobragg -cell a b c al be ga | -mat A.mat  -hkl F.hkl | -default_F F  [flags...]",
-           "       nanobragg -demo    (render the built-in default case into ./out)"]
+    """The `--help` listing, grouped by section: spellings and values (units), meaning, default."""
+    out = [USAGE]
     for section in dict.fromkeys(f.section for f in FLAGS):
         out += ["", section + ":"]
         for f in FLAGS:
-            if f.section == section:
-                values = "" if f.values in ("—", "") else " " + f.values.replace("\\|", "|")
-                out.append(f"  {' '.join(f.names)}{values}: {f.effect}  [default: {f.default}]")
-    out += ["", "full reference: docs/cli.md"]
+            if f.section != section:
+                continue
+            head = " ".join(f.names) + (" " + _plain(f.values) if _plain(f.values) else "")
+            default = _plain(f.default)
+            tail = _plain(f.effect) + (f"  [default: {default}]" if default else "")
+            if f.status and f.status != "yes":
+                tail += f"  ({f.status})"
+            out.append(f"  {head:<36} {tail}" if len(head) <= 36 else f"  {head}\n  {'':<36} {tail}")
+    out += ["", "Bad input (an unknown flag, a missing or malformed value) exits with status 2 and writes nothing.",
+            "Environment: NB_COMPILE=0|1 forces the compiled kernel off|on; NB_KERNEL_CACHE=DIR moves its cache",
+            "(default ~/.cache/nanobragg_torch/kernels); NB_MEMORY_LIMIT caps the memory a render may plan for."]
     return "\n".join(out)
 
 

@@ -28,3 +28,4 @@ class RunOptions:
     chunk: int | None
     notes: list[str]
     inputs: tuple[str, ...] = ()  # files read (an output may not overwrite one)
+    progress: bool | None = None  # progress bar: -progress True, -noprogress False, None on a terminal only

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .advisories import advisories
 from .config import RTD, SimulationConfig, scalar_value
 from .engine import RenderResult, build_plan, render
 from .errors import InputError
@@ -22,7 +24,8 @@ from .io.pgm import write_pgm
 from .io.png import write_png
 from .io.smv import SMVHeader, write_smv
 from .options import RunOptions
-from .trace import format_c_printout, format_trace, pixel_trace
+from .progress import progress_bar
+from .trace import dark_note, format_c_printout, format_trace, order_note, pixel_trace
 
 
 def _g(x) -> float:
@@ -211,11 +214,13 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
     for note in options.notes:
         print(note)
     plan = build_plan(cfg, dtype, device)
+    for line in advisories(plan):  # the C's WARNING lines: where the C prints them (stdout) in --c-compat
+        print(line, file=sys.stdout if cfg.c_compat else sys.stderr)
     trace_at = options.trace_pixel
     if trace_at is None and options.printout_pixel is not None:
         trace_at = (options.printout_pixel[1], options.printout_pixel[0])
-    with torch.no_grad():  # the command line needs no gradients
-        result = render(plan, options.chunk, trace_pixel=trace_at)
+    with torch.no_grad(), progress_bar(plan.pixel_order.numel(), plan.samples_per_pixel, options.progress) as progress:
+        result = render(plan, options.chunk, trace_pixel=trace_at, progress=progress)
     for line in geometry_report(result):
         print(line)
     image = result.image.detach().to("cpu", torch.float32).numpy()
@@ -232,7 +237,11 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
             fp, sp = options.printout_pixel
             print(format_c_printout(trace, fp, sp, float(image[sp, fp]), _g(cfg.beam.wavelength)))
         if options.trace_pixel is not None:
+            print(order_note(*options.trace_pixel))
             print(format_trace(trace))
+            dark = dark_note(float(image[options.trace_pixel]), float(image.max()))
+            if dark:
+                print(dark)
     stats = image_statistics(image, d.roi, d.mask, plan.oversample, _g(plan.geom.pixel_size))
     print("\n".join(format_statistics_lines(stats)))
     header = smv_header(result)

@@ -22,7 +22,8 @@ class Quirk:
     golden_cases: tuple[str, ...]
     differs: bool  # does the default differ from --c-compat?
     note: str = ""  # one line printed when the triggering flag is used
-    scope: str = "image"  # what the quirk changes: "image" (the float image) or "files" (which files appear)
+    scope: str = "image"  # what the quirk changes: "image" (the float image), "files" (which files appear) or
+    # "streams" (what goes to stdout / stderr)
 
 
 PHI0_STALE_ROTATION = Quirk(
@@ -203,6 +204,22 @@ NOPOLAR_OVERSAMPLE_POLAR = Quirk(
     False,
 )
 
+ADVISORIES_ON_STDOUT = Quirk(
+    "advisories-on-stdout",
+    "The C prints its advisory WARNING lines (auto-generating odet_vector, recommend -oversample N, mosaic "
+    "domains, detector attenuation depth) and its `N% done` progress lines with printf, on stdout, between "
+    "its report lines.",
+    "Scripts that parse stdout see warnings and progress mixed into the report.",
+    "The same WARNING strings on stderr; progress is a bar on stderr (a terminal, renders over 2 s, "
+    "-progress forces, -noprogress silences).",
+    "The WARNING lines on stdout, where the C prints them; progress stays a bar on stderr (no `% done` lines: "
+    "the goldens run with -noprogress).",
+    "advisories.advisories, outputs._run, progress.progress_bar",
+    ("full_pilatus6m",),
+    True,
+    scope="streams",
+)
+
 SMV_LONG_HEADER = Quirk(
     "smv-long-header",
     "The SMV writers pad the header with spaces only up to 512 bytes; a longer header (long %g values, e.g. the "
@@ -288,6 +305,7 @@ REGISTRY: tuple[Quirk, ...] = (
     INVALID_VALUES_C_RULES,
     INVALID_VALUES_REFUSED,
     ROUND_DIVERGENCE_CUTOFF,
+    ADVISORIES_ON_STDOUT,
 )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .config import SimulationConfig
@@ -15,13 +17,15 @@ def simulate(
     device: torch.device | str = "cpu",
     samples_per_chunk: int | None = None,
     compile: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Render the float image (photons per pixel), shape (spixels, fpixels), on `device` in `dtype`.
 
     Gradients flow to every tensor in `config` that requires grad (cell, misset, distance, beam centre,
     rotations, wavelength, fluence, N, structure factors, ...). `compile`: run the fused kernel compiled
-    (see nanobragg_torch.compiled; None: when its package is cached or the render is large)."""
-    return render(build_plan(config, dtype, device, compile=compile), samples_per_chunk).image
+    (see nanobragg_torch.compiled; None: when its package is cached or the render is large). `progress`: called
+    after each chunk with (pixels done, pixels in the render); `progress.progress_bar` yields a tqdm one."""
+    return render(build_plan(config, dtype, device, compile=compile), samples_per_chunk, progress=progress).image
 
 
 def simulate_with_trace(

@@ -117,6 +117,23 @@ def format_trace(trace: dict[str, TraceValue]) -> str:
     return "\n".join(lines)
 
 
+DARK_FRACTION = 1e-3  # a traced pixel below this fraction of the image's maximum is called nearly dark
+
+
+def order_note(slow: int, fast: int) -> str:
+    """The comment line that opens a trace: our order (slow, fast) and the C's command for the same pixel."""
+    return (f"# pixel (slow {slow}, fast {fast}): -trace_pixel and TRACE_PY take (slow, fast); the C's "
+            f"-printout_pixel takes (fast, slow): -printout_pixel {fast} {slow}")
+
+
+def dark_note(value: float, image_max: float) -> str | None:
+    """A comment line when the traced pixel is nearly dark (a swapped slow/fast often is), else None."""
+    if image_max > 0 and value >= DARK_FRACTION * image_max:
+        return None
+    return (f"# note: this pixel is nearly dark ({value:.4g} photons, image maximum {image_max:.4g}); "
+            "if you meant the C's (fast, slow) order, swap the two numbers")
+
+
 def format_c_printout(
     trace: dict[str, TraceValue], fpixel: int, spixel: int, pixel_value: float, lambda0: float
 ) -> str:

@@ -252,7 +252,7 @@ def test_demo_writes_float_smv_png_into_out(cli: CliRun, work: Path) -> None:
     rc, out, _ = cli(["-demo", "-detpixels", "48"])  # later flags override the built-in case: keep it quick
     assert rc == 0
     files = {"out/demo_float.bin", "out/demo_int.img", "out/demo.png"}
-    assert written(work) == files
+    assert written(work) == files | {"out/demo.mat", "out/demo.hkl"}  # its inputs, beside its outputs
     for name in files:
         assert name in out, f"stdout does not say where {name} is"
     assert (work / "out/demo_float.bin").stat().st_size == 48 * 48 * 4
@@ -267,7 +267,7 @@ def test_full_demo_case(cli: CliRun, work: Path) -> None:
     """The built-in case as the README runs it (256 x 256 pixels, 4 phi steps x 5 mosaic domains)."""
     rc, out, _ = cli(["-demo"])
     assert rc == 0
-    assert written(work) == {"out/demo_float.bin", "out/demo_int.img", "out/demo.png"}
+    assert written(work) == {"out/demo_float.bin", "out/demo_int.img", "out/demo.png", "out/demo.mat", "out/demo.hkl"}
     assert float_image(work / "out/demo_float.bin", (256, 256)).max() > 0
     assert "max_I = " in out
 
@@ -279,7 +279,7 @@ def test_module_entry_point(tmp_path: Path) -> None:
     demo = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert demo.returncode == 0, demo.stderr
     names = {"demo_float.bin", "demo_int.img", "demo.png"}
-    assert {p.name for p in (tmp_path / "demo_out").iterdir()} == names
+    assert {p.name for p in (tmp_path / "demo_out").iterdir()} == names | {"demo.mat", "demo.hkl"}
     assert {p.name for p in tmp_path.iterdir()} == {"demo_out"}
     assert all(os.path.join("demo_out", n) in demo.stdout for n in names)
     assert (tmp_path / "demo_out/demo_float.bin").stat().st_size == 32 * 32 * 4

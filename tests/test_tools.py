@@ -75,7 +75,8 @@ def test_trace_pixel_raw_flags_to_stdout():
              "-pixel", "0.5", "-distance", "100"]
     code, text, _ = _run(_load("trace_pixel"), "--pixel", 3, 5, "--dtype", "float32", "--", *flags)
     assert code == 0
-    assert text.startswith("TRACE_PY: pixel 3 5\n") and "TRACE_PY: I_pixel_final " in text
+    assert text.startswith("# pixel (slow 3, fast 5): ") and "-printout_pixel 5 3" in text.splitlines()[0]
+    assert "\nTRACE_PY: pixel 3 5\n" in text and "TRACE_PY: I_pixel_final " in text
 
 
 def _png_size(path) -> tuple[int, int]:

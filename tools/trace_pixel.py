@@ -4,6 +4,11 @@
     python tools/trace_pixel.py --case NAME [--variant pinned|fixed] [--pixel SLOW FAST] [--out FILE]
                                 [--dtype float64|float32] [--device cpu|cuda]
     python tools/trace_pixel.py --pixel SLOW FAST [--out FILE] -- C-FLAGS...
+    python tools/trace_pixel.py --c-order --pixel FAST SLOW ...      (the C's -printout_pixel order)
+
+Pixels are (slow, fast), as -trace_pixel and the TRACE_PY lines; the C's -printout_pixel takes (fast, slow):
+``--c-order`` reads --pixel in the C's order. The trace opens with a comment stating both orders, stderr
+gets the exact C command for the same pixel, and a nearly dark pixel (often a swapped order) is flagged.
 
 The trace is the engine's own evaluation of the pixel inside a full render (engine.render(trace_pixel=)),
 so ``I_pixel_final`` is the image's value. ``--variant pinned`` (the default) renders with --c-compat, as the
@@ -20,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -31,10 +37,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from nanobragg_torch.cflags import strip_own_flags  # noqa: E402
 from nanobragg_torch.cli import config_from_flags  # noqa: E402
 from nanobragg_torch.engine import build_plan, render  # noqa: E402
 from nanobragg_torch.parity.goldens import get_case, golden_dir, has_golden, load_golden, shared_data_dir  # noqa: E402
-from nanobragg_torch.trace import format_trace, pixel_trace  # noqa: E402
+from nanobragg_torch.trace import dark_note, format_trace, order_note, pixel_trace  # noqa: E402
 
 
 def git_sha() -> str | None:
@@ -98,8 +105,17 @@ def trace_text(argv: list[str], pixel: tuple[int, int], dtype: str, device: torc
     if result.trace is None:
         raise SystemExit(f"pixel {pixel} is not rendered (outside the ROI or masked)")
     trace = pixel_trace(result)
-    text = f"TRACE_PY: pixel {pixel[0]} {pixel[1]}\n" + format_trace(trace) + "\n"
-    return text, {"trace": trace, "image_value": float(result.image[pixel].double())}
+    text = order_note(*pixel) + f"\nTRACE_PY: pixel {pixel[0]} {pixel[1]}\n" + format_trace(trace) + "\n"
+    value = float(result.image[pixel].double())
+    dark = dark_note(value, float(result.image.max()))
+    return text + (dark + "\n" if dark else ""), {"trace": trace, "image_value": value, "dark": dark}
+
+
+def c_command(flags: list[str], pixel: tuple[int, int]) -> str:
+    """The C command that prints the same pixel (-printout_pixel takes fast, slow)."""
+    c_flags = strip_own_flags(flags)
+    program = os.environ.get("NB_C_BIN", "nanoBragg")
+    return shlex.join([program, *c_flags, "-printout", "-printout_pixel", str(pixel[1]), str(pixel[0])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,18 +123,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--case", help="golden case name (golden/cases.toml)")
     ap.add_argument("--variant", choices=("pinned", "fixed"), default="pinned",
                     help="pinned: render with --c-compat (default); fixed: our default behaviour")
-    ap.add_argument("--pixel", type=int, nargs=2, metavar=("SLOW", "FAST"))
+    ap.add_argument("--pixel", type=int, nargs=2, metavar=("SLOW", "FAST"),
+                    help="the pixel, slow then fast (with --c-order: fast then slow, as the C's -printout_pixel)")
+    ap.add_argument("--c-order", action="store_true", help="--pixel is given as FAST SLOW (the C's order)")
     ap.add_argument("--out", type=Path, help="trace file (TRACE_PY lines); FILE.env.json is written beside it")
     ap.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("flags", nargs=argparse.REMAINDER, help="C flags after --")
     args = ap.parse_args(argv)
+    if args.c_order and args.pixel:
+        args.pixel = args.pixel[::-1]
     device = torch.device(args.device)
     flags, pixel, info = resolve(args)
     text, values = trace_text(flags, pixel, args.dtype, device)
     final = values["trace"]["I_pixel_final"]
     print(f"pixel (slow, fast) {pixel}: I_pixel_final {final!r}, image value {values['image_value']!r}",
           file=sys.stderr)
+    if values["dark"]:
+        print(values["dark"][2:], file=sys.stderr)
+    print(f"the same pixel from the C: {c_command(flags, pixel)}", file=sys.stderr)
     if args.out is None:
         sys.stdout.write(text)
     else:
