@@ -16,6 +16,8 @@ per line, `<!-- docs-test: KEY reason -->`:
   needs-ray        needs Ray installed
   needs-shared     needs the shared reference inputs (../shared/data or NB_SHARED_DATA)
   slow             a long render: marked `slow` (deselect with -m 'not slow')
+  installed        the block opens with the install command (`pip install ... && rest`): the test runs inside
+                   the installed checkout, so it drops that command and runs the rest
 
 Unknown keys fail the test, so a typo in a marker cannot silently skip a block.
 """
@@ -39,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL = {"sh", "bash", "shell", "console"}
 PYTHON = {"python", "py"}
-KEYS = {"skip", "needs-c", "needs-gpu", "needs-ray", "needs-shared", "slow"}
+KEYS = {"skip", "needs-c", "needs-gpu", "needs-ray", "needs-shared", "slow", "installed"}
+_INSTALL = re.compile(r"^\s*pip install [^\n]*?&&\s*")
 _FENCE = re.compile(r"^```\s*([A-Za-z0-9_+-]*)\s*$")
 _MARK = re.compile(r"^<!--\s*docs-test:\s*(\S+)\s*(.*?)\s*-->\s*$")
 
@@ -138,12 +141,16 @@ def test_doc_block_runs(block: Block, folders, monkeypatch) -> None:
     if reason:
         pytest.skip(reason)
     work, namespace = folders(block.path)
+    code = block.code
+    if any(k == "installed" for k, _ in block.marks):
+        code, n = _INSTALL.subn("", code, count=1)
+        assert n == 1, f"{block.id}: marked 'installed' but does not open with `pip install ... &&`"
     if block.lang == "sh":
         env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
                "NB_SHARED_DATA": str(shared_data_dir()), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-        run = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.code], cwd=work, env=env,
+        run = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", code], cwd=work, env=env,
                              capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, f"{block.id} exited {run.returncode}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     else:
         monkeypatch.chdir(work)
-        exec(compile(block.code, block.id, "exec"), namespace)  # noqa: S102 (the docs' own code, on purpose)
+        exec(compile(code, block.id, "exec"), namespace)  # noqa: S102 (the docs' own code, on purpose)
