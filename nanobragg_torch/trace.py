@@ -72,7 +72,8 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, int] | None = None) -> d
         "hkl_rounded": _v(torch.stack(hkl0)),
     }
     if plan.cfg.crystal.shape == "SQUARE":
-        fa, fb, fc = square_factors(hkl, hkl0, tuple(inputs.N), plan.N_active)
+        dhkl = tuple(_last(h) for h in x["dhkl"])
+        fa, fb, fc = square_factors(dhkl, hkl0, tuple(inputs.N), plan.N_active)
         out.update(F_latt_a=_f(fa), F_latt_b=_f(fb), F_latt_c=_f(fc))
     cells = plan.cells[-1, -1] * 1e10
     I = _f(x["I"][0])
