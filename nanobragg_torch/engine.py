@@ -93,10 +93,12 @@ def build_plan(
     device: torch.device | str = "cpu",
     compile: bool | None = None,
     samples_per_chunk: int | None = None,
+    precise_hkl: bool | None = None,
 ) -> Plan:
     """Resolve the configuration for rendering. `compile`: run the fused kernel compiled (compiled.py; None:
     when its package is already cached or the render has more than COMPILE_THRESHOLD samples; env NB_COMPILE=0/1
-    overrides)."""
+    overrides). `precise_hkl`: Miller indices in float64 in a lower-precision render (None: where the render
+    dtype would put more than kernel.INDEX_PHASE_TOLERANCE into the phase of sin(N pi h))."""
     check_config(cfg, dtype=dtype, device=device, samples_per_chunk=samples_per_chunk)  # validation.py
     device = torch.device(device)
 
@@ -134,8 +136,14 @@ def build_plan(
         recommended = 1
     oversample = cfg.detector.oversample if (cfg.detector.oversample or 0) > 0 else recommended
     steps = len(sources.wavelength) * mosaic.domains * phi.steps * oversample * oversample
-    # the Miller indices and the geometry under them stay float64 in a lower-precision render (kernel.reduced)
-    precise = dtype != hi
+    # the Miller indices and the geometry under them stay float64 in a lower-precision render where the lattice
+    # transform is sharp (kernel.reduced)
+    if precise_hkl is None:
+        lam_min = float(sources.wavelength.detach().min())
+        n_float = tuple(float(n.detach()) for n in N)
+        error = K.index_phase_error(n_float, tuple(float(x) for x in lengths), lam_min, torch.finfo(dtype).eps)
+        precise_hkl = error > K.INDEX_PHASE_TOLERANCE
+    precise = precise_hkl and dtype != hi
     index_dtype = hi if precise else dtype
     geom_hi, layers_hi, sources_hi, cells_hi = geom, layers, sources, cells
 
