@@ -150,7 +150,7 @@ def _render_shared(plans: list[Plan], samples_per_chunk: int | None) -> Tensor:
     p0 = plans[0]
     d = p0.cfg.detector
     B = len(plans)
-    cells = torch.stack([p.cells.reshape(-1, 3, 3) for p in plans])  # (B, R, 3, 3)
+    cells = torch.stack([p.kernel.inputs.cells for p in plans])  # (B, R, 3, 3), the index dtype
     budget = samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK
     per_chunk = max(1, budget // max(1, p0.samples_per_pixel * B))
     order = p0.pixel_order

@@ -94,10 +94,12 @@ def build_plan(
     device: torch.device | str = "cpu",
     compile: bool | None = None,
     samples_per_chunk: int | None = None,
+    precise_hkl: bool | None = None,
 ) -> Plan:
     """Resolve the configuration for rendering. `compile`: run the fused kernel compiled (compiled.py; None:
     when its package is already cached or the render has more than COMPILE_THRESHOLD samples; env NB_COMPILE=0/1
-    overrides)."""
+    overrides). `precise_hkl`: Miller indices in float64 in a lower-precision render (None: where the render
+    dtype would put more than kernel.INDEX_PHASE_TOLERANCE into the phase of sin(N pi h))."""
     check_config(cfg, dtype=dtype, device=device, samples_per_chunk=samples_per_chunk)  # validation.py
     device = torch.device(device)
 
@@ -135,6 +137,20 @@ def build_plan(
         recommended = 1
     oversample = cfg.detector.oversample if (cfg.detector.oversample or 0) > 0 else recommended
     steps = len(sources.wavelength) * mosaic.domains * phi.steps * oversample * oversample
+    # the Miller indices and the geometry under them stay float64 in a lower-precision render where the lattice
+    # transform is sharp (kernel.reduced)
+    if precise_hkl is None:
+        lam_min = float(sources.wavelength.detach().min())
+        n_float = tuple(float(n.detach()) for n in N)
+        error = K.index_phase_error(n_float, tuple(float(x) for x in lengths), lam_min, torch.finfo(dtype).eps)
+        precise_hkl = error > K.INDEX_PHASE_TOLERANCE
+    precise = precise_hkl and dtype != hi
+    index_dtype = hi if precise else dtype
+    geom_hi, layers_hi, sources_hi, cells_hi = geom, layers, sources, cells
+
+    def ix(x):  # an input of kernel.INDEX_FIELDS
+        return torch.as_tensor(x, dtype=index_dtype, device=device)
+
     geom, layers, sources, crystal, phi, mosaic = (
         _cast(x, dtype) for x in (geom, layers, sources, crystal, phi, mosaic)
     )
@@ -160,30 +176,31 @@ def build_plan(
         oversample_omega=d.oversample_omega,
         has_grid=fgrid.hkls > 0,
         wide_index=wide_index(fgrid.grid),
+        precise_hkl=precise,
     )
-    o = torch.arange(oversample, dtype=dtype, device=device)
+    o = torch.arange(oversample, dtype=index_dtype, device=device)
     subS, subF = torch.meshgrid(o, o, indexing="ij")
     inputs = KernelInputs(
         fpixels=torch.tensor(d.fpixels, dtype=torch.int64, device=device),
-        oversample=t(float(oversample)),
-        subpixel=geom.pixel_size / oversample,
+        oversample=ix(float(oversample)),
+        subpixel=ix(geom_hi.pixel_size / oversample),
         sub_f=subF.reshape(-1),
         sub_s=subS.reshape(-1),
-        layer_t=torch.arange(layers.count, dtype=dtype, device=device),
+        layer_t=torch.arange(layers.count, dtype=index_dtype, device=device),
         pixel_size=geom.pixel_size,
         close_distance=geom.close_distance,
-        distance=geom.distance,
-        fdet=geom.fdet,
-        sdet=geom.sdet,
-        odet=geom.odet,
-        pix0=geom.pix0,
-        beam=geom.beam,
+        distance=ix(geom_hi.distance),
+        fdet=ix(geom_hi.fdet),
+        sdet=ix(geom_hi.sdet),
+        odet=ix(geom_hi.odet),
+        pix0=ix(geom_hi.pix0),
+        beam=ix(geom_hi.beam),
         polar_vector=geom.polar_vector,
-        layer_step=layers.step,
+        layer_step=ix(layers_hi.step),
         layer_mu=layers.mu,
-        incident=-sources.direction,
-        wavelength=sources.wavelength,
-        cells=cells.reshape(-1, 3, 3),
+        incident=ix(-sources_hi.direction),
+        wavelength=ix(sources_hi.wavelength),
+        cells=ix(cells_hi.reshape(-1, 3, 3)),
         N=torch.stack(N),
         fudge=t(c.fudge),
         a_star=crystal.a_star,
@@ -308,18 +325,20 @@ def evaluate_chunk(plan: Plan, flat_idx: Tensor, state: ChunkState, keep: bool =
     if state.first_eval and plan.first_eval_phi_step is not None:
         hkl, first_pixel = _first_evaluation(plan, hkl, f)
     hkl0 = K.rounded(hkl)
-    F_latt = K.lattice_factor(spec, x, hkl, hkl0)
+    dhkl, hkl0_lo = K.reduced(x, hkl, hkl0)
+    F_latt = K.lattice_factor(spec, x, dhkl, hkl0_lo)
     shape = F_latt.shape
     C = flat_idx.shape[0]
     culled = f["culled"] if f["culled"] is not None else torch.zeros((), dtype=torch.bool, device=plan.device)
     reached = ~culled if plan.water_on else ~culled & (F_latt != 0.0)
     reached = reached.expand(shape)
     # structure factors, with the C's one-way switch from interpolation to nearest neighbour
-    F_cell = K.structure_factor(spec, x, hkl0).expand(shape)
+    F_cell = K.structure_factor(spec, x, hkl0_lo).expand(shape)
     switch_pixel = None
     if state.interpolate:
-        F_interp = plan.fgrid.tricubic(hkl)
-        bad = _c_order(plan.fgrid.out_of_interpolation_range(hkl) & reached).reshape(-1)
+        hkl_lo = tuple(h.to(plan.dtype) for h in hkl)
+        F_interp = plan.fgrid.tricubic(hkl_lo)
+        bad = _c_order(plan.fgrid.out_of_interpolation_range(hkl_lo) & reached).reshape(-1)
         if bool(bad.any()):
             k = int(torch.argmax(bad.to(torch.int8)))
             order = torch.arange(bad.numel(), device=plan.device).reshape(C, *shape[1:4], shape[0])
@@ -334,7 +353,7 @@ def evaluate_chunk(plan: Plan, flat_idx: Tensor, state: ChunkState, keep: bool =
     else:
         I = K.sample_sum(x, K.sample_terms(terms, f))
     value = K.photons(spec, x, I, f)
-    inter = dict(f, hkl=hkl, hkl0=hkl0, F_latt=F_latt, F_cell=F_cell, I=I) if keep else None
+    inter = dict(f, hkl=hkl, hkl0=hkl0, dhkl=dhkl, F_latt=F_latt, F_cell=F_cell, I=I) if keep else None
     return ChunkResult(value, f["omega_sum"], switch_pixel, first_pixel, inter)
 
 
@@ -357,10 +376,10 @@ def _first_evaluation(plan: Plan, hkl, f: dict):
     t, rest = divmod(rest, O2 * S_n)
     o, s = divmod(rest, S_n)
     # the scattering vector of that group: (diffracted - incident)/lambda
-    S = torch.stack([(f["dif"][i][t, o, c] - x.incident[s, i]) / x.wavelength[s] for i in range(3)])
+    S = torch.stack([(f["dif_hi"][i][t, o, c] - x.incident[s, i]) / x.wavelength[s] for i in range(3)])
     M = plan.mosaic.domains
     i0 = plan.first_eval_phi_step
-    fresh = torch.einsum("mij,vj->mvi", plan.mosaic.umats, plan.crystal.a0)  # (M, 3 vectors, 3)
+    fresh = torch.einsum("mij,vj->mvi", plan.mosaic.umats, plan.crystal.a0).to(S.dtype)  # (M, 3 vectors, 3)
     out = []
     for v, h in enumerate(hkl):
         h = h.clone()

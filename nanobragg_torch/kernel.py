@@ -18,6 +18,7 @@ What the kernel does not depend on — the tensors (`KernelInputs`) and the disc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -48,20 +49,22 @@ class KernelSpec:
     oversample_omega: bool
     has_grid: bool  # an HKL grid is loaded (else every F_cell is default_F)
     wide_index: bool = False  # flat grid indices in float64 (a float32 render of a grid of >= 2^24 points)
+    precise_hkl: bool = False  # Miller indices (and the geometry under them) in float64 (`index_phase_error`)
 
     @property
     def key(self) -> str:
         """A stable name for caches of compiled kernels."""
         flags = [self.shape, "".join("1" if a else "0" for a in self.N_active), self.polar]
         for name in ("curved", "point_pixel", "thick_on", "dmin_on", "oversample_thick", "oversample_omega",
-                     "has_grid", "wide_index"):
+                     "has_grid", "wide_index", "precise_hkl"):
             if getattr(self, name):
                 flags.append(name)
         return "-".join(flags)
 
 
 class KernelInputs(NamedTuple):
-    """The plan's tensors that the kernel reads (render dtype and device; lengths in metres, angles in rad)."""
+    """The plan's tensors that the kernel reads (render dtype and device; lengths in metres, angles in rad).
+    With `KernelSpec.precise_hkl` the index geometry (`INDEX_FIELDS`) is float64: see `reduced`."""
 
     fpixels: Tensor  # int64 scalar
     oversample: Tensor  # O (float)
@@ -100,6 +103,24 @@ class KernelInputs(NamedTuple):
 
 Vec = tuple[Tensor, Tensor, Tensor]
 
+# the largest phase error (rad) of sin(N pi h) that a render may take from Miller indices in its own dtype:
+# measured, the image sum moves by ~0.4x the estimate, so this keeps it 2.5x inside the 1e-3 float32 gate while
+# every benchmark case (at most 5.6e-4, Pilatus) keeps the plain float32 kernel (float64 indices cost 10-26 %)
+INDEX_PHASE_TOLERANCE = 1e-3
+
+
+def index_phase_error(N: tuple[float, float, float], lengths: tuple[float, float, float], lambda_min: float,
+                      eps: float) -> float:
+    """An estimate of the phase error pi N dh of sin(N pi h) when h = (a.d)/lambda - (a.i)/lambda is formed in
+    a dtype of machine epsilon eps: each term is ~|a|/lambda, so dh ~ eps |a|/lambda (the geometry under it
+    carries the same relative error). Golden prec_n100_flat: 0.042 rad, image-sum error 1.7e-2 in float32."""
+    return math.pi * eps * max(n * a for n, a in zip(N, lengths, strict=True)) / lambda_min
+
+
+# the inputs that the Miller indices depend on: float64 in a precise_hkl plan (engine.build_plan)
+INDEX_FIELDS = ("oversample", "subpixel", "sub_f", "sub_s", "layer_t", "distance", "fdet", "sdet", "odet",
+                "pix0", "beam", "layer_step", "incident", "wavelength", "cells")
+
 
 def miller_indices(cells: Tensor, dif, inc, inv_lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """h = a.S, k = b.S, l = c.S with S = (diffracted - incident)/lambda, evaluated as
@@ -122,7 +143,7 @@ def miller_indices(cells: Tensor, dif, inc, inv_lam: Tensor) -> tuple[Tensor, Te
 def pixel_positions(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> Vec:
     """The C's pixel_pos of every (layer T, sub-pixel O2, pixel C): Fdet = subpixel_size*(fpixel*oversample +
     subF) + subpixel_size/2 (likewise Sdet), Odet = layer*step; rotated onto the sphere for -curved_det."""
-    dt = x.pixel_size.dtype
+    dt = x.pix0.dtype  # the index dtype (float64 in a precise_hkl plan)
     # fpixel, spixel of each flat index, in float64 (exact below 2^53 pixels, and SIMD-friendly)
     flat = flat_idx.to(torch.float64)
     width = x.fpixels.to(torch.float64)
@@ -150,9 +171,11 @@ def solid_angle(spec: KernelSpec, x: KernelInputs, airpath: Tensor) -> Tensor:
 
 def capture_fraction(spec: KernelSpec, x: KernelInputs, dif: Vec) -> Tensor:
     """capture_fraction of each layer t: exp(-t step mu/parallax) - exp(-(t+1) step mu/parallax), (T, O2, C)."""
-    parallax = dif[0] * x.odet[0] + dif[1] * x.odet[1] + dif[2] * x.odet[2]
-    tt = x.layer_t[:, None, None]
-    step_mu = x.layer_step * x.layer_mu
+    lo = dif[0].dtype
+    odet = x.odet.to(lo)
+    parallax = dif[0] * odet[0] + dif[1] * odet[1] + dif[2] * odet[2]
+    tt = x.layer_t.to(lo)[:, None, None]
+    step_mu = x.layer_step.to(lo) * x.layer_mu
     return torch.exp(-tt * step_mu / parallax) - torch.exp(-(tt + 1.0) * step_mu / parallax)
 
 
@@ -173,17 +196,18 @@ def polarization(spec: KernelSpec, x: KernelInputs, inc: Vec, dif: Vec,
         first = torch.argmax(alive.to(torch.int8), dim=0)
         polar_first = polar_all.reshape(-1, C).gather(0, first[None, :])[0]
         return None, torch.where(alive.any(0), polar_first, torch.zeros_like(polar_first))
-    inc0 = tuple(x.incident[0, i] for i in range(3))
+    inc0 = tuple(c[0, 0] for c in inc)
     return None, kahn_factor(x.kahn, inc0, tuple(d[0, 0] for d in dif), axis)
 
 
-def lattice_factor(spec: KernelSpec, x: KernelInputs, hkl, hkl0) -> Tensor:
-    """F_latt of every sample: the product of the per-axis sincg (SQUARE) or the shape model's transform."""
+def lattice_factor(spec: KernelSpec, x: KernelInputs, dhkl, hkl0) -> Tensor:
+    """F_latt of every sample from its offset dhkl = hkl - hkl0 from the nearest lattice point (`reduced`):
+    the product of the per-axis sincg (SQUARE) or the shape model's transform."""
     N = (x.N[0], x.N[1], x.N[2])
     if spec.shape == "SQUARE":
-        fa, fb, fc = square_factors(hkl, hkl0, N, spec.N_active)
+        fa, fb, fc = square_factors(dhkl, hkl0, N, spec.N_active)
         return fa * fb * fc
-    return shape_factor(spec.shape, hkl, hkl0, N, x.a_star, x.fudge)
+    return shape_factor(spec.shape, dhkl, N, x.a_star, x.fudge)
 
 
 def structure_factor(spec: KernelSpec, x: KernelInputs, hkl0) -> Tensor:
@@ -227,10 +251,12 @@ def pixel_factors(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor, keep: boo
     positions and directions (T, O2, C), solid angle, capture fraction, dmin culling and polarization
     (T, O2, S, C), the per-sample factors of -oversample_thick/polar/omega (`toggled`, or None). `keep`: also
     the scattering vector and stol of every sample (a trace)."""
+    lo = x.pixel_size.dtype  # the render dtype; positions and directions come in the index dtype
     pos = pixel_positions(spec, x, flat_idx)
     px, py, pz = pos
-    airpath = torch.sqrt(px * px + py * py + pz * pz)
-    dif = (px / airpath, py / airpath, pz / airpath)  # (T, O2, C)
+    airpath_hi = torch.sqrt(px * px + py * py + pz * pz)
+    dif_hi = (px / airpath_hi, py / airpath_hi, pz / airpath_hi)  # (T, O2, C)
+    airpath, dif = airpath_hi.to(lo), tuple(d.to(lo) for d in dif_hi)
 
     omega = solid_angle(spec, x, airpath)
     T, O2 = omega.shape[0], omega.shape[1]
@@ -238,12 +264,13 @@ def pixel_factors(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor, keep: boo
     omega_sum = omega.sum() if spec.oversample_omega else omega_first.sum() * (T * O2)
     capture = capture_fraction(spec, x, dif) if spec.thick_on else None
 
-    inc = tuple(x.incident[:, i, None] for i in range(3))  # (S, 1)
-    f = dict(pos=pos, airpath=airpath, dif=dif, inc=inc, omega=omega, omega_first=omega_first,
-             omega_sum=omega_sum, capture=capture, capture_last=None if capture is None else capture[-1, 0],
-             culled=None)
+    inc_hi = tuple(x.incident[:, i, None] for i in range(3))  # (S, 1)
+    inc = tuple(i.to(lo) for i in inc_hi)
+    f = dict(pos=pos, airpath=airpath, dif=dif, inc=inc, dif_hi=dif_hi, inc_hi=inc_hi, omega=omega,
+             omega_first=omega_first, omega_sum=omega_sum, capture=capture,
+             capture_last=None if capture is None else capture[-1, 0], culled=None)
     if spec.dmin_on or keep:  # scattering vectors (T, O2, S, C): (diffracted - incident)/lambda
-        S = tuple((dif[i][:, :, None, :] - inc[i]) / x.wavelength[:, None] for i in range(3))
+        S = tuple(((dif_hi[i][:, :, None, :] - inc_hi[i]) / x.wavelength[:, None]).to(lo) for i in range(3))
         stol = 0.5 * torch.sqrt(S[0] * S[0] + S[1] * S[1] + S[2] * S[2])
         f.update(scattering=S, stol=stol)
         if spec.dmin_on:
@@ -262,14 +289,24 @@ def pixel_factors(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor, keep: boo
 
 
 def sample_indices(cells: Tensor, f: dict, x: KernelInputs) -> Vec:
-    """Fractional h, k, l of every sample (..., R, T, O2, S, C) for cells (..., R, 3, 3)."""
-    difs = tuple(d[:, :, None, :] for d in f["dif"])  # (T, O2, 1, C)
-    return miller_indices(cells[..., None, None, None, None, :, :], difs, f["inc"], (1.0 / x.wavelength)[:, None])
+    """Fractional h, k, l of every sample (..., R, T, O2, S, C) for cells (..., R, 3, 3), in the index dtype."""
+    difs = tuple(d[:, :, None, :] for d in f["dif_hi"])  # (T, O2, 1, C)
+    cells = cells.to(x.pix0.dtype)
+    return miller_indices(cells[..., None, None, None, None, :, :], difs, f["inc_hi"],
+                          (1.0 / x.wavelength)[:, None])
 
 
 def rounded(hkl: Vec) -> Vec:
     """h0, k0, l0: the C's ceil(h - 0.5) (no gradient)."""
     return tuple(torch.ceil(h - 0.5).detach() for h in hkl)
+
+
+def reduced(x: KernelInputs, hkl: Vec, hkl0: Vec) -> tuple[Vec, Vec]:
+    """(h - h0, h0) per axis in the render dtype. The lattice transform needs the offset from the nearest
+    lattice point to ~1e-3/N; h = a.S in float32 carries ~1e-7 |h| (0.1 for N = 1000, |h| = 1000), so a
+    precise_hkl plan forms h and the offset in float64 and only then rounds to float32."""
+    lo = x.pixel_size.dtype
+    return tuple((h - h0).to(lo) for h, h0 in zip(hkl, hkl0, strict=True)), tuple(h0.to(lo) for h0 in hkl0)
 
 
 def sample_terms(terms: Tensor, f: dict) -> Tensor:
@@ -286,8 +323,8 @@ def pixel_kernel(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> tuple[T
     axes, outermost first: orientation R, layer T, sub-pixel O2, source S, then the pixel C (contiguous)."""
     f = pixel_factors(spec, x, flat_idx)
     hkl = sample_indices(x.cells, f, x)
-    hkl0 = rounded(hkl)
-    F_latt = lattice_factor(spec, x, hkl, hkl0)
+    dhkl, hkl0 = reduced(x, hkl, rounded(hkl))
+    F_latt = lattice_factor(spec, x, dhkl, hkl0)
     F_cell = structure_factor(spec, x, hkl0)
     I = sample_sum(x, sample_terms(F_cell * F_cell * F_latt * F_latt, f))
     return photons(spec, x, I, f), f["omega_sum"]

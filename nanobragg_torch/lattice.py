@@ -32,39 +32,40 @@ def sinc3(x: Tensor) -> Tensor:
 
 
 def square_factors(
-    hkl: tuple[Tensor, Tensor, Tensor],
+    dhkl: tuple[Tensor, Tensor, Tensor],
     hkl0: tuple[Tensor, Tensor, Tensor],
     N: tuple[Tensor, Tensor, Tensor],
     active: tuple[bool, bool, bool],
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-axis sincg(pi h, Na) of the parallelepiped crystal; 1 where the C skips the axis (N <= 1).
+    """Per-axis sincg(pi h, Na) of the parallelepiped crystal; 1 where the C skips the axis (N <= 1), from the
+    offset dhkl = h - h0 from the nearest lattice point h0.
 
     Evaluated about the nearest lattice point: with h = h0 + f and integer N,
     sin(N pi h)/sin(pi h) = (-1)^((N-1) h0) sin(N pi f)/sin(pi f). This is the C's value (to rounding) and
     stays accurate in float32, where pi*h near a Bragg peak loses all the digits of sin(pi h). For a
     non-integer N (gradients) it continues the transform around every peak alike (docs/gradients.md)."""
     out = []
-    for x, x0, n, on in zip(hkl, hkl0, N, active, strict=True):
+    for dx, x0, n, on in zip(dhkl, hkl0, N, active, strict=True):
         if not on:
-            out.append(torch.ones_like(x))
+            out.append(torch.ones_like(dx))
             continue
         parity = torch.remainder((torch.round(n.detach()) - 1.0) * x0, 2.0)
-        out.append((1.0 - 2.0 * parity) * sincg(math.pi * (x - x0), n))
+        out.append((1.0 - 2.0 * parity) * sincg(math.pi * dx, n))
     return out[0], out[1], out[2]
 
 
 def shape_factor(
     shape: str,
-    hkl: tuple[Tensor, Tensor, Tensor],
-    hkl0: tuple[Tensor, Tensor, Tensor],
+    dhkl: tuple[Tensor, Tensor, Tensor],
     N: tuple[Tensor, Tensor, Tensor],
     a_star: Tensor,
     fudge: Tensor,
 ) -> Tensor:
-    """F_latt for the ROUND, GAUSS and TOPHAT models (SQUARE is the product of square_factors)."""
+    """F_latt for the ROUND, GAUSS and TOPHAT models (SQUARE is the product of square_factors) from the offset
+    dhkl = h - h0 from the nearest lattice point."""
     Na, Nb, Nc = N
     NNN = Na * Nb * Nc
-    dh, dk, dl = (x - x0 for x, x0 in zip(hkl, hkl0, strict=True))
+    dh, dk, dl = dhkl
     if shape == "ROUND":
         hrad_sqr = dh * dh * Na * Na + dk * dk * Nb * Nb + dl * dl * Nc * Nc
         # sqrt has an infinite derivative at 0: keep the gradient finite at the exact lattice point

@@ -85,7 +85,8 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, int] | None = None) -> d
     out.update(a_vec=_v(cells[0]), b_vec=_v(cells[1]), c_vec=_v(cells[2]),
                hkl_frac=_v(torch.stack(hkl)), hkl_rounded=_v(torch.stack(hkl0)))
     if plan.cfg.crystal.shape == "SQUARE":
-        fa, fb, fc = square_factors(hkl, hkl0, tuple(inputs.N), plan.N_active)
+        dhkl = tuple(_last(h) for h in x["dhkl"])
+        fa, fb, fc = square_factors(dhkl, hkl0, tuple(inputs.N), plan.N_active)
         out.update(F_latt_a=_f(fa), F_latt_b=_f(fb), F_latt_c=_f(fc))
     I = _f(x["I"][0])
     out.update(

@@ -18,6 +18,7 @@ from nanobragg_torch import compiled, engine
 from nanobragg_torch.cli import config_from_flags
 from nanobragg_torch.compiled import KernelRunner, choose_mode, package_path
 from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.kernel import INDEX_FIELDS
 from nanobragg_torch.parity.goldens import golden_dir, load_cases, shared_data_dir
 
 BASE = "-cell 70 80 90 75 85 95 -misset 10 20 30 -N 4 -default_F 100 -lambda 1 -distance 60 -detpixels 24 -pixel 0.4"
@@ -237,13 +238,17 @@ def test_package_names_follow_variant(monkeypatch, tmp_path):
 
 
 def test_kernel_inputs_follow_plan_dtype_and_device():
-    for dtype in (torch.float32, torch.float64):
-        plan = plan_for(BASE, dtype)
+    """Render dtype everywhere except the index geometry of a precise_hkl float32 plan, which stays float64."""
+    cfg, _ = config_from_flags(BASE.split(), cwd=os.devnull)
+    for dtype, precise in ((torch.float32, False), (torch.float32, True), (torch.float64, True)):
+        plan = build_plan(cfg, dtype, "cpu", compile=False, precise_hkl=precise)
         inputs = plan.kernel.inputs
+        assert plan.kernel.spec.precise_hkl == (precise and dtype == torch.float32)
         for name, t in zip(inputs._fields, inputs, strict=True):
             assert t.device == plan.device, name
             if t.is_floating_point():
-                assert t.dtype == dtype, name
+                want = torch.float64 if name in INDEX_FIELDS and plan.kernel.spec.precise_hkl else dtype
+                assert t.dtype == want, name
         assert isinstance(plan.kernel, KernelRunner)
 
 
@@ -297,3 +302,32 @@ def test_aot_package_serves_other_plans_of_its_variant(kernel_cache):
             ref = render(eager).image
         assert plan.kernel.mode == "aot"
         torch.testing.assert_close(image, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
+
+
+PRECISION_STRESS = "prec_n100_flat"  # golden: N = 100 at 0.31 A, 350 A cell, -oversample 4 (64 x 64 ROI)
+
+
+def test_precise_indices_are_chosen_where_the_transform_is_sharp():
+    """kernel.index_phase_error picks float64 indices for the precision-stress goldens, not for a small N."""
+    case = {c.name: c for c in load_cases()}[PRECISION_STRESS]
+    cfg, _ = config_from_flags(case.argv(inputs=golden_dir() / "inputs", shared=shared_data_dir()), cwd=os.devnull)
+    assert build_plan(cfg, torch.float32, compile=False).kernel.spec.precise_hkl
+    assert not plan_for(BASE, torch.float32).kernel.spec.precise_hkl
+    assert not build_plan(cfg, torch.float64, compile=False).kernel.spec.precise_hkl  # already float64
+
+
+def test_float32_indices_fail_the_precision_goldens_and_precise_ones_pass():
+    """The precision-stress golden does stress float32: plain float32 indices miss the upstream gate (image sum
+    1.7 % low), the automatic float64 indices meet it."""
+    from nanobragg_torch.parity.goldens import load_golden
+
+    case = {c.name: c for c in load_cases()}[PRECISION_STRESS]
+    golden = load_golden(case, "fixed")
+    cfg, _ = config_from_flags(case.argv(inputs=golden_dir() / "inputs", shared=shared_data_dir()), cwd=os.devnull)
+    results = {}
+    for precise in (False, None):
+        with torch.no_grad():
+            image = render(build_plan(cfg, torch.float32, compile=False, precise_hkl=precise)).image
+        results[precise] = golden.check_image(image.double(), "float32")
+    assert results[False][0], f"plain float32 unexpectedly passes: {results[False][1]}"
+    assert not results[None][0], results[None]
