@@ -106,7 +106,7 @@ def validate(argv: list[str]) -> None:
 
 def c_divide(a: float, b: float) -> float:
     """a / b with IEEE rules, as C doubles divide (x / 0 is +-inf, 0 / 0 NaN) instead of ZeroDivisionError."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return float(np.float64(a) / np.float64(b))
 
 
