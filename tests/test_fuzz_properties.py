@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from nanobragg_torch.cli import main
 
 BASE = "-cell 100 100 100 90 90 90 -default_F 100 -N 2 -lambda 1 -distance 100 -detpixels 4 -pixel 0.1".split()
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None,
+                    derandomize=True)  # the same draws on every run: CI cannot flake on an unlucky one
 
 numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
