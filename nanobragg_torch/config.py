@@ -37,6 +37,25 @@ def scalar_value(x: Scalar) -> float:
 
 
 @dataclass(frozen=True)
+class PanelConfig:
+    """One flat detector module (dxtbx's Panel) in the simulation's lab frame (the frame of the beam vector).
+
+    `origin` is the lab position of the outer corner of pixel (0, 0), the C's pix0_vector: pixel (s, f) has its
+    centre at origin + (f + 1/2) pixel_size fast_axis + (s + 1/2) pixel_size slow_axis. The normal is
+    fast x slow (the C's odet) and must point away from the sample. Pixels are square, as in the C."""
+
+    origin: Vec3  # m
+    fast_axis: Vec3  # unit
+    slow_axis: Vec3  # unit
+    pixel_size: Scalar  # m
+    fpixels: int
+    spixels: int
+    name: str = ""
+    thickness: Scalar = 0.0  # m (detector_thick of this module)
+    mu: Scalar | None = None  # 1/m
+
+
+@dataclass(frozen=True)
 class DetectorConfig:
     fpixels: int = 1024
     spixels: int = 1024
@@ -72,6 +91,9 @@ class DetectorConfig:
     oversample_omega: bool = False
     roi: tuple[int, int, int, int] | None = None  # xmin, xmax, ymin, ymax (inclusive, as the C tests)
     mask: np.ndarray | None = field(default=None, compare=False)  # (spixels, fpixels); 0 = skip pixel
+    # a multi-panel detector: when given, the panels replace the single detector's size, pixel, axes and
+    # placement fields (convention, beam centre, distance, rotations); the beam comes from BeamConfig.beam_vector
+    panels: tuple[PanelConfig, ...] | None = None
 
 
 @dataclass(frozen=True)
