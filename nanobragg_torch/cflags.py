@@ -510,7 +510,7 @@ def c_option_loop(argv: list[str], v: dict) -> None:
 
 
 def own_options(argv: list[str]) -> dict:
-    """Our flags (not the C's): dtype, device, trace pixel, C-compat, pix0 override, PNG preview, demo."""
+    """Our flags (not the C's): dtype, device, trace pixel, C-compat, pix0 override, PNG preview, demo, F column."""
     o: dict = {
         "dtype": "float32",
         "device": "cpu",
@@ -521,6 +521,7 @@ def own_options(argv: list[str]) -> dict:
         "demo": False,
         "chunk": None,
         "outdir": None,
+        "F_column": None,
     }
     for _, a, vals in walk(argv):
         if a == "-dtype":
@@ -541,6 +542,8 @@ def own_options(argv: list[str]) -> dict:
             o["demo"] = True
         elif a == "-chunk":
             o["chunk"] = int(vals[0])
+        elif a == "-F_column":
+            o["F_column"] = vals[0]
     return o
 
 

@@ -31,8 +31,8 @@ from .config import (
 from .errors import InputError
 from .flagtable import USAGE, help_text
 from .io.fdump import read_fdump, write_fdump
-from .io.hkl import read_hkl_file
 from .io.mosflm import read_mosflm_matrix
+from .io.reflections import file_kind, read_structure_factors
 from .io.smv import read_smv, smv_value
 from .io.textcolumns import read_text_columns
 from .options import RunOptions
@@ -246,8 +246,12 @@ def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str,
     # structure factors: -hkl, else (C-compat or -dump given) the Fdump file, else default_F alone
     sf = None
     dumpfile = dump_read = None
+    column = own_options(argv)["F_column"]  # ours: the amplitude column of an MTZ / mmCIF -hkl file
+    if column is not None and (v["hklfilename"] is None or file_kind(v["hklfilename"]) == "text"):
+        raise InputError("flag -F_column: picks a column of an MTZ or mmCIF -hkl file"
+                         + (f"; {v['hklfilename']} is a text HKL file" if v["hklfilename"] else "; no -hkl given"))
     if v["hklfilename"] is not None:
-        grid, meta = read_hkl_file(v["hklfilename"], default_F=v["default_F"])
+        grid, meta = read_structure_factors(v["hklfilename"], column=column, default_F=v["default_F"])
         sf = StructureFactors(grid, meta["h_min"], meta["k_min"], meta["l_min"], meta["hkls"])
         if c_compat or "-dump" in argv:
             dumpfile = v["dumpfilename"]

@@ -175,7 +175,10 @@ FLAGS: tuple[Flag, ...] = (
         default='none',
         effect='h k l F table',
         status='yes',
-        notes='malformed line is an error naming file:line (C stops reading there)',
+        notes=(
+            'malformed line is an error naming file:line (C stops reading there); ours also reads MTZ and mmCIF '
+            '(`.mtz`, `.cif`), expanded to P1 by the space group and Friedel\'s law (`-F_column`)'
+        ),
     ),
     Flag(
         CRYSTAL,
@@ -1012,6 +1015,18 @@ FLAGS: tuple[Flag, ...] = (
         notes=(
             'default: shown on a terminal once a render passes 2 s; `-progress` forces it (any stderr, at once), '
             '`-noprogress` silences it; the C prints `N% done` lines on stdout instead'
+        ),
+    ),
+    Flag(
+        OWN,
+        names=('-F_column',),
+        kind='s',
+        c_vars=(),
+        values='label',
+        default='first amplitude column',
+        effect=(
+            'amplitude column of an MTZ / mmCIF `-hkl` file (MTZ label or `_refln` tag); an F(+)/F(-) column uses '
+            'the pair without Friedel merging; intensities are refused (docs/formats.md)'
         ),
     ),
     Flag(

@@ -1,4 +1,5 @@
-"""Readers and writers for nanoBragg.c's file formats (numpy only). See docs/formats.md."""
+"""Readers and writers for nanoBragg.c's file formats (numpy; gemmi, imported when used, for MTZ/mmCIF). See
+docs/formats.md."""
 
 from nanobragg_torch.io.atomic import atomic_write
 from nanobragg_torch.io.fdump import fdump_bytes, read_fdump, write_fdump
@@ -6,6 +7,7 @@ from nanobragg_torch.io.floatimage import read_float_image, write_float_image
 from nanobragg_torch.io.hkl import read_hkl_file
 from nanobragg_torch.io.mosflm import mosflm_matrix_text, parse_mosflm_matrix, read_mosflm_matrix
 from nanobragg_torch.io.pgm import pgm_bytes, read_pgm, write_pgm
+from nanobragg_torch.io.reflections import read_structure_factors
 from nanobragg_torch.io.smv import (
     SMVHeader,
     parse_smv_header,
@@ -34,6 +36,7 @@ __all__ = [
     "read_mosflm_matrix",
     "read_pgm",
     "read_smv",
+    "read_structure_factors",
     "read_text_columns",
     "smv_bytes",
     "smv_header_text",

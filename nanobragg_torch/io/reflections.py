@@ -1,0 +1,284 @@
+"""Structure factors from MTZ and mmCIF files (``-hkl x.mtz``, ``-hkl x.cif``), expanded to the C's P1 grid.
+
+nanoBragg.c reads only P1 text ``h k l F`` files (io/hkl.py) into a dense grid and applies neither symmetry nor
+Friedel's law: every (h,k,l) not in the file gets ``default_F``. A merged MTZ or mmCIF file holds an asymmetric
+unit in its space group, so here every reflection is written to all of its symmetry equivalents h·R (R the
+rotation parts of the space group's operators; the translations change phases only) and to their Friedel
+mates -h·R. The result is the ``(F, meta)`` that ``read_hkl_file`` returns for the equivalent P1 text file
+(one line per filled (h,k,l): ``meta["hkls"]`` counts them).
+
+Rules (docs/formats.md, "MTZ and mmCIF"):
+
+- The file kind comes from the name (``.mtz``; ``.cif``, ``.mmcif``, ``.ent``; each optionally ``.gz``) or
+  from the MTZ magic bytes; anything else is a text HKL file.
+- Column: ``column`` names it (MTZ label, or mmCIF ``_refln`` tag with or without the ``_refln.`` prefix);
+  by default the first amplitude column in file order (MTZ type F; mmCIF ``F_meas_au``, ``F_calc`` ...),
+  else the first anomalous pair. Intensities (MTZ types J, K; ``intensity_meas`` ...) are refused: convert
+  them to amplitudes first (French-Wilson), as a crystallographer would.
+- An anomalous amplitude (MTZ type G, mmCIF ``pdbx_F_plus``/``pdbx_F_minus``): naming either one of the pair
+  uses both. F(+) of h goes to every h·R and F(-) to every -h·R; Friedel's law is not applied. Where both land
+  on one index (centric reflections) F(+) wins.
+- A missing value (NaN, MTZ's VALM, mmCIF ``?``/``.``) fills nothing. Where two reflections of the file land
+  on one index, the later one in the file wins (as a repeated line of a text file does).
+- Unmerged data, a file without a space group, non-integral indices and infinite values are InputErrors
+  naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+from nanobragg_torch.errors import InputError
+from nanobragg_torch.io.atomic import read_input
+from nanobragg_torch.io.hkl import HKLMeta, hkl_meta_from_bounds, read_hkl_file
+from nanobragg_torch.validation import check_allocation
+
+MTZ_SUFFIXES = (".mtz",)
+CIF_SUFFIXES = (".cif", ".mmcif", ".ent")
+MTZ_MAGIC = b"MTZ "
+
+# MTZ column types: F amplitude, G anomalous amplitude F(+)/F(-); J intensity, K anomalous intensity I(+)/I(-)
+AMPLITUDE, ANOMALOUS = "F", "G"
+INTENSITY_TYPES = ("J", "K")
+TYPE_NAMES = {"H": "Miller index", "J": "intensity", "F": "amplitude", "D": "anomalous difference",
+              "Q": "standard deviation", "G": "anomalous amplitude", "L": "standard deviation",
+              "K": "anomalous intensity", "M": "standard deviation", "E": "normalized amplitude",
+              "P": "phase", "W": "weight", "A": "phase probability", "B": "batch", "Y": "M/ISYM",
+              "I": "integer", "R": "real"}  # fmt: skip
+
+# mmCIF _refln tags, typed as gemmi's cif2mtz types them (F, G, J, K); other tags are not amplitudes
+CIF_TYPES = {"F_meas_au": "F", "F_meas": "F", "F_calc": "F", "F_calc_au": "F", "pdbx_FWT": "F",
+             "pdbx_DELFWT": "F", "pdbx_F_plus": "G", "pdbx_F_minus": "G", "intensity_meas": "J",
+             "intensity_calc": "J", "F_squared_meas": "J", "F_squared_calc": "J", "pdbx_I_plus": "K",
+             "pdbx_I_minus": "K"}  # fmt: skip
+
+
+@dataclass
+class ReflectionTable:
+    """A merged reflection file: its columns in file order and the rotations of its space group."""
+
+    path: str
+    hkl: np.ndarray  # (n, 3) float64, as stored
+    labels: list[str]
+    types: list[str]  # one MTZ type letter per label ("" for an untyped mmCIF tag)
+    values: dict[str, np.ndarray]  # label -> (n,) float64, NaN where missing
+    rotations: np.ndarray  # (ops, 3, 3) int64: h' = h @ R
+
+    def listing(self) -> str:
+        return ", ".join(f"{lab} ({t})" if t else lab for lab, t in zip(self.labels, self.types, strict=True))
+
+
+def file_kind(path: str | os.PathLike[str]) -> str:
+    """'mtz', 'cif' or 'text' for an ``-hkl`` file: by extension (``.gz`` aside), else MTZ's magic bytes."""
+    name = os.fspath(path).lower().removesuffix(".gz")
+    if name.endswith(MTZ_SUFFIXES):
+        return "mtz"
+    if name.endswith(CIF_SUFFIXES):
+        return "cif"
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) == MTZ_MAGIC:
+                return "mtz"
+    except OSError:
+        pass  # the reader names the file
+    return "text"
+
+
+def read_structure_factors(
+    path: str | os.PathLike[str], column: str | None = None, default_F: float = 0.0
+) -> tuple[np.ndarray, HKLMeta]:
+    """Read ``-hkl`` structure factors from a text HKL, MTZ or mmCIF file into the C's P1 grid.
+
+    Returns ``(F, meta)`` as ``read_hkl_file`` does. ``column`` picks the amplitude column of an MTZ or mmCIF
+    file (None: the default, see the module docstring); it is an error for a text file.
+    """
+    name = os.fspath(path)
+    kind = file_kind(path)
+    if kind == "text":
+        if column is not None:
+            raise InputError(f"{name}: a text HKL file has one F column; a column name is for MTZ and mmCIF files")
+        return read_hkl_file(path, default_F=default_F)
+    read_input(path)  # a missing or unreadable file: the project's one-line message
+    table = read_mtz(name) if kind == "mtz" else read_mmcif(name)
+    hkl, F_plus, F_minus = select_amplitudes(table, column)
+    idx, F = expand_to_p1(table, hkl, F_plus, F_minus)
+    return p1_grid(name, idx, F, default_F)
+
+
+def _gemmi(name: str) -> ModuleType:
+    try:
+        import gemmi
+    except ImportError:
+        raise InputError(f"{name}: reading MTZ/mmCIF needs gemmi: pip install 'nanobragg-torch[formats]'") from None
+    return gemmi
+
+
+def _one_line(exc: BaseException, name: str) -> str:
+    """gemmi's message on one line, without the file name we print first."""
+    text = " ".join(str(exc).replace(name + ":", "").replace(name, "").split()).strip(" :")
+    return text or type(exc).__name__
+
+
+def _rotations(gemmi: ModuleType, sg) -> np.ndarray:
+    """The distinct rotation parts of the space group's operators, as integer matrices acting on row hkl."""
+    rots = {tuple(tuple(v // gemmi.Op.DEN for v in row) for row in op.rot) for op in sg.operations().sym_ops}
+    return np.array(sorted(rots), dtype=np.int64).reshape(-1, 3, 3)
+
+
+def read_mtz(name: str) -> ReflectionTable:
+    """A merged MTZ file (gemmi.read_mtz_file) as a ReflectionTable."""
+    gemmi = _gemmi(name)
+    try:
+        mtz = gemmi.read_mtz_file(name)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise InputError(f"{name}: not a readable MTZ file: {_one_line(exc, name)}") from None
+    types = [c.type for c in mtz.columns]
+    if len(mtz.batches) or "Y" in types or "B" in types:
+        raise InputError(f"{name}: unmerged MTZ (batches, M/ISYM); merge it first: one F per reflection is needed")
+    if mtz.spacegroup is None:
+        raise InputError(f"{name}: no space group in the MTZ header")
+    data = np.array(mtz, copy=True, dtype=np.float64).reshape(-1, len(types))
+    if not math.isnan(mtz.valm):  # MTZ's "missing number flag" other than NaN
+        data[:, 3:][data[:, 3:] == np.float32(mtz.valm)] = np.nan
+    labels = [c.label for c in mtz.columns]
+    first = {}
+    for i, lab in enumerate(labels):  # a label repeated in several datasets: its first column
+        first.setdefault(lab, i)
+    keep = sorted(first.values())[3:]  # H, K, L come first in every MTZ
+    return ReflectionTable(
+        path=name,
+        hkl=data[:, :3],
+        labels=[labels[i] for i in keep],
+        types=[types[i] for i in keep],
+        values={labels[i]: data[:, i] for i in keep},
+        rotations=_rotations(gemmi, mtz.spacegroup),
+    )
+
+
+def read_mmcif(name: str) -> ReflectionTable:
+    """The first merged ``_refln`` block of an mmCIF structure-factor file (gemmi.as_refln_blocks)."""
+    gemmi = _gemmi(name)
+    try:
+        blocks = gemmi.as_refln_blocks(gemmi.cif.read(name))
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise InputError(f"{name}: not a readable mmCIF file: {_one_line(exc, name)}") from None
+    merged = [b for b in blocks if b.is_merged()]
+    if not merged:
+        unmerged = any(b.is_unmerged() for b in blocks)
+        what = "only unmerged reflections (_diffrn_refln)" if unmerged else "no _refln loop"
+        raise InputError(f"{name}: {what}; a merged _refln loop (one F per reflection) is needed")
+    block = merged[0]
+    if block.spacegroup is None:
+        raise InputError(f"{name}: no space group (_symmetry.space_group_name_H-M) in block {block.block.name}")
+    tags = [t for t in block.column_labels() if t not in ("index_h", "index_k", "index_l")]
+    try:
+        hkl = np.array(block.make_miller_array(), dtype=np.float64).reshape(-1, 3)
+        values = {t: np.array(block.make_float_array(t), dtype=np.float64) for t in tags}
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(f"{name}: bad _refln loop: {_one_line(exc, name)}") from None
+    return ReflectionTable(
+        path=name, hkl=hkl, labels=tags, types=[CIF_TYPES.get(t, "") for t in tags], values=values,
+        rotations=_rotations(gemmi, block.spacegroup),
+    )
+
+
+_PAIRS = (("(+)", "(-)"), ("plus", "minus"), ("PLUS", "MINUS"), ("Plus", "Minus"), ("+", "-"))
+
+
+def anomalous_pair(table: ReflectionTable, label: str) -> tuple[str, str]:
+    """(F(+) label, F(-) label) of the anomalous pair that ``label`` belongs to, found by its name."""
+    for plus, minus in _PAIRS:
+        for mine, other, chosen_plus in ((plus, minus, True), (minus, plus, False)):
+            at = label.rfind(mine)
+            if at < 0:
+                continue
+            partner = label[:at] + other + label[at + len(mine):]
+            if partner in table.values and table.types[table.labels.index(partner)] == ANOMALOUS:
+                return (label, partner) if chosen_plus else (partner, label)
+    raise InputError(f"{table.path}: no F(+)/F(-) partner for anomalous column {label!r}; columns: {table.listing()}")
+
+
+def select_amplitudes(table: ReflectionTable, column: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hkl, F(+), F(-)) of the chosen column; for a plain amplitude F(-) is F(+) (Friedel's law)."""
+    if column is None:
+        label = next((lab for lab, t in zip(table.labels, table.types, strict=True) if t == AMPLITUDE), None)
+        label = label or next((lab for lab, t in zip(table.labels, table.types, strict=True) if t == ANOMALOUS), None)
+        if label is None:
+            raise InputError(f"{table.path}: no amplitude column (MTZ type F or G); columns: {table.listing()}")
+    else:
+        label = column.removeprefix("_refln.")
+        if label not in table.values:
+            raise InputError(f"{table.path}: no column {column!r}; columns: {table.listing()}")
+    kind = table.types[table.labels.index(label)]
+    if kind in INTENSITY_TYPES:
+        raise InputError(
+            f"{table.path}: column {label!r} holds intensities; nanoBragg needs amplitudes: convert them first "
+            f"(French-Wilson, e.g. ctruncate) or name an amplitude column; columns: {table.listing()}"
+        )
+    if kind not in (AMPLITUDE, ANOMALOUS):
+        what = TYPE_NAMES.get(kind, "not an amplitude") if kind else "not an amplitude"
+        raise InputError(f"{table.path}: column {label!r} is a {what} column; columns: {table.listing()}")
+    hkl = table.hkl
+    bad = ~np.isfinite(hkl).all(axis=1) | (hkl != np.round(hkl)).any(axis=1) | (np.abs(hkl) > 2**31 - 1).any(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise InputError(f"{table.path}: reflection {row + 1}: Miller indices must be integers, got "
+                         f"{' '.join(f'{v:g}' for v in hkl[row])}")
+    if kind == AMPLITUDE:
+        F_plus = F_minus = table.values[label]
+        chosen: tuple[str, ...] = (label,)
+    else:
+        chosen = anomalous_pair(table, label)
+        F_plus, F_minus = (table.values[lab] for lab in chosen)
+    for lab in chosen:
+        inf = np.isinf(table.values[lab])
+        if inf.any():
+            row = int(np.argmax(inf))
+            raise InputError(f"{table.path}: column {lab!r}, reflection {' '.join(f'{v:g}' for v in hkl[row])}: "
+                             f"value is not finite")
+    return hkl, F_plus, F_minus
+
+
+def expand_to_p1(
+    table: ReflectionTable, hkl: np.ndarray, F_plus: np.ndarray, F_minus: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every reflection to all its equivalents h·R (F(+)) and their Friedel mates -h·R (F(-)).
+
+    Returns (idx (m, 3) int64, F (m,)) in write order: reflections in file order, for each its -h·R then
+    its h·R, NaN values left out; a later entry wins where indices repeat (``p1_grid``)."""
+    h = hkl.astype(np.int64)
+    hR = np.einsum("ni,oij->noj", h, table.rotations)  # (n, ops, 3)
+    ops = table.rotations.shape[0]
+    idx = np.concatenate([-hR, hR], axis=1).reshape(-1, 3)
+    F = np.concatenate([np.repeat(F_minus[:, None], ops, axis=1), np.repeat(F_plus[:, None], ops, axis=1)],
+                       axis=1).reshape(-1)
+    keep = ~np.isnan(F)
+    return idx[keep], F[keep]
+
+
+def p1_grid(name: str, idx: np.ndarray, F: np.ndarray, default_F: float) -> tuple[np.ndarray, HKLMeta]:
+    """The C's dense grid over the index ranges of ``idx``; the last of repeated indices wins."""
+    if len(F) == 0:
+        raise InputError(f"{name}: no reflection with a value in the chosen column")
+    lo = idx.min(axis=0)
+    hi = idx.max(axis=0)
+    ranges = hi - lo + 1
+    check_allocation(
+        8.0 * float(np.prod(ranges, dtype=np.float64)),
+        f"index ranges h {lo[0]}..{hi[0]}, k {lo[1]}..{hi[1]}, l {lo[2]}..{hi[2]}: the F grid",
+        name,
+    )
+    grid = np.full(tuple(int(r) for r in ranges), float(default_F), dtype=np.float64)
+    flat = np.ravel_multi_index(tuple((idx - lo).T), grid.shape)
+    uniq_rev, first_rev = np.unique(flat[::-1], return_index=True)
+    grid.flat[uniq_rev] = F[::-1][first_rev]
+    return grid, hkl_meta_from_bounds((lo[0], hi[0], lo[1], hi[1], lo[2], hi[2]), len(uniq_rev))
+
+
+__all__ = ["ReflectionTable", "anomalous_pair", "expand_to_p1", "file_kind", "p1_grid", "read_mmcif", "read_mtz",
+           "read_structure_factors", "select_amplitudes"]
