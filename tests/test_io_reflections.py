@@ -341,3 +341,17 @@ def test_unmerged_mmcif_is_refused(tmp_path):
     cif.write_text("data_x\n_symmetry.space_group_name_H-M 'P 1'\nloop_\n_diffrn_refln.index_h\n_diffrn_refln.index_k\n"
                    "_diffrn_refln.index_l\n_diffrn_refln.intensity_net\n1 2 3 4\n")
     assert str(cif) in one_line_error("only unmerged", read_structure_factors, cif)
+
+
+def test_dataset_spec_flags_read_mtz_relative_to_the_spec_folder(tmp_path):
+    from nanobragg_torch.dataset.spec import experiment_from_flags
+
+    sg_name = "P 1 21 1"
+    hkls = asu_reflections(sg_name, 20, seed=31)
+    F, FC = random_F(len(hkls), 32), random_F(len(hkls), 33)
+    write_mtz(tmp_path / "x.mtz", sg_name, hkls, {"FP": ("F", F), "FC": ("F", FC)})
+    cfg, _ = experiment_from_flags([*CLI[:7], "-hkl", "x.mtz", "-F_column", "FC"], str(tmp_path))
+    sf = cfg.crystal.structure_factors
+    F_text, meta = read_hkl_file(p1_text(tmp_path / "p1.hkl", expected_p1(sg_name, hkls, FC)))
+    assert np.array_equal(np.asarray(sf.grid), F_text)
+    assert (sf.h_min, sf.k_min, sf.l_min, sf.hkls) == (meta["h_min"], meta["k_min"], meta["l_min"], meta["hkls"])
