@@ -251,7 +251,8 @@ def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str,
         raise InputError("flag -F_column: picks a column of an MTZ or mmCIF -hkl file"
                          + (f"; {v['hklfilename']} is a text HKL file" if v["hklfilename"] else "; no -hkl given"))
     if v["hklfilename"] is not None:
-        grid, meta = read_structure_factors(v["hklfilename"], column=column, default_F=v["default_F"])
+        grid, meta = read_structure_factors(v["hklfilename"], column=column, default_F=v["default_F"],
+                                            notes=notes)
         sf = StructureFactors(grid, meta["h_min"], meta["k_min"], meta["l_min"], meta["hkls"])
         if c_compat or "-dump" in argv:
             dumpfile = v["dumpfilename"]

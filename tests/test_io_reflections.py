@@ -314,7 +314,9 @@ def test_cli_render_from_mtz_equals_the_text_hkl_render(tmp_path, monkeypatch, c
         return np.fromfile(tmp_path / out, dtype="<f4"), (tmp_path / "Fdump.bin").read_bytes()
 
     from_text, dump_text = render("-hkl", "x.hkl")
+    capsys.readouterr()
     from_mtz, dump_mtz = render("-hkl", "x.mtz")
+    assert f"reading FP from x.mtz: {len(hkls)} reflections in P 21 21 21" in capsys.readouterr().out
     assert np.count_nonzero(from_text) > 10
     assert np.array_equal(from_mtz, from_text) and dump_mtz == dump_text
     from_fc, _ = render("-hkl", "x.mtz", "-F_column", "FC")

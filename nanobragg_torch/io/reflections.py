@@ -34,7 +34,6 @@ from types import ModuleType
 import numpy as np
 
 from nanobragg_torch.errors import InputError
-from nanobragg_torch.io.atomic import read_input
 from nanobragg_torch.io.hkl import HKLMeta, hkl_meta_from_bounds, read_hkl_file
 from nanobragg_torch.validation import check_allocation
 
@@ -68,6 +67,7 @@ class ReflectionTable:
     types: list[str]  # one MTZ type letter per label ("" for an untyped mmCIF tag)
     values: dict[str, np.ndarray]  # label -> (n,) float64, NaN where missing
     rotations: np.ndarray  # (ops, 3, 3) int64: h' = h @ R
+    spacegroup: str = ""  # its Hermann-Mauguin symbol, for the note
 
     def listing(self) -> str:
         return ", ".join(f"{lab} ({t})" if t else lab for lab, t in zip(self.labels, self.types, strict=True))
@@ -90,12 +90,14 @@ def file_kind(path: str | os.PathLike[str]) -> str:
 
 
 def read_structure_factors(
-    path: str | os.PathLike[str], column: str | None = None, default_F: float = 0.0
+    path: str | os.PathLike[str], column: str | None = None, default_F: float = 0.0,
+    notes: list[str] | None = None,
 ) -> tuple[np.ndarray, HKLMeta]:
     """Read ``-hkl`` structure factors from a text HKL, MTZ or mmCIF file into the C's P1 grid.
 
     Returns ``(F, meta)`` as ``read_hkl_file`` does. ``column`` picks the amplitude column of an MTZ or mmCIF
-    file (None: the default, see the module docstring); it is an error for a text file.
+    file (None: the default, see the module docstring); it is an error for a text file. ``notes``: for an
+    MTZ/mmCIF file, one line saying which column and space group were used is appended.
     """
     name = os.fspath(path)
     kind = file_kind(path)
@@ -103,11 +105,22 @@ def read_structure_factors(
         if column is not None:
             raise InputError(f"{name}: a text HKL file has one F column; a column name is for MTZ and mmCIF files")
         return read_hkl_file(path, default_F=default_F)
-    read_input(path)  # a missing or unreadable file: the project's one-line message
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:  # the one-line message of io.atomic.read_input
+        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
     table = read_mtz(name) if kind == "mtz" else read_mmcif(name)
-    hkl, F_plus, F_minus = select_amplitudes(table, column)
+    hkl, F_plus, F_minus, chosen = select_amplitudes(table, column)
     idx, F = expand_to_p1(table, hkl, F_plus, F_minus)
-    return p1_grid(name, idx, F, default_F)
+    grid, meta = p1_grid(name, idx, F, default_F)
+    if notes is not None:
+        notes.append(
+            f"reading {'/'.join(chosen)} from {name}: {len(hkl)} reflections in {table.spacegroup} "
+            f"({len(table.rotations)} rotations{'' if len(chosen) > 1 else ' and Friedel mates'}) -> "
+            f"{meta['hkls']} indices in P1"
+        )
+    return grid, meta
 
 
 def _gemmi(name: str) -> ModuleType:
@@ -157,6 +170,7 @@ def read_mtz(name: str) -> ReflectionTable:
         types=[types[i] for i in keep],
         values={labels[i]: data[:, i] for i in keep},
         rotations=_rotations(gemmi, mtz.spacegroup),
+        spacegroup=mtz.spacegroup.xhm(),
     )
 
 
@@ -183,7 +197,7 @@ def read_mmcif(name: str) -> ReflectionTable:
         raise InputError(f"{name}: bad _refln loop: {_one_line(exc, name)}") from None
     return ReflectionTable(
         path=name, hkl=hkl, labels=tags, types=[CIF_TYPES.get(t, "") for t in tags], values=values,
-        rotations=_rotations(gemmi, block.spacegroup),
+        rotations=_rotations(gemmi, block.spacegroup), spacegroup=block.spacegroup.xhm(),
     )
 
 
@@ -203,8 +217,11 @@ def anomalous_pair(table: ReflectionTable, label: str) -> tuple[str, str]:
     raise InputError(f"{table.path}: no F(+)/F(-) partner for anomalous column {label!r}; columns: {table.listing()}")
 
 
-def select_amplitudes(table: ReflectionTable, column: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(hkl, F(+), F(-)) of the chosen column; for a plain amplitude F(-) is F(+) (Friedel's law)."""
+def select_amplitudes(
+    table: ReflectionTable, column: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """(hkl, F(+), F(-), the labels used) of the chosen column; for a plain amplitude F(-) is F(+) (Friedel's
+    law) and the labels are that one column's."""
     if column is None:
         label = next((lab for lab, t in zip(table.labels, table.types, strict=True) if t == AMPLITUDE), None)
         label = label or next((lab for lab, t in zip(table.labels, table.types, strict=True) if t == ANOMALOUS), None)
@@ -241,7 +258,7 @@ def select_amplitudes(table: ReflectionTable, column: str | None) -> tuple[np.nd
             row = int(np.argmax(inf))
             raise InputError(f"{table.path}: column {lab!r}, reflection {' '.join(f'{v:g}' for v in hkl[row])}: "
                              f"value is not finite")
-    return hkl, F_plus, F_minus
+    return hkl, F_plus, F_minus, chosen
 
 
 def expand_to_p1(
