@@ -357,3 +357,17 @@ def test_dataset_spec_flags_read_mtz_relative_to_the_spec_folder(tmp_path):
     F_text, meta = read_hkl_file(p1_text(tmp_path / "p1.hkl", expected_p1(sg_name, hkls, FC)))
     assert np.array_equal(np.asarray(sf.grid), F_text)
     assert (sf.h_min, sf.k_min, sf.l_min, sf.hkls) == (meta["h_min"], meta["k_min"], meta["l_min"], meta["hkls"])
+
+
+def test_mmcif_reads_the_first_merged_block(tmp_path):
+    sg_name = "P 1 21 1"
+    hkls = asu_reflections(sg_name, 15, seed=41)
+    F1, F2 = random_F(len(hkls), 42), random_F(len(hkls), 43)
+    unmerged = ("data_r1xyzsf_unmerged\n_symmetry.space_group_name_H-M 'P 1 21 1'\nloop_\n_diffrn_refln.index_h\n"
+                "_diffrn_refln.index_k\n_diffrn_refln.index_l\n_diffrn_refln.intensity_net\n1 2 3 4\n")
+    first = write_cif(tmp_path / "a.cif", sg_name, hkls, {"F_meas_au": F1}).read_text()
+    second = write_cif(tmp_path / "b.cif", sg_name, hkls, {"F_meas_au": F2}).read_text().replace("data_r1xyzsf",
+                                                                                                  "data_r1xyzsf_2")
+    cif = tmp_path / "several.cif"
+    cif.write_text(unmerged + first + second)
+    assert_same_as_text(tmp_path, read_structure_factors(cif), expected_p1(sg_name, hkls, F1))
