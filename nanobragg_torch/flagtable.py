@@ -1073,6 +1073,31 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         OWN,
+        names=('-cbffile',),
+        kind='s',
+        c_vars=(),
+        values='file',
+        default='none',
+        effect=(
+            "PILATUS-style miniCBF: the `-intfile` pixels (same `-scale`, `-adc`, 0..65535) as int32, byte-offset "
+            'compressed; header: pixel size, wavelength, distance, beam centre, exposure, phi (`docs/formats.md`); '
+            'one panel only'
+        ),
+    ),
+    Flag(
+        OWN,
+        names=('-nxsfile',),
+        kind='s',
+        c_vars=(),
+        values='file',
+        default='none',
+        effect=(
+            'NeXus/NXmx HDF5: the float image (photons, float32, gzip) of every panel, with the detector modules, '
+            'beam and spindle in the McStas frame (`docs/formats.md`)'
+        ),
+    ),
+    Flag(
+        OWN,
         names=('-outdir',),
         kind='s',
         c_vars=(),

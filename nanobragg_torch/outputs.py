@@ -14,10 +14,12 @@ import torch
 
 from .advisories import advisories
 from .config import RTD, SimulationConfig, scalar_value
+from .detector import Geometry, resolve_geometry
 from .engine import RenderResult, build_plan, render
 from .errors import InputError
 from .images import format_statistics_lines, image_statistics, int_image, intfile_scale_rule, pgm_image
 from .io.atomic import OutputGroup, output_group, sweep_stale_temporaries
+from .io.cbf import CBFHeader, write_cbf
 from .io.fdump import write_fdump
 from .io.floatimage import write_float_image
 from .io.pgm import write_pgm
@@ -104,6 +106,58 @@ def smv_header(result: RenderResult) -> SMVHeader:
     )
 
 
+def _geometry64(result: RenderResult) -> Geometry:
+    """The plan's detector geometry in float64 (a float32 render rounds pix0 by ~1e-10 m; files carry the
+    geometry asked for, as the C's doubles)."""
+    g = result.plan.geom
+    if g.pix0.dtype == torch.float64:
+        return g
+    return resolve_geometry(result.plan.cfg, torch.float64, torch.device("cpu"))
+
+
+def cbf_header(result: RenderResult, exposure_time: float = 1.0) -> CBFHeader:
+    """The PILATUS header values of a single-panel render (io/cbf.py)."""
+    p = result.plan
+    g = _geometry64(result)
+    return CBFHeader(
+        pixel_size=_g(g.pixel_size),
+        wavelength=_g(p.cfg.beam.wavelength),
+        distance=_g(g.close_distance),
+        beam_fast=_g(g.Fbeam),
+        beam_slow=_g(g.Sbeam),
+        exposure_time=float(exposure_time),
+        phi_start=p.phi.phi0,
+        phi_range=p.phi.osc,
+        twotheta=_g(g.twotheta),
+        polarization=_g(p.cfg.beam.polarization),
+        thickness=_g(p.cfg.detector.thickness),
+    )
+
+
+def write_nexus(path: str, result: RenderResult, image: np.ndarray, exposure_time: float = 1.0) -> None:
+    """The render as NeXus/NXmx (io/nexus.py): the panels of `DetectorConfig.panels` when given, else the
+    plan's single panel; beam and spindle from the plan."""
+    from .io.nexus import (  # h5py: imported only when a NeXus file is wanted (start-up time)
+        BeamGeometry,
+        GoniometerGeometry,
+        panels_from_configs,
+        panels_from_geometry,
+        write_nxmx,
+    )
+
+    p = result.plan
+    g = _geometry64(result)
+    d = p.cfg.detector
+    if d.panels:
+        panels = panels_from_configs(d.panels)
+    else:
+        panels = panels_from_geometry(g, d.fpixels, d.spixels, _g(d.thickness))
+    vec = [tuple(_g(c) for c in v) for v in (g.beam, g.polar_vector, g.spindle)]
+    beam = BeamGeometry(_g(p.cfg.beam.wavelength), vec[0], vec[1], _g(p.cfg.beam.polarization))
+    write_nxmx(path, image, panels, beam, GoniometerGeometry(vec[2], p.phi.phi0, p.phi.osc),
+               exposure_time=exposure_time)
+
+
 def output_paths(options: RunOptions) -> list[str]:
     return [
         p
@@ -114,6 +168,8 @@ def output_paths(options: RunOptions) -> list[str]:
             options.pngfile,
             options.noisefile,
             options.dumpfile,
+            options.cbffile,
+            options.nxsfile,
         )
         if p is not None
     ]
@@ -123,9 +179,12 @@ def output_paths(options: RunOptions) -> list[str]:
 _TEMP_NAME_EXTRA = 40
 
 
-def check_output_paths(options: RunOptions) -> None:
+def check_output_paths(options: RunOptions, cfg: SimulationConfig | None = None) -> None:
     """Refuse, before rendering, outputs that cannot be written or would clobber: an empty name, a folder, a
-    parent that is a file or unwritable, a name too long, the same file twice, an output that is an input."""
+    parent that is a file or unwritable, a name too long, the same file twice, an output that is an input; a
+    CBF of a multi-panel detector."""
+    if options.cbffile is not None and cfg is not None and cfg.detector.panels:
+        raise InputError(f"output {options.cbffile}: -cbffile holds one panel; a multi-panel detector needs -nxsfile")
     seen: dict[str, str] = {}
     inputs = {os.path.realpath(p): p for p in options.inputs}
     for path in output_paths(options):
@@ -171,7 +230,7 @@ def run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
     """Render and write the outputs, all or none: every file goes to a temporary name, all are renamed at the
     end; on any failure (errors, SIGINT, SIGTERM via `signals_as_exceptions`) the temporaries and the folders
     made for the outputs are removed."""
-    check_output_paths(options)
+    check_output_paths(options, cfg)
     for path in output_paths(options):
         sweep_stale_temporaries(path)
     with output_group() as group:
@@ -258,6 +317,17 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
             group.makedirs(Path(options.intfile).parent)
             write_smv(options.intfile, ints, header, "int", options.c_compat)
         print(f"wrote SMV image {options.intfile}")
+    if options.cbffile:
+        ints, _ = int_image(image, int_scale, options.adc_offset, d.roi)
+        with _writing(options.cbffile):
+            group.makedirs(Path(options.cbffile).parent)
+            write_cbf(options.cbffile, ints.astype(np.int32), cbf_header(result, options.exposure_time))
+        print(f"wrote CBF image {options.cbffile}")
+    if options.nxsfile:
+        with _writing(options.nxsfile):
+            group.makedirs(Path(options.nxsfile).parent)
+            write_nexus(options.nxsfile, result, image, options.exposure_time)
+        print(f"wrote NeXus image {options.nxsfile}")
     if options.pgmfile or options.pngfile:
         pgm, pgm_scale = pgm_image(image, options.pgm_scale, stats["rmsd"], int_scale, d.roi)
         print(format_statistics_lines(stats, pgm_scale=pgm_scale)[-1])
