@@ -96,6 +96,24 @@ def test_cbf_api_round_trip_through_fabio(tmp_path: Path) -> None:
     assert path.read_bytes().startswith(b"###CBF: VERSION")
 
 
+def test_cbf_read_by_cbflib(tmp_path: Path) -> None:
+    """CBFlib itself (its Python binding pycbf, when installed) reads the pixels, checking the MD5 digest."""
+    pycbf = pytest.importorskip("pycbf")
+    img = (np.arange(35, dtype=np.int32).reshape(5, 7) - 3) * 977
+    write_cbf(tmp_path / "p.cbf", img, CBFHeader(1e-4, 1e-10, 0.1, 1e-3, 2e-3))
+    h = pycbf.cbf_handle_struct()
+    h.read_file(str(tmp_path / "p.cbf"), pycbf.MSG_DIGEST)
+    h.select_datablock(0)
+    h.find_category("array_data")
+    h.find_column("header_convention")
+    assert h.get_value() in ("PILATUS_1.2", b"PILATUS_1.2")
+    h.find_column("data")
+    params = h.get_integerarrayparameters_wdims_fs()
+    assert params[2] == 4 and params[9:11] == [7, 5]  # element size, fast and slow dimensions
+    got = np.frombuffer(h.get_integerarray_as_string(), dtype="<i4").reshape(5, 7)
+    assert np.array_equal(got, img)
+
+
 @pytest.mark.parametrize(
     "image, message",
     [(np.zeros((2, 3), np.float32), "integer"), (np.full((2, 3), 2**31, np.int64), "32-bit"),
@@ -225,6 +243,7 @@ def test_cli_nexus_geometry_read_back_with_nxmx(rendered: Path) -> None:
         inst = entry.instruments[0]
         assert inst.beams[0].incident_wavelength.to("angstrom").magnitude == pytest.approx(1.2)
         det = inst.detectors[0]
+        assert det.depends_on.path == "/entry/instrument/detector/transformations/detector_arm"
         assert det.count_time.to("s").magnitude == pytest.approx(2.0)
         axes = nxmx.get_rotation_axes(nxmx.get_dependency_chain(entry.samples[0].depends_on))
         np.testing.assert_allclose(axes.axes[0], to_mcstas((0, 0, 1)))  # MOSFLM spindle along +z
