@@ -1172,6 +1172,7 @@ FILES = r"""## Files written, stdout, exit status
 | PGM | with `-pgmfile` or `-pgmscale`, unless a later `-nopgm` | unless `-nopgm` (`image.pgm`) |
 | noise SMV | with `-noisefile`, unless a later `-nonoise` | unless `-nonoise` (`noiseimage.img`) |
 | Fdump | with `-dump FILE` only | written after `-hkl`, read without it |
+| miniCBF, NeXus/NXmx (ours) | with `-cbffile`, `-nxsfile` | likewise |
 
 Stdout carries the C's geometry summary and, in its formats, `max_I = ... at ...`, `mean= ... rms= ... rmsd=
 ...`, `intfile_scale = ...`, `pgm_scale = ...` (when a PGM or PNG is made) and `N photons on noise image (M

@@ -15,7 +15,7 @@ import torch
 from .advisories import advisories
 from .config import RTD, SimulationConfig, scalar_value
 from .detector import Geometry, resolve_geometry
-from .engine import RenderResult, build_plan, render
+from .engine import Plan, RenderResult, build_plan, render
 from .errors import InputError
 from .images import format_statistics_lines, image_statistics, int_image, intfile_scale_rule, pgm_image
 from .io.atomic import OutputGroup, output_group, sweep_stale_temporaries
@@ -106,37 +106,36 @@ def smv_header(result: RenderResult) -> SMVHeader:
     )
 
 
-def _geometry64(result: RenderResult) -> Geometry:
+def _geometry64(plan: Plan) -> Geometry:
     """The plan's detector geometry in float64 (a float32 render rounds pix0 by ~1e-10 m; files carry the
     geometry asked for, as the C's doubles)."""
-    g = result.plan.geom
+    g = plan.geom
     if g.pix0.dtype == torch.float64:
         return g
-    return resolve_geometry(result.plan.cfg, torch.float64, torch.device("cpu"))
+    return resolve_geometry(plan.cfg, torch.float64, torch.device("cpu"))
 
 
-def cbf_header(result: RenderResult, exposure_time: float = 1.0) -> CBFHeader:
-    """The PILATUS header values of a single-panel render (io/cbf.py)."""
-    p = result.plan
-    g = _geometry64(result)
+def cbf_header(plan: Plan, exposure_time: float = 1.0) -> CBFHeader:
+    """The PILATUS header values of a single-panel plan (io/cbf.py)."""
+    g = _geometry64(plan)
     return CBFHeader(
         pixel_size=_g(g.pixel_size),
-        wavelength=_g(p.cfg.beam.wavelength),
+        wavelength=_g(plan.cfg.beam.wavelength),
         distance=_g(g.close_distance),
         beam_fast=_g(g.Fbeam),
         beam_slow=_g(g.Sbeam),
         exposure_time=float(exposure_time),
-        phi_start=p.phi.phi0,
-        phi_range=p.phi.osc,
+        phi_start=plan.phi.phi0,
+        phi_range=plan.phi.osc,
         twotheta=_g(g.twotheta),
-        polarization=_g(p.cfg.beam.polarization),
-        thickness=_g(p.cfg.detector.thickness),
+        polarization=_g(plan.cfg.beam.polarization),
+        thickness=_g(plan.cfg.detector.thickness),
     )
 
 
-def write_nexus(path: str, result: RenderResult, image: np.ndarray, exposure_time: float = 1.0) -> None:
-    """The render as NeXus/NXmx (io/nexus.py): the panels of `DetectorConfig.panels` when given, else the
-    plan's single panel; beam and spindle from the plan."""
+def write_nexus(path: str, plan: Plan, image: np.ndarray, exposure_time: float = 1.0) -> None:
+    """An image of `plan` as NeXus/NXmx (io/nexus.py): the panels of `DetectorConfig.panels` when given, else
+    the plan's single panel; beam and spindle from the plan."""
     from .io.nexus import (  # h5py: imported only when a NeXus file is wanted (start-up time)
         BeamGeometry,
         GoniometerGeometry,
@@ -145,17 +144,44 @@ def write_nexus(path: str, result: RenderResult, image: np.ndarray, exposure_tim
         write_nxmx,
     )
 
-    p = result.plan
-    g = _geometry64(result)
-    d = p.cfg.detector
+    g = _geometry64(plan)
+    d = plan.cfg.detector
     if d.panels:
         panels = panels_from_configs(d.panels)
     else:
         panels = panels_from_geometry(g, d.fpixels, d.spixels, _g(d.thickness))
     vec = [tuple(_g(c) for c in v) for v in (g.beam, g.polar_vector, g.spindle)]
-    beam = BeamGeometry(_g(p.cfg.beam.wavelength), vec[0], vec[1], _g(p.cfg.beam.polarization))
-    write_nxmx(path, image, panels, beam, GoniometerGeometry(vec[2], p.phi.phi0, p.phi.osc),
+    beam = BeamGeometry(_g(plan.cfg.beam.wavelength), vec[0], vec[1], _g(plan.cfg.beam.polarization))
+    write_nxmx(path, image, panels, beam, GoniometerGeometry(vec[2], plan.phi.phi0, plan.phi.osc),
                exposure_time=exposure_time)
+
+
+def _as_numpy(image) -> np.ndarray:
+    if isinstance(image, torch.Tensor):
+        image = image.detach().to("cpu", torch.float32).numpy()
+    return np.asarray(image, dtype=np.float32)
+
+
+def save_cbf(path: str, cfg: SimulationConfig, image, scale: float | None = None, adc_offset: float = 40.0,
+             exposure_time: float = 1.0) -> float:
+    """API twin of ``-cbffile``: write `image` (the float image of `simulate(cfg)`, photons) as the C's int
+    image in a PILATUS miniCBF, with the `-scale` rule (None or <= 0: 55000 / max) and `-adc` offset; returns
+    the scale used. Single panel only."""
+    if cfg.detector.panels:
+        raise InputError(f"output {path}: a CBF holds one panel; a multi-panel detector needs save_nxmx")
+    img = _as_numpy(image)
+    roi = cfg.detector.roi
+    stats = image_statistics(img, roi, cfg.detector.mask, 1, _g(cfg.detector.pixel_size))
+    used = intfile_scale_rule(scale, stats["max_I"])
+    ints, _ = int_image(img, used, adc_offset, roi)
+    write_cbf(path, ints.astype(np.int32), cbf_header(build_plan(cfg, torch.float64), exposure_time))
+    return used
+
+
+def save_nxmx(path: str, cfg: SimulationConfig, image, exposure_time: float = 1.0) -> None:
+    """API twin of ``-nxsfile``: write `image` ((S, F), or (P, S, F) for `DetectorConfig.panels`; photons) with
+    the geometry, beam and spindle of `cfg` as NeXus/NXmx."""
+    write_nexus(path, build_plan(cfg, torch.float64), _as_numpy(image), exposure_time)
 
 
 def output_paths(options: RunOptions) -> list[str]:
@@ -321,12 +347,12 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
         ints, _ = int_image(image, int_scale, options.adc_offset, d.roi)
         with _writing(options.cbffile):
             group.makedirs(Path(options.cbffile).parent)
-            write_cbf(options.cbffile, ints.astype(np.int32), cbf_header(result, options.exposure_time))
+            write_cbf(options.cbffile, ints.astype(np.int32), cbf_header(result.plan, options.exposure_time))
         print(f"wrote CBF image {options.cbffile}")
     if options.nxsfile:
         with _writing(options.nxsfile):
             group.makedirs(Path(options.nxsfile).parent)
-            write_nexus(options.nxsfile, result, image, options.exposure_time)
+            write_nexus(options.nxsfile, result.plan, image, options.exposure_time)
         print(f"wrote NeXus image {options.nxsfile}")
     if options.pgmfile or options.pngfile:
         pgm, pgm_scale = pgm_image(image, options.pgm_scale, stats["rmsd"], int_scale, d.roi)

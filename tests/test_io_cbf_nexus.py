@@ -315,3 +315,27 @@ def test_cli_outdir_and_multi_panel_cbf(tmp_path: Path, monkeypatch: pytest.Monk
                       cbffile="x.cbf")
     with pytest.raises(InputError, match="-cbffile holds one panel"):
         check_output_paths(opts, cfg)
+
+
+def test_api_save_cbf_and_nxmx_match_the_cli(rendered: Path, tmp_path: Path) -> None:
+    """The API twins of -cbffile/-nxsfile on `simulate(cfg)`'s image write what the CLI writes."""
+    from nanobragg_torch import simulate
+    from nanobragg_torch.cli import config_from_flags
+    from nanobragg_torch.outputs import save_cbf, save_nxmx
+
+    cfg, _ = config_from_flags(CASE)
+    image = simulate(cfg)
+    save_cbf(str(tmp_path / "a.cbf"), cfg, image, exposure_time=2.0)
+    save_nxmx(str(tmp_path / "a.nxs"), cfg, image, exposure_time=2.0)
+    _, smv, _ = read_smv(rendered / "i.img")
+    api, cli = fabio.open(str(tmp_path / "a.cbf")), fabio.open(str(rendered / "i.cbf"))
+    assert np.array_equal(api.data, smv.astype(np.int32))
+    assert api.pilatus_headers._dict == cli.pilatus_headers._dict
+    (a,), (c,) = nxmx_modules(tmp_path / "a.nxs"), nxmx_modules(rendered / "f.nxs")
+    for x, y in zip(a[:4], c[:4], strict=True):
+        np.testing.assert_array_equal(x, y)
+    with h5py.File(tmp_path / "a.nxs", "r") as f:
+        assert np.array_equal(f["/entry/data/data"][0], read_float_image(rendered / "f.bin", (20, 24)))
+    with pytest.raises(InputError, match="one panel"):
+        panel = PanelConfig((0.1, 0, 0), (0, 0, 1), (0, -1, 0), 1e-4, 4, 4)
+        save_cbf(str(tmp_path / "m.cbf"), SimulationConfig(detector=DetectorConfig(panels=(panel,))), np.zeros((4, 4)))
