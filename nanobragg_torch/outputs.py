@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .advisories import advisories
-from .config import RTD, SimulationConfig, scalar_value
+from .config import RTD, DetectorConfig, SimulationConfig, scalar_value
 from .detector import Geometry, resolve_geometry
 from .engine import Plan, RenderResult, build_plan, render
 from .errors import InputError
@@ -133,9 +133,23 @@ def cbf_header(plan: Plan, exposure_time: float = 1.0) -> CBFHeader:
     )
 
 
+def excluded_pixels(d: DetectorConfig) -> np.ndarray | None:
+    """Pixels of a single-panel detector that the render skips (outside `-roi`, `-mask` 0); None if none is."""
+    if d.panels or (d.roi is None and d.mask is None):
+        return None
+    skip = np.zeros((d.spixels, d.fpixels), dtype=bool)
+    if d.roi is not None:
+        xmin, xmax, ymin, ymax = d.roi
+        rows, cols = np.arange(d.spixels)[:, None], np.arange(d.fpixels)[None, :]
+        skip |= (cols < xmin) | (cols > xmax) | (rows < ymin) | (rows > ymax)
+    if d.mask is not None:
+        skip |= np.asarray(d.mask) == 0
+    return skip
+
+
 def write_nexus(path: str, plan: Plan, image: np.ndarray, exposure_time: float = 1.0) -> None:
     """An image of `plan` as NeXus/NXmx (io/nexus.py): the panels of `DetectorConfig.panels` when given, else
-    the plan's single panel; beam and spindle from the plan."""
+    the plan's single panel; beam and spindle from the plan; skipped pixels in the pixel mask."""
     from .io.nexus import (  # h5py: imported only when a NeXus file is wanted (start-up time)
         BeamGeometry,
         GoniometerGeometry,
@@ -153,7 +167,7 @@ def write_nexus(path: str, plan: Plan, image: np.ndarray, exposure_time: float =
     vec = [tuple(_g(c) for c in v) for v in (g.beam, g.polar_vector, g.spindle)]
     beam = BeamGeometry(_g(plan.cfg.beam.wavelength), vec[0], vec[1], _g(plan.cfg.beam.polarization))
     write_nxmx(path, image, panels, beam, GoniometerGeometry(vec[2], plan.phi.phi0, plan.phi.osc),
-               exposure_time=exposure_time)
+               exposure_time=exposure_time, excluded=excluded_pixels(d))
 
 
 def _as_numpy(image) -> np.ndarray:

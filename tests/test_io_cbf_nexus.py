@@ -339,3 +339,17 @@ def test_api_save_cbf_and_nxmx_match_the_cli(rendered: Path, tmp_path: Path) -> 
     with pytest.raises(InputError, match="one panel"):
         panel = PanelConfig((0.1, 0, 0), (0, 0, 1), (0, -1, 0), 1e-4, 4, 4)
         save_cbf(str(tmp_path / "m.cbf"), SimulationConfig(detector=DetectorConfig(panels=(panel,))), np.zeros((4, 4)))
+
+
+def test_cli_nexus_pixel_mask_marks_the_skipped_pixels(tmp_path: Path) -> None:
+    """-roi: the pixels outside it (not rendered, 0 in the image) carry bit 8 (user mask) of pixel_mask."""
+    path = tmp_path / "roi.nxs"
+    assert main([*CASE, "-roi", "3", "17", "2", "11", "-nxsfile", str(path), "-noprogress"]) == 0
+    with h5py.File(path, "r") as f:
+        det = nxmx.NXmx(f).entries[0].instruments[0].detectors[0]
+        mask = det.pixel_mask[()]
+        data = det.data[0]
+    expected = np.full((20, 24), 256, dtype=np.uint32)
+    expected[2:12, 3:18] = 0  # -roi xmin xmax ymin ymax, inclusive (fast, then slow)
+    np.testing.assert_array_equal(mask, expected)
+    assert np.all(data[mask != 0] == 0) and np.any(data[mask == 0] > 0)

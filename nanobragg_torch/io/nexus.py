@@ -40,6 +40,7 @@ from nanobragg_torch.io.atomic import atomic_write
 MOSFLM_TO_MCSTAS = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 
 RTD = 180.0 * 0.31830988618379067154  # the C's RTD
+USER_MASK_BIT = 1 << 8  # NXdetector pixel_mask bit 8: user-defined mask (here: pixels the render skipped)
 
 
 @dataclass(frozen=True)
@@ -211,9 +212,12 @@ def write_nxmx(
     exposure_time: float = 1.0,
     compression: str | None = DEFAULT_COMPRESSION,
     title: str = "nanobragg_torch simulation",
+    excluded: np.ndarray | None = None,
 ) -> None:
     """Write one frame as an NXmx file. ``images``: (S, F) for one panel, (P, S, F) for P panels, photons per
-    pixel (stored float32). Atomic (see `io.atomic`); a mismatch between images and panels is a ValueError."""
+    pixel (stored float32). ``excluded``: pixels not simulated (outside ``-roi``, ``-mask`` 0), same shape as
+    ``images``, stored as bit 8 (user-defined mask) of the detector's ``pixel_mask``. Atomic (see `io.atomic`);
+    a mismatch between images, mask and panels is a ValueError."""
     import h5py
 
     arr = np.asarray(images)
@@ -225,6 +229,12 @@ def write_nxmx(
         if arr.shape[1:] != (p.spixels, p.fpixels):
             raise ValueError(f"panel {i}: image {arr.shape[1:]} is not (spixels, fpixels)=({p.spixels}, {p.fpixels})")
     single = len(panels) == 1
+    mask = None
+    if excluded is not None:
+        ex = np.asarray(excluded, dtype=bool)
+        if ex.shape != np.shape(images):
+            raise ValueError(f"excluded pixels of shape {ex.shape} do not match the images {np.shape(images)}")
+        mask = np.where(ex, np.uint32(USER_MASK_BIT), np.uint32(0)).astype(np.uint32)
     frames = arr[None].astype(np.float32)  # (1, P, S, F)
     if single:
         frames = frames[:, 0]  # (1, S, F)
@@ -279,6 +289,9 @@ def write_nxmx(
             "data", data=frames, chunks=(1,) + frames.shape[1:], **_compression(compression)
         )
         data.attrs["units"] = "photons"
+        if mask is not None:
+            det.create_dataset("pixel_mask", data=mask, **_compression("gzip"))
+            det.create_dataset("pixel_mask_applied", data=False)
         trans = _nx_group(det, "transformations", "NXtransformations")
         arm = _axis(
             trans, "detector_arm", 0.0, kind="translation", vector=(0.0, 0.0, 1.0), units="m", depends_on=".",
