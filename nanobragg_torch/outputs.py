@@ -188,14 +188,14 @@ def save_cbf(path: str, cfg: SimulationConfig, image, scale: float | None = None
     stats = image_statistics(img, roi, cfg.detector.mask, 1, _g(cfg.detector.pixel_size))
     used = intfile_scale_rule(scale, stats["max_I"])
     ints, _ = int_image(img, used, adc_offset, roi)
-    write_cbf(path, ints.astype(np.int32), cbf_header(build_plan(cfg, torch.float64), exposure_time))
+    write_cbf(path, ints.astype(np.int32), cbf_header(build_plan(cfg, torch.float64, compile=False), exposure_time))
     return used
 
 
 def save_nxmx(path: str, cfg: SimulationConfig, image, exposure_time: float = 1.0) -> None:
     """API twin of ``-nxsfile``: write `image` ((S, F), or (P, S, F) for `DetectorConfig.panels`; photons) with
     the geometry, beam and spindle of `cfg` as NeXus/NXmx."""
-    write_nexus(path, build_plan(cfg, torch.float64), _as_numpy(image), exposure_time)
+    write_nexus(path, build_plan(cfg, torch.float64, compile=False), _as_numpy(image), exposure_time)
 
 
 def output_paths(options: RunOptions) -> list[str]:

@@ -190,7 +190,10 @@ def _nx_group(parent, name: str, nx_class: str):
 def _module_names(panels: Sequence[PanelGeometry]) -> list[str]:
     """HDF5 group names of the modules: the panel's name made safe, else (or when taken) ``module<i>``."""
     names: list[str] = []
-    taken = {"data", "transformations", "description", "type", "depends_on"}
+    taken = {  # the detector's other children
+        "data", "transformations", "description", "type", "depends_on", "sensor_material", "sensor_thickness",
+        "x_pixel_size", "y_pixel_size", "count_time", "pixel_mask", "pixel_mask_applied",
+    }
     for i, p in enumerate(panels):
         name = "".join(c if c.isalnum() or c in "_-." else "_" for c in p.name)
         if not name or name in taken or name.startswith("."):
