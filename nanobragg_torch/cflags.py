@@ -518,6 +518,8 @@ def own_options(argv: list[str]) -> dict:
         "c_compat": False,
         "pix0_override": False,
         "pngfile": None,
+        "cbffile": None,
+        "nxsfile": None,
         "demo": False,
         "chunk": None,
         "outdir": None,
@@ -536,6 +538,10 @@ def own_options(argv: list[str]) -> dict:
             o["pix0_override"] = True
         elif a == "-pngfile":
             o["pngfile"] = vals[0]
+        elif a == "-cbffile":
+            o["cbffile"] = vals[0]
+        elif a == "-nxsfile":
+            o["nxsfile"] = vals[0]
         elif a == "-outdir":
             o["outdir"] = vals[0]
         elif a == "-demo":

@@ -338,6 +338,11 @@ def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None,
     pngfile = own["pngfile"]
     if pngfile and outdir is not None and not os.path.isabs(pngfile):
         pngfile = os.path.join(outdir, pngfile)
+    def own_out(name: str | None) -> str | None:  # our output flags: written when given
+        if not name or outdir is None or os.path.isabs(name):
+            return name
+        return os.path.join(outdir, name)
+
     printout_pixel = None
     if v["printout_fpixel"] >= 0 or v["printout_spixel"] >= 0:
         printout_pixel = (v["printout_fpixel"], v["printout_spixel"])
@@ -371,6 +376,9 @@ def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None,
         chunk=own["chunk"],
         notes=notes,
         inputs=inputs,
+        cbffile=own_out(own["cbffile"]),
+        nxsfile=own_out(own["nxsfile"]),
+        exposure_time=v["exposure"],
     )
 
 

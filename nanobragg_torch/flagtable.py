@@ -1088,6 +1088,31 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         OWN,
+        names=('-cbffile',),
+        kind='s',
+        c_vars=(),
+        values='file',
+        default='none',
+        effect=(
+            "PILATUS-style miniCBF: the `-intfile` pixels (same `-scale`, `-adc`, 0..65535) as int32, byte-offset "
+            'compressed; header: pixel size, wavelength, distance, beam centre, exposure, phi (`docs/formats.md`); '
+            'one panel only'
+        ),
+    ),
+    Flag(
+        OWN,
+        names=('-nxsfile',),
+        kind='s',
+        c_vars=(),
+        values='file',
+        default='none',
+        effect=(
+            'NeXus/NXmx HDF5: the float image (photons, float32, gzip) of every panel, with the detector modules, '
+            'beam and spindle in the McStas frame (`docs/formats.md`)'
+        ),
+    ),
+    Flag(
+        OWN,
         names=('-outdir',),
         kind='s',
         c_vars=(),
@@ -1162,6 +1187,7 @@ FILES = r"""## Files written, stdout, exit status
 | PGM | with `-pgmfile` or `-pgmscale`, unless a later `-nopgm` | unless `-nopgm` (`image.pgm`) |
 | noise SMV | with `-noisefile`, unless a later `-nonoise` | unless `-nonoise` (`noiseimage.img`) |
 | Fdump | with `-dump FILE` only | written after `-hkl`, read without it |
+| miniCBF, NeXus/NXmx (ours) | with `-cbffile`, `-nxsfile` | likewise |
 
 Stdout carries the C's geometry summary and, in its formats, `max_I = ... at ...`, `mean= ... rms= ... rmsd=
 ...`, `intfile_scale = ...`, `pgm_scale = ...` (when a PGM or PNG is made) and `N photons on noise image (M

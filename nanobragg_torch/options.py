@@ -29,3 +29,6 @@ class RunOptions:
     notes: list[str]
     inputs: tuple[str, ...] = ()  # files read (an output may not overwrite one)
     progress: bool | None = None  # progress bar: -progress True, -noprogress False, None on a terminal only
+    cbffile: str | None = None  # -cbffile: the int image as a PILATUS-style miniCBF (io/cbf.py)
+    nxsfile: str | None = None  # -nxsfile: the float image and geometry as NeXus/NXmx (io/nexus.py)
+    exposure_time: float = 1.0  # the C's exposure (s), for the CBF and NeXus headers

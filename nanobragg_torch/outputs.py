@@ -13,11 +13,13 @@ import numpy as np
 import torch
 
 from .advisories import advisories
-from .config import RTD, SimulationConfig, scalar_value
-from .engine import RenderResult, build_plan, render
+from .config import RTD, DetectorConfig, SimulationConfig, scalar_value
+from .detector import Geometry, resolve_geometry
+from .engine import Plan, RenderResult, build_plan, render
 from .errors import InputError
 from .images import format_statistics_lines, image_statistics, int_image, intfile_scale_rule, pgm_image
 from .io.atomic import OutputGroup, output_group, sweep_stale_temporaries
+from .io.cbf import CBFHeader, write_cbf
 from .io.fdump import write_fdump
 from .io.floatimage import write_float_image
 from .io.pgm import write_pgm
@@ -104,6 +106,98 @@ def smv_header(result: RenderResult) -> SMVHeader:
     )
 
 
+def _geometry64(plan: Plan) -> Geometry:
+    """The plan's detector geometry in float64 (a float32 render rounds pix0 by ~1e-10 m; files carry the
+    geometry asked for, as the C's doubles)."""
+    g = plan.geom
+    if g.pix0.dtype == torch.float64:
+        return g
+    return resolve_geometry(plan.cfg, torch.float64, torch.device("cpu"))
+
+
+def cbf_header(plan: Plan, exposure_time: float = 1.0) -> CBFHeader:
+    """The PILATUS header values of a single-panel plan (io/cbf.py)."""
+    g = _geometry64(plan)
+    return CBFHeader(
+        pixel_size=_g(g.pixel_size),
+        wavelength=_g(plan.cfg.beam.wavelength),
+        distance=_g(g.close_distance),
+        beam_fast=_g(g.Fbeam),
+        beam_slow=_g(g.Sbeam),
+        exposure_time=float(exposure_time),
+        phi_start=plan.phi.phi0,
+        phi_range=plan.phi.osc,
+        twotheta=_g(g.twotheta),
+        polarization=_g(plan.cfg.beam.polarization),
+        thickness=_g(plan.cfg.detector.thickness),
+    )
+
+
+def excluded_pixels(d: DetectorConfig) -> np.ndarray | None:
+    """Pixels of a single-panel detector that the render skips (outside `-roi`, `-mask` 0); None if none is."""
+    if d.panels or (d.roi is None and d.mask is None):
+        return None
+    skip = np.zeros((d.spixels, d.fpixels), dtype=bool)
+    if d.roi is not None:
+        xmin, xmax, ymin, ymax = d.roi
+        rows, cols = np.arange(d.spixels)[:, None], np.arange(d.fpixels)[None, :]
+        skip |= (cols < xmin) | (cols > xmax) | (rows < ymin) | (rows > ymax)
+    if d.mask is not None:
+        skip |= np.asarray(d.mask) == 0
+    return skip
+
+
+def write_nexus(path: str, plan: Plan, image: np.ndarray, exposure_time: float = 1.0) -> None:
+    """An image of `plan` as NeXus/NXmx (io/nexus.py): the panels of `DetectorConfig.panels` when given, else
+    the plan's single panel; beam and spindle from the plan; skipped pixels in the pixel mask."""
+    from .io.nexus import (  # h5py: imported only when a NeXus file is wanted (start-up time)
+        BeamGeometry,
+        GoniometerGeometry,
+        panels_from_configs,
+        panels_from_geometry,
+        write_nxmx,
+    )
+
+    g = _geometry64(plan)
+    d = plan.cfg.detector
+    if d.panels:
+        panels = panels_from_configs(d.panels)
+    else:
+        panels = panels_from_geometry(g, d.fpixels, d.spixels, _g(d.thickness))
+    vec = [tuple(_g(c) for c in v) for v in (g.beam, g.polar_vector, g.spindle)]
+    beam = BeamGeometry(_g(plan.cfg.beam.wavelength), vec[0], vec[1], _g(plan.cfg.beam.polarization))
+    write_nxmx(path, image, panels, beam, GoniometerGeometry(vec[2], plan.phi.phi0, plan.phi.osc),
+               exposure_time=exposure_time, excluded=excluded_pixels(d))
+
+
+def _as_numpy(image) -> np.ndarray:
+    if isinstance(image, torch.Tensor):
+        image = image.detach().to("cpu", torch.float32).numpy()
+    return np.asarray(image, dtype=np.float32)
+
+
+def save_cbf(path: str, cfg: SimulationConfig, image, scale: float | None = None, adc_offset: float = 40.0,
+             exposure_time: float = 1.0) -> float:
+    """API twin of ``-cbffile``: write `image` (the float image of `simulate(cfg)`, photons) as the C's int
+    image in a PILATUS miniCBF, with the `-scale` rule (None or <= 0: 55000 / max) and `-adc` offset; returns
+    the scale used. Single panel only."""
+    if cfg.detector.panels:
+        raise InputError(f"output {path}: a CBF holds one panel; a multi-panel detector needs save_nxmx")
+    img = _as_numpy(image)
+    roi = cfg.detector.roi
+    stats = image_statistics(img, roi, cfg.detector.mask, 1, _g(cfg.detector.pixel_size))
+    used = intfile_scale_rule(scale, stats["max_I"])
+    ints, _ = int_image(img, used, adc_offset, roi)
+    write_cbf(path, ints.astype(np.int32), cbf_header(build_plan(cfg, torch.float64, compile=False), exposure_time))
+    return used
+
+
+def save_nxmx(path: str, cfg: SimulationConfig, image, exposure_time: float = 1.0) -> None:
+    """API twin of ``-nxsfile``: write `image` ((S, F), or (P, S, F) for `DetectorConfig.panels`; photons) with
+    the geometry, beam and spindle of `cfg` as NeXus/NXmx."""
+    write_nexus(path, build_plan(cfg, torch.float64, compile=False), _as_numpy(image), exposure_time)
+
+
 def output_paths(options: RunOptions) -> list[str]:
     return [
         p
@@ -114,6 +208,8 @@ def output_paths(options: RunOptions) -> list[str]:
             options.pngfile,
             options.noisefile,
             options.dumpfile,
+            options.cbffile,
+            options.nxsfile,
         )
         if p is not None
     ]
@@ -123,9 +219,12 @@ def output_paths(options: RunOptions) -> list[str]:
 _TEMP_NAME_EXTRA = 40
 
 
-def check_output_paths(options: RunOptions) -> None:
+def check_output_paths(options: RunOptions, cfg: SimulationConfig | None = None) -> None:
     """Refuse, before rendering, outputs that cannot be written or would clobber: an empty name, a folder, a
-    parent that is a file or unwritable, a name too long, the same file twice, an output that is an input."""
+    parent that is a file or unwritable, a name too long, the same file twice, an output that is an input; a
+    CBF of a multi-panel detector."""
+    if options.cbffile is not None and cfg is not None and cfg.detector.panels:
+        raise InputError(f"output {options.cbffile}: -cbffile holds one panel; a multi-panel detector needs -nxsfile")
     seen: dict[str, str] = {}
     inputs = {os.path.realpath(p): p for p in options.inputs}
     for path in output_paths(options):
@@ -171,7 +270,7 @@ def run(cfg: SimulationConfig, options: RunOptions) -> RenderResult:
     """Render and write the outputs, all or none: every file goes to a temporary name, all are renamed at the
     end; on any failure (errors, SIGINT, SIGTERM via `signals_as_exceptions`) the temporaries and the folders
     made for the outputs are removed."""
-    check_output_paths(options)
+    check_output_paths(options, cfg)
     for path in output_paths(options):
         sweep_stale_temporaries(path)
     with output_group() as group:
@@ -258,6 +357,17 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
             group.makedirs(Path(options.intfile).parent)
             write_smv(options.intfile, ints, header, "int", options.c_compat)
         print(f"wrote SMV image {options.intfile}")
+    if options.cbffile:
+        ints, _ = int_image(image, int_scale, options.adc_offset, d.roi)
+        with _writing(options.cbffile):
+            group.makedirs(Path(options.cbffile).parent)
+            write_cbf(options.cbffile, ints.astype(np.int32), cbf_header(result.plan, options.exposure_time))
+        print(f"wrote CBF image {options.cbffile}")
+    if options.nxsfile:
+        with _writing(options.nxsfile):
+            group.makedirs(Path(options.nxsfile).parent)
+            write_nexus(options.nxsfile, result.plan, image, options.exposure_time)
+        print(f"wrote NeXus image {options.nxsfile}")
     if options.pgmfile or options.pngfile:
         pgm, pgm_scale = pgm_image(image, options.pgm_scale, stats["rmsd"], int_scale, d.roi)
         print(format_statistics_lines(stats, pgm_scale=pgm_scale)[-1])

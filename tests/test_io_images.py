@@ -77,3 +77,18 @@ def test_float_and_pgm_identical_to_c(tmp_path, extra):
     assert pgm_bytes(pixels, scale) == c_pgm
     # the C's conversion (clip at 255, truncate), from the float image and the printed scale
     np.testing.assert_array_equal(np.minimum(image * np.float64(scale), 255.0).astype(np.uint8), pixels)
+
+
+def test_png_preview_holds_the_pgm_pixels(tmp_path, monkeypatch):
+    """-pngfile: Pillow decodes an 8-bit greyscale image equal to the -pgmfile pixels of the same run."""
+    from PIL import Image
+
+    from nanobragg_torch.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["-cell", "70", "80", "90", "90", "90", "90", "-N", "3", "-default_F", "100", "-misset", "10", "20", "30",
+            "-detpixels_f", "24", "-detpixels_s", "20", "-pgmfile", "p.pgm", "-pngfile", "p.png", "-noprogress"]
+    assert main(argv) == 0
+    with Image.open(tmp_path / "p.png") as png:
+        assert png.mode == "L" and png.size == (24, 20)
+        np.testing.assert_array_equal(np.asarray(png), read_pgm(tmp_path / "p.pgm"))
