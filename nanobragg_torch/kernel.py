@@ -50,13 +50,14 @@ class KernelSpec:
     has_grid: bool  # an HKL grid is loaded (else every F_cell is default_F)
     wide_index: bool = False  # flat grid indices in float64 (a float32 render of a grid of >= 2^24 points)
     precise_hkl: bool = False  # Miller indices (and the geometry under them) in float64 (`index_phase_error`)
+    panels: bool = False  # a multi-panel detector: per-panel geometry gathered per pixel (`panel_view`)
 
     @property
     def key(self) -> str:
         """A stable name for caches of compiled kernels."""
         flags = [self.shape, "".join("1" if a else "0" for a in self.N_active), self.polar]
         for name in ("curved", "point_pixel", "thick_on", "dmin_on", "oversample_thick", "oversample_omega",
-                     "has_grid", "wide_index", "precise_hkl"):
+                     "has_grid", "wide_index", "precise_hkl", "panels"):
             if getattr(self, name):
                 flags.append(name)
         return "-".join(flags)
@@ -99,6 +100,9 @@ class KernelInputs(NamedTuple):
     fluence: Tensor
     steps: Tensor
     dmin: Tensor
+    # multi-panel plans (KernelSpec.panels): pixels per panel of the padded raster, S_max*F_max (int64 scalar);
+    # then fpixels is F_max, pix0/fdet/sdet/odet are (3, P) and subpixel/pixel_size/close_distance are (P,)
+    panel_pixels: Tensor
 
 
 Vec = tuple[Tensor, Tensor, Tensor]
@@ -138,6 +142,19 @@ def miller_indices(cells: Tensor, dif, inc, inv_lam: Tensor) -> tuple[Tensor, Te
 
 
 # ---- the factors: each a function of tensors, named after the C variable it mirrors -------------------------
+
+
+def panel_view(x: KernelInputs, flat_idx: Tensor) -> tuple[KernelInputs, Tensor]:
+    """A multi-panel plan's inputs as seen by each pixel of the chunk: the panel p = flat // (S_max*F_max) of
+    every pixel, its vectors gathered to (3, C) and its pixel size, sub-pixel size and close_distance to (C,),
+    so that the single-detector factors below broadcast unchanged; and the index inside the panel."""
+    panel = torch.div(flat_idx.to(torch.int64), x.panel_pixels, rounding_mode="floor")
+    local = flat_idx.to(torch.int64) - panel * x.panel_pixels
+    view = x._replace(
+        pix0=x.pix0[:, panel], fdet=x.fdet[:, panel], sdet=x.sdet[:, panel], odet=x.odet[:, panel],
+        subpixel=x.subpixel[panel], pixel_size=x.pixel_size[panel], close_distance=x.close_distance[panel],
+    )
+    return view, local
 
 
 def pixel_positions(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> Vec:
@@ -252,6 +269,8 @@ def pixel_factors(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor, keep: boo
     (T, O2, S, C), the per-sample factors of -oversample_thick/polar/omega (`toggled`, or None). `keep`: also
     the scattering vector and stol of every sample (a trace)."""
     lo = x.pixel_size.dtype  # the render dtype; positions and directions come in the index dtype
+    if spec.panels:
+        x, flat_idx = panel_view(x, flat_idx)
     pos = pixel_positions(spec, x, flat_idx)
     px, py, pz = pos
     airpath_hi = torch.sqrt(px * px + py * py + pz * pz)
