@@ -480,7 +480,7 @@ def render(
                 one = evaluate_chunk(plan, idx[pos : pos + 1], here, keep=True)
                 # the factors from the one-pixel evaluation; the final value is the image's own (a one-pixel
                 # chunk may sum the samples in another order: 1 ulp)
-                traces[pending[flat]] = {"inter": one.inter, "value": value[pos]}
+                traces[pending[flat]] = {"inter": one.inter, "value": value[pos], "pixel": pending[flat]}
         active = active and switch < 0
         first = first and first_pixel < 0
         if progress is not None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import DetectorConfig, PanelConfig, SimulationConfig, scalar_value
+from .detector import Geometry, resolve_geometry
 from .validation import ConfigError
 from .vectors import cross, dot, unitize
 
@@ -250,3 +251,9 @@ def panel_inputs(panels: Panels, oversample: int, dtype: torch.dtype, index_dtyp
         pixel_size=panels.pixel_size.to(dtype),
         close_distance=panels.close_distance.to(dtype),
     )
+
+
+def panel_geometry(cfg: SimulationConfig, p: int, dtype: torch.dtype = torch.float64,
+                   device: torch.device | str = "cpu") -> Geometry:
+    """The C's resolved geometry of panel p rendered alone as its CUSTOM detector (a trace's pix0, Fbeam, ...)."""
+    return resolve_geometry(dataclasses.replace(cfg, detector=panel_detector(cfg, p)), dtype, torch.device(device))

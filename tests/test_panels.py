@@ -23,8 +23,10 @@ import torch
 from nanobragg_torch.cli import config_from_flags
 from nanobragg_torch.config import BeamConfig, CrystalConfig, DetectorConfig, PanelConfig, SimulationConfig
 from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.parity.compare import compare_traces
 from nanobragg_torch.parity.goldens import golden_dir, has_golden, load_cases, load_golden, shared_data_dir
 from nanobragg_torch.simulate import simulate
+from nanobragg_torch.trace import pixel_trace
 from nanobragg_torch.validation import ConfigError
 
 DEG = math.pi / 180.0
@@ -143,12 +145,18 @@ def test_cspad_panels_in_one_pass_match_their_c_goldens(variant, dtype, record_p
                                                                    fdet_vector=None, sdet_vector=None,
                                                                    odet_vector=None, Xclose=None, Yclose=None,
                                                                    close_distance=None, pivot="BEAM"))
+    goldens = [load_golden(n, variant) for n in CSPAD_CASES]
+    # float64: every C-traced pixel of every panel traced in the multi-panel render, factor by factor
+    traced = [(p, *px) for p, g in enumerate(goldens) for px in g.traced_pixels] if dtype == "float64" else None
     with torch.no_grad():
-        result = render(build_plan(multi, torch.float64 if dtype == "float64" else torch.float32))
+        result = render(build_plan(multi, torch.float64 if dtype == "float64" else torch.float32),
+                        trace_pixels=traced)
     assert result.image.shape == (4, 185, 194)
+    for p, s, f in traced or []:
+        report = compare_traces(goldens[p].c_trace((s, f)), pixel_trace(result, (p, s, f)))
+        assert report.ok, f"{CSPAD_CASES[p]} pixel {(s, f)}: {report.summary()}"
     lines = []
-    for name, panel, image in zip(CSPAD_CASES, panels, result.panel_images(), strict=True):
-        golden = load_golden(name, variant)
+    for name, panel, image, golden in zip(CSPAD_CASES, panels, result.panel_images(), goldens, strict=True):
         # the panel is where the C put it: its printed pix0 (6 significant digits)
         np.testing.assert_allclose(_dials_origin(golden.stdout_text), panel.origin, rtol=0, atol=2e-6 * 0.13)
         fails, m = golden.check_image(image, dtype)
