@@ -457,8 +457,10 @@ def render(
     grad = torch.is_grad_enabled()
     whole = n == image.numel()
     first = True  # the pinned C's first evaluation has not happened yet
-    for start in range(0, n, per_chunk):
-        idx = order[start : start + per_chunk]
+    for start, stop, fresh in _chunk_bounds(plan, n, per_chunk):
+        if fresh:  # an image starts (each panel is its own image where the state matters)
+            active, first = plan.interpolate, True
+        idx = order[start:stop]
         if grad:
             value, omega, state = checkpoint(_chunk_values, plan, idx, active, first, use_reentrant=False)
         else:
@@ -484,7 +486,7 @@ def render(
         active = active and switch < 0
         first = first and first_pixel < 0
         if progress is not None:
-            progress(min(start + per_chunk, n), n)
+            progress(stop, n)
     single = traces.get(tuple(int(v) for v in trace_pixel)) if trace_pixel is not None else None
     return RenderResult(
         image=image.reshape(shape),
@@ -493,6 +495,20 @@ def render(
         trace=single,
         traces=traces,
     )
+
+
+def _chunk_bounds(plan: Plan, n: int, per_chunk: int):
+    """(start, stop, fresh) of every chunk of the pixel order; `fresh`: the C's per-image state (the one-way
+    interpolation switch, the pinned C's first evaluation) starts anew. One run over all pixels, except for a
+    multi-panel plan with such state: one run per panel, as the C's rendering of each panel alone."""
+    runs = [(0, n)]
+    if plan.panels is not None and (plan.interpolate or plan.first_eval_phi_step is not None):
+        sizes = [s * f for s, f in zip(plan.panels.spixels, plan.panels.fpixels, strict=True)]
+        ends = np.cumsum(sizes).tolist()
+        runs = list(zip([0, *ends[:-1]], ends, strict=True))
+    for a, b in runs:
+        for start in range(a, b, per_chunk):
+            yield start, min(start + per_chunk, b), start == a
 
 
 def _flat_index(shape: tuple[int, ...], pixel) -> int:

@@ -289,3 +289,33 @@ def test_whole_cspad_renders_in_one_pass(name):
     # Bragg spots on most panels: pixels far above the panel's median
     spotty = sum(int((img > 20 * img.median()).sum()) > 0 for img in image)
     assert spotty >= 48, spotty
+
+
+@pytest.mark.parametrize("state", ["interpolation", "pinned_first_evaluation"])
+def test_per_image_state_restarts_at_each_panel(state):
+    """The C's per-image state (the one-way switch from tricubic to nearest F at the first out-of-range sample;
+    the pinned C's unrotated first evaluation at phi = 0) starts anew on every panel, as in a C run of that
+    panel alone: each panel of the stack equals its single-detector render (panels.panel_detector)."""
+    from nanobragg_torch.config import StructureFactors
+    from nanobragg_torch.panels import panel_detector
+
+    px = 0.2 * MM
+    # panel 0 at high angle (its samples leave a small HKL grid), panel 1 around the direct beam
+    panels = (_panel(10, 9, px, -30.0 * MM, 0.5 * MM, 40 * MM), _panel(8, 11, px, 0.8 * MM, 1.1 * MM, 30 * MM))
+    crystal = _crystal(5.0)
+    c_compat = False
+    if state == "interpolation":  # N = 2: the C interpolates; a small grid makes samples leave its range
+        grid = np.random.default_rng(3).uniform(50, 150, size=(17, 17, 17))
+        crystal = dataclasses.replace(crystal, Na=2.0, Nb=2.0, Nc=2.0, interpolate=None,
+                                      structure_factors=StructureFactors(grid, -8, -8, -8, 17**3))
+    else:
+        crystal = dataclasses.replace(crystal, phi0=0.0, osc=0.2 * DEG, phisteps=2)
+        c_compat = True
+    cfg = SimulationConfig(detector=DetectorConfig(panels=panels, oversample=1), beam=BEAM, crystal=crystal,
+                           c_compat=c_compat)
+    plan = build_plan(cfg, torch.float64)
+    assert plan.interpolate if state == "interpolation" else plan.first_eval_phi_step == 0
+    stack = render(plan, samples_per_chunk=7).panel_images()
+    for p, image in enumerate(stack):
+        alone = simulate(dataclasses.replace(cfg, detector=panel_detector(cfg, p)), dtype=torch.float64)
+        torch.testing.assert_close(image, alone, rtol=1e-12, atol=0)
