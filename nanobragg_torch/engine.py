@@ -191,7 +191,7 @@ def build_plan(
         has_grid=fgrid.hkls > 0,
         wide_index=wide_index(fgrid.grid),
         precise_hkl=precise,
-        panels=panel_set is not None,
+        panels=0 if panel_set is None else panel_set.count,
     )
     o = torch.arange(oversample, dtype=index_dtype, device=device)
     subS, subF = torch.meshgrid(o, o, indexing="ij")

@@ -50,16 +50,20 @@ class KernelSpec:
     has_grid: bool  # an HKL grid is loaded (else every F_cell is default_F)
     wide_index: bool = False  # flat grid indices in float64 (a float32 render of a grid of >= 2^24 points)
     precise_hkl: bool = False  # Miller indices (and the geometry under them) in float64 (`index_phase_error`)
-    panels: bool = False  # a multi-panel detector: per-panel geometry gathered per pixel (`panel_view`)
+    # a multi-panel detector of this many panels (0: a single detector): per-panel geometry gathered per pixel
+    # (`panel_view`); the count is part of the variant, so a compiled kernel holds the panel axis static
+    panels: int = 0
 
     @property
     def key(self) -> str:
         """A stable name for caches of compiled kernels."""
         flags = [self.shape, "".join("1" if a else "0" for a in self.N_active), self.polar]
         for name in ("curved", "point_pixel", "thick_on", "dmin_on", "oversample_thick", "oversample_omega",
-                     "has_grid", "wide_index", "precise_hkl", "panels"):
+                     "has_grid", "wide_index", "precise_hkl"):
             if getattr(self, name):
                 flags.append(name)
+        if self.panels:
+            flags.append(f"panels{self.panels}")
         return "-".join(flags)
 
 

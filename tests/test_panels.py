@@ -319,3 +319,21 @@ def test_per_image_state_restarts_at_each_panel(state):
     for p, image in enumerate(stack):
         alone = simulate(dataclasses.replace(cfg, detector=panel_detector(cfg, p)), dtype=torch.float64)
         torch.testing.assert_close(image, alone, rtol=1e-12, atol=0)
+
+
+def test_batch_of_orientations_over_panels():
+    """simulate_batch stacks cell sets over a multi-panel detector: (B, P, S_max, F_max), each element its own
+    render."""
+    from nanobragg_torch.batch import simulate_batch
+
+    px = 0.2 * MM
+    cfg = SimulationConfig(detector=DetectorConfig(panels=(_panel(6, 5, px, 0.5 * MM, 0.5 * MM, 40 * MM),
+                                                           _panel(4, 7, px, -1.0 * MM, 0.8 * MM, 35 * MM)),
+                                                   oversample=1), beam=BEAM, crystal=_crystal(5.0))
+    missets = torch.tensor([[10.0, 20.0, 30.0], [12.0, 18.0, 33.0]], dtype=torch.float64) * DEG
+    images = simulate_batch(cfg, {"crystal.misset": missets}, dtype=torch.float64, vectorize=True)
+    assert images.shape == (2, 2, 7, 6)
+    for i in range(2):
+        one = simulate(dataclasses.replace(cfg, crystal=dataclasses.replace(cfg.crystal, misset=tuple(missets[i]))),
+                       dtype=torch.float64)
+        torch.testing.assert_close(images[i], one, rtol=1e-12, atol=0)
