@@ -22,7 +22,7 @@ import torch
 
 from .config import DetectorConfig, PanelConfig, SimulationConfig, scalar_value
 from .detector import Geometry, resolve_geometry
-from .validation import ConfigError
+from .validation import BYTES_PER_PIXEL, ConfigError, allocation_problem
 from .vectors import cross, dot, unitize
 
 Tensor = torch.Tensor
@@ -199,6 +199,10 @@ def resolve_panels(cfg: SimulationConfig, beam: Tensor, dtype: torch.dtype, devi
     close = (st["pix0"] * st["odet"]).sum(-1)
     distance = close / (st["odet"] @ beam.to(dtype))
     ps = cfg.detector.panels
+    P, S, F = len(ps), max(p.spixels for p in ps), max(p.fpixels for p in ps)
+    problem = allocation_problem(P * S * F * BYTES_PER_PIXEL, f"the {P}x{S}x{F} panel stack", device)
+    if problem:  # validation._check_memory sees one panel: the stack is checked here
+        raise ConfigError("detector.panels", problem)
     return Panels(
         pix0=st["pix0"], fdet=st["fdet"], sdet=st["sdet"], odet=st["odet"], pixel_size=st["pixel_size"],
         close_distance=close, distance=distance,

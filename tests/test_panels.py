@@ -363,3 +363,13 @@ def test_panel_kernel_equals_general_path(extra, monkeypatch):
             ref = render(plan).image
     assert float(ref.max()) > 0
     torch.testing.assert_close(image, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
+
+
+def test_a_stack_too_large_for_memory_is_refused(monkeypatch):
+    """Each panel fits the memory budget (validation sees one), the (P, S_max, F_max) stack does not."""
+    monkeypatch.setenv("NB_MEMORY_LIMIT", "1000000")
+    p = _panel(100, 100, 1e-4, 1e-3, 1e-3, 0.05)
+    cfg = dataclasses.replace(_two_panels(), detector=DetectorConfig(panels=(p, p, p), oversample=1))
+    with pytest.raises(ConfigError) as err:
+        build_plan(cfg)
+    assert err.value.field == "detector.panels" and "3x100x100 panel stack" in str(err.value)
