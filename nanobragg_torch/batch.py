@@ -148,7 +148,7 @@ def _chunk_values_shared(plan: Plan, idx: Tensor, cells: Tensor) -> Tensor:
 
 def _render_shared(plans: list[Plan], samples_per_chunk: int | None) -> Tensor:
     p0 = plans[0]
-    d = p0.cfg.detector
+    shape = p0.image_shape  # (spixels, fpixels), or (P, S_max, F_max) for a multi-panel detector
     B = len(plans)
     cells = torch.stack([p.kernel.inputs.cells for p in plans])  # (B, R, 3, 3), the index dtype
     budget = samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK
@@ -162,7 +162,7 @@ def _render_shared(plans: list[Plan], samples_per_chunk: int | None) -> Tensor:
             values.append(checkpoint(_chunk_values_shared, p0, idx, cells, use_reentrant=False))
         else:
             values.append(_chunk_values_shared(p0, idx, cells))
-    image = torch.zeros((B, d.spixels * d.fpixels), dtype=p0.dtype, device=p0.device)
+    image = torch.zeros((B, int(np.prod(shape))), dtype=p0.dtype, device=p0.device)
     if values:
         image = image.index_copy(1, order.long(), torch.cat(values, dim=1))
-    return image.reshape(B, d.spixels, d.fpixels)
+    return image.reshape(B, *shape)

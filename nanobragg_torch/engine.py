@@ -24,6 +24,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from . import kernel as K
+from . import panels as PN
 from .beam import Sources, build_sources
 from .compiled import KernelRunner, choose_mode
 from .config import AVOGADRO, R_E_SQR, WATER_F, WATER_MW, SimulationConfig, scalar_value
@@ -67,6 +68,14 @@ class Plan:
     first_eval_phi_step: int | None  # c_compat: the phi step that the image's first evaluation takes unrotated
     kernel: KernelRunner  # the per-pixel pipeline of this plan (its switches, tensors and compiled form)
     samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
+    panels: PN.Panels | None = None  # a multi-panel detector (render dtype); plan.geom is its reference panel
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(spixels, fpixels), or (P, S_max, F_max) for a multi-panel detector."""
+        if self.panels is not None:
+            return self.panels.shape
+        return (self.cfg.detector.spixels, self.cfg.detector.fpixels)
 
     @property
     def compiled(self) -> bool:
@@ -100,7 +109,9 @@ def build_plan(
     when its package is already cached or the render has more than COMPILE_THRESHOLD samples; env NB_COMPILE=0/1
     overrides). `precise_hkl`: Miller indices in float64 in a lower-precision render (None: where the render
     dtype would put more than kernel.INDEX_PHASE_TOLERANCE into the phase of sin(N pi h))."""
-    check_config(cfg, dtype=dtype, device=device, samples_per_chunk=samples_per_chunk)  # validation.py
+    # a multi-panel detector is set up (and checked) through its reference panel's single-detector form
+    setup = PN.reference_config(cfg) if cfg.detector.panels is not None else cfg
+    check_config(setup, dtype=dtype, device=device, samples_per_chunk=samples_per_chunk)  # validation.py
     device = torch.device(device)
 
     def t(x):
@@ -109,9 +120,10 @@ def build_plan(
     # the set-up (3-vectors and 3x3 matrices) runs in float64, as the C does, and is cast to the render dtype
     # afterwards: discrete choices (N from -xtalsize, step counts, oversampling) never see float32 rounding
     hi = torch.float64
-    geom = resolve_geometry(cfg, hi, device)
-    layers = resolve_layers(cfg, hi, device)
-    sources = build_sources(cfg, geom, hi, device)
+    geom = resolve_geometry(setup, hi, device)
+    layers = resolve_layers(setup, hi, device)
+    sources = build_sources(setup, geom, hi, device)
+    panel_set = PN.resolve_panels(cfg, geom.beam, hi, device) if setup is not cfg else None
     crystal = build_crystal(cfg, hi, device)
     phi = resolve_phi(cfg, hi, device)
     mosaic = resolve_mosaic(cfg, hi, device)
@@ -135,6 +147,8 @@ def build_plan(
     recommended = math.ceil(3.0 * xtal_max / recip_pixel)
     if recommended <= 0:
         recommended = 1
+    if panel_set is not None:  # the most demanding panel's
+        recommended = PN.recommended_oversample(panel_set, scalar_value(cfg.beam.wavelength), xtal_max)
     oversample = cfg.detector.oversample if (cfg.detector.oversample or 0) > 0 else recommended
     steps = len(sources.wavelength) * mosaic.domains * phi.steps * oversample * oversample
     # the Miller indices and the geometry under them stay float64 in a lower-precision render where the lattice
@@ -177,6 +191,7 @@ def build_plan(
         has_grid=fgrid.hkls > 0,
         wide_index=wide_index(fgrid.grid),
         precise_hkl=precise,
+        panels=0 if panel_set is None else panel_set.count,
     )
     o = torch.arange(oversample, dtype=index_dtype, device=device)
     subS, subF = torch.meshgrid(o, o, indexing="ij")
@@ -214,11 +229,14 @@ def build_plan(
         fluence=fluence,
         steps=t(float(steps)),
         dmin=t(c.dmin),
+        panel_pixels=torch.tensor(d.spixels * d.fpixels, dtype=torch.int64, device=device),
     )
+    if panel_set is not None:
+        inputs = inputs._replace(**PN.panel_inputs(panel_set, oversample, dtype, index_dtype))
     # contiguous: a compiled package assumes the strides it was built with (mosaic cells come out transposed)
     inputs = KernelInputs(*(x.contiguous() for x in inputs))
 
-    pixel_order = _pixel_order(cfg, device)
+    pixel_order = _pixel_order(cfg, device) if panel_set is None else PN.pixel_order(panel_set, device)
     first_step = None
     if cfg.c_compat:
         zero = (phi.phi.detach() == 0.0).cpu().numpy()
@@ -249,6 +267,7 @@ def build_plan(
         first_eval_phi_step=first_step,
         kernel=KernelRunner(spec, inputs, *choose_mode(spec, inputs, compile, samples, COMPILE_THRESHOLD)),
         samples_per_chunk=samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK,
+        panels=None if panel_set is None else _cast(panel_set, dtype),
     )
 
 
@@ -396,44 +415,52 @@ def chunk_pixels(plan: Plan, samples_per_chunk: int | None = None) -> int:
 
 @dataclass
 class RenderResult:
-    image: Tensor  # (spixels, fpixels) in the plan dtype
+    image: Tensor  # (spixels, fpixels) in the plan dtype; (P, S_max, F_max) for a multi-panel detector
     plan: Plan
     omega_sum: float
     trace: dict | None = None  # the factors of `trace_pixel`
-    traces: dict = field(default_factory=dict)  # (slow, fast) -> factors, for every traced pixel
+    traces: dict = field(default_factory=dict)  # (slow, fast) or (panel, slow, fast) -> factors
+
+    def panel_images(self) -> list[Tensor]:
+        """One (S_p, F_p) image per panel (views of the stack); [image] for a single detector."""
+        if self.plan.panels is None:
+            return [self.image]
+        return PN.panel_images(self.image, self.plan.panels)
 
 
 def render(
     plan: Plan,
     samples_per_chunk: int | None = None,
-    trace_pixel: tuple[int, int] | None = None,
-    trace_pixels: list[tuple[int, int]] | None = None,
+    trace_pixel: tuple[int, ...] | None = None,
+    trace_pixels: list[tuple[int, ...]] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> RenderResult:
     """Render the whole image chunk by chunk (the C's raster order); optionally keep the factors of
-    `trace_pixel` / `trace_pixels` ((slow, fast) each), evaluated in the image's own state. `progress`, when
-    given, is called after every chunk with (pixels done, pixels rendered) (progress.progress_bar draws one).
+    `trace_pixel` / `trace_pixels` ((slow, fast) each; (panel, slow, fast) for panels), evaluated in the
+    image's own state. `progress`, when given, is called after every chunk with (pixels done, pixels
+    rendered) (progress.progress_bar draws one).
 
     With gradients enabled each chunk is checkpointed: its intermediates are recomputed in backward, so the
     backward pass is memory-bounded like the forward pass."""
     check_chunk(samples_per_chunk)
-    cfg = plan.cfg
-    d = cfg.detector
     order = plan.pixel_order
     n = order.numel()
     per_chunk = chunk_pixels(plan, samples_per_chunk or plan.samples_per_chunk)
     active = plan.interpolate
     # written chunk by chunk: no small per-chunk tensors stay behind to pin freed work buffers in the heap
-    image = torch.zeros(d.spixels * d.fpixels, dtype=plan.dtype, device=plan.device)
+    shape = plan.image_shape
+    image = torch.zeros(math.prod(shape), dtype=plan.dtype, device=plan.device)
     omega_sum = torch.zeros((), dtype=plan.dtype, device=plan.device)
     wanted = list(trace_pixels or []) + ([trace_pixel] if trace_pixel is not None else [])
-    pending = {int(p[0]) * d.fpixels + int(p[1]): (int(p[0]), int(p[1])) for p in wanted}
+    pending = {_flat_index(shape, p): tuple(int(v) for v in p) for p in wanted}
     traces: dict[tuple[int, int], dict] = {}
     grad = torch.is_grad_enabled()
     whole = n == image.numel()
     first = True  # the pinned C's first evaluation has not happened yet
-    for start in range(0, n, per_chunk):
-        idx = order[start : start + per_chunk]
+    for start, stop, fresh in _chunk_bounds(plan, n, per_chunk):
+        if fresh:  # an image starts (each panel is its own image where the state matters)
+            active, first = plan.interpolate, True
+        idx = order[start:stop]
         if grad:
             value, omega, state = checkpoint(_chunk_values, plan, idx, active, first, use_reentrant=False)
         else:
@@ -455,19 +482,44 @@ def render(
                 one = evaluate_chunk(plan, idx[pos : pos + 1], here, keep=True)
                 # the factors from the one-pixel evaluation; the final value is the image's own (a one-pixel
                 # chunk may sum the samples in another order: 1 ulp)
-                traces[pending[flat]] = {"inter": one.inter, "value": value[pos]}
+                traces[pending[flat]] = {"inter": one.inter, "value": value[pos], "pixel": pending[flat]}
         active = active and switch < 0
         first = first and first_pixel < 0
         if progress is not None:
-            progress(min(start + per_chunk, n), n)
+            progress(stop, n)
     single = traces.get(tuple(int(v) for v in trace_pixel)) if trace_pixel is not None else None
     return RenderResult(
-        image=image.reshape(d.spixels, d.fpixels),
+        image=image.reshape(shape),
         plan=plan,
         omega_sum=float(omega_sum),
         trace=single,
         traces=traces,
     )
+
+
+def _chunk_bounds(plan: Plan, n: int, per_chunk: int):
+    """(start, stop, fresh) of every chunk of the pixel order; `fresh`: the C's per-image state (the one-way
+    interpolation switch, the pinned C's first evaluation) starts anew. One run over all pixels, except for a
+    multi-panel plan with such state: one run per panel, as the C's rendering of each panel alone."""
+    runs = [(0, n)]
+    if plan.panels is not None and (plan.interpolate or plan.first_eval_phi_step is not None):
+        sizes = [s * f for s, f in zip(plan.panels.spixels, plan.panels.fpixels, strict=True)]
+        ends = np.cumsum(sizes).tolist()
+        runs = list(zip([0, *ends[:-1]], ends, strict=True))
+    for a, b in runs:
+        for start in range(a, b, per_chunk):
+            yield start, min(start + per_chunk, b), start == a
+
+
+def _flat_index(shape: tuple[int, ...], pixel) -> int:
+    """The raster index of a pixel (slow, fast), or (panel, slow, fast) of a multi-panel image."""
+    if len(pixel) != len(shape):
+        names = "(panel, slow, fast)" if len(shape) == 3 else "(slow, fast)"
+        raise ValueError(f"trace pixel {tuple(pixel)}: expected {names} for an image of shape {tuple(shape)}")
+    flat = 0
+    for v, n in zip(pixel, shape, strict=True):
+        flat = flat * n + int(v)
+    return flat
 
 
 def _chunk_values(plan: Plan, idx: Tensor, active: bool, first: bool) -> tuple[Tensor, Tensor, Tensor]:

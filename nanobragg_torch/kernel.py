@@ -50,6 +50,9 @@ class KernelSpec:
     has_grid: bool  # an HKL grid is loaded (else every F_cell is default_F)
     wide_index: bool = False  # flat grid indices in float64 (a float32 render of a grid of >= 2^24 points)
     precise_hkl: bool = False  # Miller indices (and the geometry under them) in float64 (`index_phase_error`)
+    # a multi-panel detector of this many panels (0: a single detector): per-panel geometry gathered per pixel
+    # (`panel_view`); the count is part of the variant, so a compiled kernel holds the panel axis static
+    panels: int = 0
 
     @property
     def key(self) -> str:
@@ -59,6 +62,8 @@ class KernelSpec:
                      "has_grid", "wide_index", "precise_hkl"):
             if getattr(self, name):
                 flags.append(name)
+        if self.panels:
+            flags.append(f"panels{self.panels}")
         return "-".join(flags)
 
 
@@ -99,6 +104,9 @@ class KernelInputs(NamedTuple):
     fluence: Tensor
     steps: Tensor
     dmin: Tensor
+    # multi-panel plans (KernelSpec.panels): pixels per panel of the padded raster, S_max*F_max (int64 scalar);
+    # then fpixels is F_max, pix0/fdet/sdet/odet are (3, P) and subpixel/pixel_size/close_distance are (P,)
+    panel_pixels: Tensor
 
 
 Vec = tuple[Tensor, Tensor, Tensor]
@@ -138,6 +146,19 @@ def miller_indices(cells: Tensor, dif, inc, inv_lam: Tensor) -> tuple[Tensor, Te
 
 
 # ---- the factors: each a function of tensors, named after the C variable it mirrors -------------------------
+
+
+def panel_view(x: KernelInputs, flat_idx: Tensor) -> tuple[KernelInputs, Tensor]:
+    """A multi-panel plan's inputs as seen by each pixel of the chunk: the panel p = flat // (S_max*F_max) of
+    every pixel, its vectors gathered to (3, C) and its pixel size, sub-pixel size and close_distance to (C,),
+    so that the single-detector factors below broadcast unchanged; and the index inside the panel."""
+    panel = torch.div(flat_idx.to(torch.int64), x.panel_pixels, rounding_mode="floor")
+    local = flat_idx.to(torch.int64) - panel * x.panel_pixels
+    view = x._replace(
+        pix0=x.pix0[:, panel], fdet=x.fdet[:, panel], sdet=x.sdet[:, panel], odet=x.odet[:, panel],
+        subpixel=x.subpixel[panel], pixel_size=x.pixel_size[panel], close_distance=x.close_distance[panel],
+    )
+    return view, local
 
 
 def pixel_positions(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> Vec:
@@ -252,6 +273,8 @@ def pixel_factors(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor, keep: boo
     (T, O2, S, C), the per-sample factors of -oversample_thick/polar/omega (`toggled`, or None). `keep`: also
     the scattering vector and stol of every sample (a trace)."""
     lo = x.pixel_size.dtype  # the render dtype; positions and directions come in the index dtype
+    if spec.panels:
+        x, flat_idx = panel_view(x, flat_idx)
     pos = pixel_positions(spec, x, flat_idx)
     px, py, pz = pos
     airpath_hi = torch.sqrt(px * px + py * py + pz * pz)

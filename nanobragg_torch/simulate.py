@@ -19,7 +19,9 @@ def simulate(
     compile: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Render the float image (photons per pixel), shape (spixels, fpixels), on `device` in `dtype`.
+    """Render the float image (photons per pixel), shape (spixels, fpixels), on `device` in `dtype`; with
+    `detector.panels`, the stack (P, S_max, F_max), zero where a smaller panel has no pixel (one image per
+    panel: `render(build_plan(config)).panel_images()`).
 
     Gradients flow to every tensor in `config` that requires grad (cell, misset, distance, beam centre,
     rotations, wavelength, fluence, N, structure factors, ...). `compile`: run the fused kernel compiled
@@ -30,11 +32,12 @@ def simulate(
 
 def simulate_with_trace(
     config: SimulationConfig,
-    pixel: tuple[int, int],
+    pixel: tuple[int, ...],
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
     samples_per_chunk: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, TraceValue], RenderResult]:
-    """Render and trace one pixel (slow, fast): (image, trace factors, full result)."""
+    """Render and trace one pixel (slow, fast), or (panel, slow, fast) of a multi-panel detector: (image, trace
+    factors, full result)."""
     result = render(build_plan(config, dtype, device), samples_per_chunk, trace_pixel=pixel)
     return result.image, pixel_trace(result), result

@@ -13,6 +13,7 @@ import torch
 from .config import R_E_SQR
 from .engine import RenderResult
 from .lattice import square_factors
+from .panels import panel_geometry
 
 TraceValue = float | tuple[float, ...]
 # trace entries that are not factors of parity.schema: where in the sampling the "last" values come from
@@ -32,8 +33,9 @@ def _last(x: torch.Tensor) -> torch.Tensor:
     return x[-1, -1, -1, -1, 0]
 
 
-def pixel_trace(result: RenderResult, pixel: tuple[int, int] | None = None) -> dict[str, TraceValue]:
-    """Factors of a traced pixel (default: render's `trace_pixel`) in pipeline order (parity.schema)."""
+def pixel_trace(result: RenderResult, pixel: tuple[int, ...] | None = None) -> dict[str, TraceValue]:
+    """Factors of a traced pixel (default: render's `trace_pixel`) in pipeline order (parity.schema); a pixel of
+    a multi-panel render is (panel, slow, fast) and its geometry entries are its panel's."""
     kept = result.trace if pixel is None else result.traces.get(tuple(pixel))
     if kept is None:
         raise ValueError(f"render() was not asked to trace pixel {pixel}")
@@ -41,6 +43,8 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, int] | None = None) -> d
     plan = result.plan
     inputs = plan.kernel.inputs
     g = plan.geom
+    if plan.panels is not None:  # the geometry of the traced pixel's panel, as the C's CUSTOM detector
+        g = panel_geometry(plan.cfg, int(kept["pixel"][0]))
     d = plan.cfg.detector
 
     def vec(v: tuple[torch.Tensor, ...], *at) -> torch.Tensor:  # a component tuple at one index
