@@ -521,6 +521,9 @@ def own_options(argv: list[str]) -> dict:
         "demo": False,
         "chunk": None,
         "outdir": None,
+        "expt": None,
+        "expt_image": None,
+        "write_expt": None,
     }
     for _, a, vals in walk(argv):
         if a == "-dtype":
@@ -541,6 +544,12 @@ def own_options(argv: list[str]) -> dict:
             o["demo"] = True
         elif a == "-chunk":
             o["chunk"] = int(vals[0])
+        elif a == "-expt":
+            o["expt"] = vals[0]
+        elif a == "-expt_image":
+            o["expt_image"] = int(vals[0])
+        elif a == "-write_expt":
+            o["write_expt"] = vals[0]
     return o
 
 

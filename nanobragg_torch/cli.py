@@ -10,6 +10,7 @@ on bad input (one line on stderr naming the flag or file:line; no output file le
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -20,16 +21,18 @@ import numpy as np
 import torch
 
 from . import demo, quirks
-from .cflags import c_defaults, c_divide, c_option_loop, own_options, strip_own_flags, validate
+from .cflags import c_defaults, c_divide, c_option_loop, own_options, strip_own_flags, validate, walk
 from .config import (
     BeamConfig,
     CrystalConfig,
     DetectorConfig,
     SimulationConfig,
     StructureFactors,
+    scalar_value,
 )
 from .errors import InputError
 from .flagtable import USAGE, help_text
+from .io.dxtbx_models import Experiment, read_experiments, write_experiments
 from .io.fdump import read_fdump, write_fdump
 from .io.hkl import read_hkl_file
 from .io.mosflm import read_mosflm_matrix
@@ -116,8 +119,10 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     v = parse_c_flags(argv)
     c_compat = own["c_compat"]
     notes: list[str] = []
+    expt = _read_expt(own) if own["expt"] else None
     detector = detector_config(v, argv, c_compat, own["pix0_override"], notes)
-    crystal, dumpfile, dump_read = crystal_config(v, argv, c_compat, cwd, notes)
+    crystal, dumpfile, dump_read = crystal_config(v, argv, c_compat, cwd, notes,
+                                                  expt_crystal=expt is not None and expt.real_space is not None)
     cfg = SimulationConfig(
         detector=detector, beam=beam_config(v), crystal=crystal, c_compat=c_compat,
         pix0_override=own["pix0_override"],
@@ -127,6 +132,11 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         "beam.sources": v["sourcefilename"],
         "crystal.structure_factors": v["hklfilename"] or dump_read,
     }
+    if expt is not None:
+        cfg = experiment_config(cfg, expt, argv, own["expt"])
+        files["detector.panels"] = own["expt"]
+        if v["matfilename"] is None and not v["user_cell"]:
+            files["crystal.reciprocal_matrix"] = own["expt"]
     dtype = torch.float64 if own["dtype"] == "float64" else torch.float32
     check_config(cfg, flags=True, dtype=dtype, device=own["device"], samples_per_chunk=own["chunk"], files=files)
     inputs = tuple(v[k] for k in ("hklfilename", "matfilename", "sourcefilename", "imginfilename", "maskfilename",
@@ -239,10 +249,10 @@ def beam_config(v: dict) -> BeamConfig:
     )
 
 
-def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str,
-                   notes: list[str]) -> tuple[CrystalConfig, str | None, str | None]:
+def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str, notes: list[str],
+                   expt_crystal: bool = False) -> tuple[CrystalConfig, str | None, str | None]:
     """The crystal (cell or matrix, misset, size, shape, rotation, mosaic, structure factors), the Fdump file
-    to write and the Fdump file read (None: none)."""
+    to write and the Fdump file read (None: none). `expt_crystal`: `-expt` supplies the orientation."""
     # structure factors: -hkl, else (C-compat or -dump given) the Fdump file, else default_F alone
     sf = None
     dumpfile = dump_read = None
@@ -260,8 +270,8 @@ def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str,
             notes.append(f"reading Fs from {v['dumpfilename']} (no -hkl given)")
         elif v["default_F"] == 0.0:
             raise InputError("no structure factors: give -hkl FILE or -default_F VALUE")
-    if v["matfilename"] is None and not v["user_cell"]:
-        raise InputError("no crystal: give -cell a b c alpha beta gamma or -mat FILE")
+    if v["matfilename"] is None and not v["user_cell"] and not expt_crystal:
+        raise InputError("no crystal: give -cell a b c alpha beta gamma or -mat FILE (or -expt with a crystal)")
     if v["user_cell"] and v["cell"][0] <= 0 and v["matfilename"] is None:
         raise InputError("flag -cell: the a axis must be positive")
     matrix = read_mosflm_matrix(v["matfilename"]) if v["matfilename"] is not None else None
@@ -310,6 +320,78 @@ def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str,
         dmin=v["dmin"],
     )
     return crystal, dumpfile, dump_read
+
+
+# C flags that place or size the detector: with -expt the file does that, so they are an error
+EXPT_DETECTOR_FLAGS = (
+    "-mosflm", "-xds", "-adxv", "-denzo", "-dials", "-fdet_vector", "-sdet_vector", "-odet_vector",
+    "-twotheta_axis", "-pix0_vector", "-pix0_vector_mm", "-pix0_override", "-distance", "-close_distance",
+    "-Xbeam", "-Ybeam", "-Xclose", "-Yclose", "-ORGX", "-ORGY", "-pivot", "-twotheta", "-detector_rotx",
+    "-detector_roty", "-detector_rotz", "-detsize", "-detsize_f", "-detsize_s", "-detpixels", "-detpixels_f",
+    "-detpixels_x", "-detpixels_s", "-detpixels_y", "-pixel", "-img",
+)
+WAVELENGTH_FLAGS = ("-lambda", "-wave", "-wavelength", "-energy")
+
+
+def _read_expt(own: dict) -> Experiment:
+    """-expt FILE (with -expt_image N): it must describe a detector and a beam."""
+    exp = read_experiments(own["expt"], image=own["expt_image"])
+    if exp.panels is None or exp.beam_vector is None:
+        raise InputError(f"{own['expt']}: flag -expt needs an experiment with a detector and a beam")
+    return exp
+
+
+def experiment_config(cfg: SimulationConfig, exp: Experiment, argv: list[str], path: str) -> SimulationConfig:
+    """cfg (from the C's flags) with what -expt describes, except where a C flag names the same quantity:
+    the beam (-lambda/-energy, -beam_vector, -polar_vector, -polar), -spindle_axis, -phi, -osc, the crystal
+    (-mat, -cell) and the sensor (-detector_thick, -detector_abs). Detector-placement flags are an error."""
+    given = {a for _, a, _ in walk(argv)}
+    clash = [f for f in EXPT_DETECTOR_FLAGS if f in given]
+    if clash:
+        raise InputError(f"flag {clash[0]}: the detector comes from -expt {path}; edit the file instead")
+    beam: dict = {}
+    for key, flag in (("beam_vector", "-beam_vector"), ("polar_vector", "-polar_vector"), ("polarization", "-polar")):
+        if getattr(exp, key) is not None and flag not in given:
+            beam[key] = getattr(exp, key)
+    if exp.wavelength is not None and not given.intersection(WAVELENGTH_FLAGS):
+        beam["wavelength"] = exp.wavelength
+    new_beam = dataclasses.replace(cfg.beam, **beam)
+    crystal: dict = {}
+    for key, flag in (("spindle_axis", "-spindle_axis"), ("phi0", "-phi"), ("osc", "-osc")):
+        if getattr(exp, key) is not None and flag not in given:
+            crystal[key] = getattr(exp, key)
+    if exp.real_space is not None and not given.intersection(("-mat", "-cell")):
+        crystal["reciprocal_matrix"] = exp.reciprocal_matrix(scalar_value(new_beam.wavelength))
+    d = cfg.detector
+    detector = exp.detector_config(d)
+    sensor = {}
+    if "-detector_thick" in given:
+        sensor["thickness"] = d.thickness
+    if given.intersection(("-detector_abs", "-detector_absorb")):
+        sensor["mu"] = d.mu
+    if sensor:
+        panels = detector.panels and tuple(dataclasses.replace(p, **sensor) for p in detector.panels)
+        detector = dataclasses.replace(detector, panels=panels, **sensor)
+    return dataclasses.replace(cfg, detector=detector, beam=new_beam,
+                               crystal=dataclasses.replace(cfg.crystal, **crystal))
+
+
+def write_expt_output(argv: list[str], cfg: SimulationConfig) -> str | None:
+    """-write_expt FILE (relative to -outdir): the experiment list of what was simulated; a detector read
+    from -expt keeps its hierarchy when its panels are unchanged."""
+    own = own_options(argv)
+    path = own["write_expt"]
+    if path is None:
+        return None
+    if own["outdir"] is not None and not os.path.isabs(path):
+        path = os.path.join(own["outdir"], path)
+    hierarchy = None
+    if own["expt"] is not None and cfg.detector.panels is not None:
+        source = read_experiments(own["expt"], image=own["expt_image"])
+        if source.panels == cfg.detector.panels:
+            hierarchy = source.hierarchy
+    write_experiments(cfg, path, hierarchy=hierarchy)
+    return path
 
 
 def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None, notes: list[str],
@@ -419,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
         with signals_as_exceptions():
             cfg, options = config_from_flags(argv)
             run(cfg, options)
+            written = write_expt_output(argv, cfg)
+            if written is not None:
+                print(f"wrote {written}")
     except (KeyboardInterrupt, Terminated) as exc:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         print(f"nanobragg: interrupted by {signal.Signals(signum).name}; no output written", file=sys.stderr)
