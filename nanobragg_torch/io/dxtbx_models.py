@@ -107,18 +107,13 @@ class Experiment:
         if not self.panels:
             raise ValueError("this experiment has no detector")
         base = base if base is not None else DetectorConfig()
-        first = self.panels[0]
-        if len(self.panels) > 1:
-            return dataclasses.replace(
-                base, panels=self.panels, fpixels=first.fpixels, spixels=first.spixels,
-                pixel_size=first.pixel_size, convention="CUSTOM", pivot="SAMPLE",
-                thickness=first.thickness, mu=first.mu,
-            )
+        first = self.panels[0]  # several panels: its single-detector form is the reference (size, pixel, axes)
         f, s = np.asarray(first.fast_axis, float), np.asarray(first.slow_axis, float)
         o = np.asarray(first.origin, float)
         n = _unit(np.cross(f, s))
         return dataclasses.replace(
-            base, panels=None, fpixels=first.fpixels, spixels=first.spixels, pixel_size=first.pixel_size,
+            base, panels=self.panels if len(self.panels) > 1 else None, fpixels=first.fpixels,
+            spixels=first.spixels, pixel_size=first.pixel_size,
             convention="CUSTOM", pivot="SAMPLE", fdet_vector=_tuple(f), sdet_vector=_tuple(s),
             odet_vector=_tuple(n), Xclose=float(-o @ f), Yclose=float(-o @ s), Xbeam=None, Ybeam=None,
             close_distance=float(o @ n), distance=float(o @ n), ORGX=None, ORGY=None, pix0_vector=None,
@@ -594,7 +589,8 @@ def beam_dict(wavelength: float, beam_vector, polar_vector, polarization: float)
 
 
 def experiment_list_dict(exp: Experiment) -> dict:
-    """dxtbx's ExperimentList dict of one experiment (the models it has; identity goniometer rotations)."""
+    """dxtbx's ExperimentList dict of one experiment (the models it has; identity goniometer rotations; the scan
+    of the one simulated image)."""
     models: dict[str, list] = {k: [] for k in ("beam", "detector", "goniometer", "scan", "crystal")}
     entry: dict[str, Any] = {"__id__": "Experiment", "identifier": ""}
     if exp.wavelength is not None and exp.beam_vector is not None:
@@ -605,16 +601,12 @@ def experiment_list_dict(exp: Experiment) -> dict:
     if exp.spindle_axis is not None:
         models["goniometer"].append({"rotation_axis": _list(_unit(np.asarray(exp.spindle_axis, float))),
                                      "fixed_rotation": list(IDENTITY9), "setting_rotation": list(IDENTITY9)})
-    if exp.phi0 is not None and exp.osc is not None:
-        first, last = exp.image_range or (1, 1)
-        image = exp.image if exp.image is not None else first
-        start = exp.phi0 / DEG - (image - first) * exp.osc / DEG
-        n = last - first + 1
+    if exp.phi0 is not None and exp.osc is not None:  # the simulated image alone: a one-image scan
+        image = exp.image if exp.image is not None else 1
         models["scan"].append({
-            "image_range": [first, last], "batch_offset": 0,
-            "properties": {"oscillation": [start + i * exp.osc / DEG for i in range(n)],
-                           "oscillation_width": [exp.osc / DEG] * n, "exposure_time": [0.0] * n,
-                           "epochs": [0.0] * n},
+            "image_range": [image, image], "batch_offset": 0,
+            "properties": {"oscillation": [exp.phi0 / DEG], "oscillation_width": [exp.osc / DEG],
+                           "exposure_time": [0.0], "epochs": [0.0]},
             "valid_image_ranges": {},
         })
     if exp.real_space is not None:
