@@ -338,6 +338,10 @@ def _read_expt(own: dict) -> Experiment:
     exp = read_experiments(own["expt"], image=own["expt_image"])
     if exp.panels is None or exp.beam_vector is None:
         raise InputError(f"{own['expt']}: flag -expt needs an experiment with a detector and a beam")
+    for i, p in enumerate(exp.panels):  # the C's odet = fdet x sdet must point away from the sample
+        if float(np.dot(p.origin, np.cross(p.fast_axis, p.slow_axis))) <= 0.0:
+            raise InputError(f"{own['expt']}: panel {i} ({p.name or 'unnamed'}) faces the sample (origin . (fast x "
+                             "slow) <= 0); nanoBragg needs fast x slow pointing away from it")
     return exp
 
 

@@ -526,6 +526,18 @@ def test_cli_expt_errors(tmp_path, monkeypatch, capsys, argv):
     assert not Path("f.bin").exists()
 
 
+def test_cli_refuses_a_panel_facing_the_sample(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    panel = {"name": "p", "fast_axis": [1.0, 0.0, 0.0], "slow_axis": [0.0, 1.0, 0.0], "origin": [-5.0, -5.0, -100.0],
+             "image_size": [10, 10], "pixel_size": [1.0, 1.0]}
+    expt = {"__id__": "ExperimentList", "experiment": [{"__id__": "Experiment", "beam": 0, "detector": 0}],
+            "beam": [{"direction": [0.0, 0.0, 1.0], "wavelength": 1.0}], "detector": [{"panels": [panel]}]}
+    Path("f.expt").write_text(json.dumps(expt))
+    assert main(["-expt", "f.expt", "-cell", "50", "-default_F", "1", "-floatfile", "f.bin"]) == 2
+    assert "f.expt: panel 0 (p) faces the sample" in capsys.readouterr().err
+    assert not Path("f.bin").exists()
+
+
 def test_cli_multi_panel_expt_builds_a_panel_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     d = synthetic_detector()
