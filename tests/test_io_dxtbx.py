@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -549,3 +551,49 @@ def test_cli_multi_panel_expt_builds_a_panel_config(tmp_path, monkeypatch):
     assert all(p.thickness == pytest.approx(1e-4) for p in cfg.detector.panels)
     np.testing.assert_allclose(cfg.beam.beam_vector, (0.0, 0.0, -1.0))
     assert isinstance(cfg.detector.panels[0], PanelConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# per-panel parity with the C: a CSPAD panel read from the file, rendered through -expt, against the fixed C given
+# that panel's lab frame (composed here with 4x4 frames) as its CUSTOM detector flags
+
+
+PANEL_PARITY = [(CSPADS[0], 0), (CSPADS[0], 21), (CSPADS[0], 46), (CSPADS[1], 5), (CSPADS[1], 30), (CSPADS[1], 63)]
+CRYSTAL_FLAGS = ["-cell", "80", "90", "100", "90", "95", "90", "-misset", "10", "-20", "30", "-N", "3",
+                 "-default_F", "100", "-lambda", "1.3", "-polar", "0.998"]
+
+
+@pytest.mark.needs_c("NB_C_FIXED_BIN")
+@pytest.mark.needs_shared(*CSPADS)
+@pytest.mark.parametrize(("name", "index"), PANEL_PARITY)
+def test_cspad_panel_matches_the_c(tmp_path, monkeypatch, name, index):
+    raw = json.loads((SHARED / name).read_text())
+    m = expected_lab_frames(raw)[index]
+    f, s, o = m[:3, 0], m[:3, 1], m[:3, 3]  # mm
+    n = np.cross(f, s)
+    pixel = raw["panels"][index]["pixel_size"][0]
+    nf, ns = raw["panels"][index]["image_size"]
+    beam, polar = np.array([0.0, 0.0, -1.0]), np.array([-1.0, 0.0, 0.0])  # dxtbx defaults: n = (0, 1, 0)
+
+    def vec(flag, v):
+        return [flag, *(repr(float(x)) for x in v)]
+
+    c_argv = [*vec("-fdet_vector", f), *vec("-sdet_vector", s), *vec("-odet_vector", n / np.linalg.norm(n)),
+              *vec("-beam_vector", beam), *vec("-polar_vector", polar), "-pivot", "sample",
+              "-Xclose", repr(float(-o @ f)), "-Yclose", repr(float(-o @ s)),
+              "-close_distance", repr(float(o @ n / np.linalg.norm(n))), "-pixel", repr(pixel),
+              "-detpixels_f", str(nf), "-detpixels_s", str(ns), *CRYSTAL_FLAGS, "-floatfile", "c.bin"]
+    monkeypatch.chdir(tmp_path)
+    run = subprocess.run([os.environ["NB_C_FIXED_BIN"], *c_argv], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    panels, _ = read_detector(SHARED / name)
+    exp = Experiment(panels=(panels[index],), wavelength=1.3e-10, beam_vector=(0.0, 0.0, -1.0),
+                     polar_vector=(-1.0, 0.0, 0.0), polarization=0.998)
+    write_experiments(exp, "panel.expt")
+    assert main(["-expt", "panel.expt", *CRYSTAL_FLAGS, "-dtype", "float64", "-floatfile", "py.bin"]) == 0
+    c_img, py_img = np.fromfile("c.bin", "<f4"), np.fromfile("py.bin", "<f4")
+    assert c_img.size == nf * ns and c_img.max() > 0
+    significant = c_img > 1e-4 * c_img.max()
+    assert significant.sum() > 100
+    np.testing.assert_allclose(py_img[significant], c_img[significant], rtol=1e-6)
+    np.testing.assert_allclose(py_img, c_img, rtol=0, atol=1e-6 * c_img.max())
