@@ -334,10 +334,11 @@ WAVELENGTH_FLAGS = ("-lambda", "-wave", "-wavelength", "-energy")
 
 
 def _read_expt(own: dict) -> Experiment:
-    """-expt FILE (with -expt_image N): it must describe a detector and a beam."""
+    """-expt FILE (with -expt_image N): it must describe a detector (a bare detector JSON takes its beam from
+    the flags: -beam_vector, -polar_vector, -lambda)."""
     exp = read_experiments(own["expt"], image=own["expt_image"])
-    if exp.panels is None or exp.beam_vector is None:
-        raise InputError(f"{own['expt']}: flag -expt needs an experiment with a detector and a beam")
+    if exp.panels is None:
+        raise InputError(f"{own['expt']}: flag -expt needs an experiment with a detector")
     for i, p in enumerate(exp.panels):  # the C's odet = fdet x sdet must point away from the sample
         if float(np.dot(p.origin, np.cross(p.fast_axis, p.slow_axis))) <= 0.0:
             raise InputError(f"{own['expt']}: panel {i} ({p.name or 'unnamed'}) faces the sample (origin . (fast x "

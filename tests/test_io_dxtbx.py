@@ -540,6 +540,15 @@ def test_cli_refuses_a_panel_facing_the_sample(tmp_path, monkeypatch, capsys):
     assert not Path("f.bin").exists()
 
 
+@pytest.mark.needs_shared(*CSPADS)
+def test_cli_bare_detector_json_takes_the_beam_from_flags():
+    cfg, _ = config_from_flags(["-expt", str(SHARED / CSPADS[1]), "-beam_vector", "0", "0", "-1", "-lambda", "1.1",
+                                "-cell", "50", "-default_F", "1"])
+    assert len(cfg.detector.panels) == 64 and cfg.detector.convention == "CUSTOM"
+    np.testing.assert_allclose(cfg.beam.beam_vector, (0.0, 0.0, -1.0))
+    assert cfg.beam.wavelength == pytest.approx(1.1e-10)
+
+
 def test_cli_multi_panel_expt_builds_a_panel_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     d = synthetic_detector()
@@ -597,3 +606,35 @@ def test_cspad_panel_matches_the_c(tmp_path, monkeypatch, name, index):
     assert significant.sum() > 100
     np.testing.assert_allclose(py_img[significant], c_img[significant], rtol=1e-6)
     np.testing.assert_allclose(py_img, c_img, rtol=0, atol=1e-6 * c_img.max())
+
+
+@pytest.mark.slow
+@pytest.mark.needs_shared(*CSPADS)
+@pytest.mark.parametrize("name", CSPADS)
+def test_cspad_renders_whole_and_each_panel_as_alone(name):
+    """Both CSPAD models render as 64 panels in one pass (the multi-panel engine); a handful of them equal the
+    same panel rendered alone as the C's CUSTOM detector (which the test above compares with the C)."""
+    pytest.importorskip("nanobragg_torch.panels", reason="needs the multi-panel engine")
+    from nanobragg_torch.simulate import simulate
+
+    exp = read_experiments(SHARED / name)
+    base = SimulationConfig(
+        beam=BeamConfig(wavelength=1.3e-10, beam_vector=(0.0, 0.0, -1.0), polar_vector=(-1.0, 0.0, 0.0),
+                        polarization=0.998),
+        crystal=CrystalConfig(cell=(80e-10, 90e-10, 100e-10, math.pi / 2, math.radians(95), math.pi / 2),
+                              misset=(math.radians(10), math.radians(-20), math.radians(30)), Na=3, Nb=3, Nc=3,
+                              default_F=100.0),
+    )
+    cfg = exp.config(base)
+    assert cfg.detector.panels is not None and len(cfg.detector.panels) == 64
+    whole = simulate(cfg, dtype=F64)
+    assert tuple(whole.shape) == (64, 185, 194)
+    for k in (0, 21, 46, 63):
+        alone = simulate(Experiment(panels=(exp.panels[k],)).config(base), dtype=F64)
+        assert float(alone.max()) > 0
+        # the panel path places pixels from the origin itself, the single detector from -Xclose/-Yclose/
+        # -close_distance: float64 roundings (1e-17 m) that the lattice factor amplifies near its zeros
+        w, a = whole[k].numpy(), alone.numpy()
+        significant = a > 1e-4 * a.max()
+        np.testing.assert_allclose(w[significant], a[significant], rtol=1e-8)
+        np.testing.assert_allclose(w, a, rtol=0, atol=1e-10 * a.max())
