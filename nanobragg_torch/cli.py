@@ -381,9 +381,10 @@ def experiment_config(cfg: SimulationConfig, exp: Experiment, argv: list[str], p
                                crystal=dataclasses.replace(cfg.crystal, **crystal))
 
 
-def write_expt_output(argv: list[str], cfg: SimulationConfig) -> str | None:
-    """-write_expt FILE (relative to -outdir): the experiment list of what was simulated; a detector read
-    from -expt keeps its hierarchy when its panels are unchanged."""
+def expt_output(argv: list[str], cfg: SimulationConfig) -> tuple[str, dict] | None:
+    """-write_expt FILE (relative to -outdir): its path and the experiment list of what is simulated, made
+    before the render so that a set-up dxtbx cannot describe fails first; a detector read from -expt keeps
+    its hierarchy when its panels are unchanged."""
     own = own_options(argv)
     path = own["write_expt"]
     if path is None:
@@ -395,8 +396,10 @@ def write_expt_output(argv: list[str], cfg: SimulationConfig) -> str | None:
         source = read_experiments(own["expt"], image=own["expt_image"])
         if source.panels == cfg.detector.panels:
             hierarchy = source.hierarchy
-    write_experiments(cfg, path, hierarchy=hierarchy)
-    return path
+    try:
+        return path, write_experiments(cfg, None, hierarchy=hierarchy)
+    except ValueError as exc:
+        raise InputError(f"flag -write_expt: {exc}") from None
 
 
 def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None, notes: list[str],
@@ -505,10 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with signals_as_exceptions():
             cfg, options = config_from_flags(argv)
+            expt = expt_output(argv, cfg)
             run(cfg, options)
-            written = write_expt_output(argv, cfg)
-            if written is not None:
-                print(f"wrote {written}")
+            if expt is not None:
+                write_experiments(expt[1], expt[0])
+                print(f"wrote {expt[0]}")
     except (KeyboardInterrupt, Terminated) as exc:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         print(f"nanobragg: interrupted by {signal.Signals(signum).name}; no output written", file=sys.stderr)

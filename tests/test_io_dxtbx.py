@@ -549,6 +549,26 @@ def test_cli_bare_detector_json_takes_the_beam_from_flags():
     assert cfg.beam.wavelength == pytest.approx(1.1e-10)
 
 
+def test_cli_write_expt_with_the_e_vector_along_the_beam(tmp_path, monkeypatch, capsys):
+    """A bare one-panel detector JSON, beam along -z by flag, the CUSTOM polar_vector (0, 0, 1) along it: the
+    unpolarized case (Kahn 0) is written with some normal; a polarized one has no dxtbx form: refused before
+    anything is rendered or written."""
+    monkeypatch.chdir(tmp_path)
+    panel = {"name": "p", "fast_axis": [1.0, 0.0, 0.0], "slow_axis": [0.0, -1.0, 0.0], "origin": [-2.0, 2.0, -80.0],
+             "image_size": [16, 16], "pixel_size": [0.25, 0.25]}
+    Path("det.json").write_text(json.dumps({"panels": [panel]}))
+    flags = ["-expt", "det.json", "-beam_vector", "0", "0", "-1", "-cell", "50", "-default_F", "1", "-N", "1",
+             "-floatfile", "f.bin", "-write_expt", "out.expt"]
+    assert main(flags) == 0
+    back = read_experiments("out.expt")
+    assert back.polarization == 0.0 and abs(float(np.dot(back.polar_vector, (0, 0, 1)))) < 1e-15
+    for name in ("f.bin", "out.expt"):
+        Path(name).unlink()
+    assert main([*flags, "-polar", "0.5"]) == 2
+    assert "flag -write_expt: the polarization vector is parallel to the beam" in capsys.readouterr().err
+    assert not Path("f.bin").exists() and not Path("out.expt").exists()
+
+
 def test_cli_multi_panel_expt_builds_a_panel_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     d = synthetic_detector()

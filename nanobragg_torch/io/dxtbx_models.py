@@ -578,8 +578,12 @@ def beam_dict(wavelength: float, beam_vector, polar_vector, polarization: float)
     fraction = (1 + Kahn)/2."""
     beam = _unit(np.asarray(beam_vector, float))
     normal = np.cross(beam, np.asarray(polar_vector, float))
-    if np.linalg.norm(normal) < 1e-12:
-        raise ValueError("the polarization vector is parallel to the beam")
+    if np.linalg.norm(normal) < 1e-12:  # the C's E-vector along the beam: psi = 0 for every direction
+        if polarization != 0.0:
+            raise ValueError("the polarization vector is parallel to the beam (no dxtbx equivalent unless the "
+                             "Kahn factor is 0)")
+        helper = np.array([0.0, 1.0, 0.0]) if abs(beam[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
+        normal = helper - (helper @ beam) * beam  # unpolarized: any normal describes it
     return {
         "__id__": "monochromatic", "direction": _list(-beam), "wavelength": wavelength / ANGSTROM,
         "divergence": 0.0, "sigma_divergence": 0.0, "polarization_normal": _list(_unit(normal)),
@@ -656,16 +660,20 @@ def experiment_from_config(cfg: SimulationConfig, hierarchy: Group | None = None
     )
 
 
-def write_experiments(config: SimulationConfig | Experiment, path: str | os.PathLike[str] | None = None,
+def write_experiments(config: SimulationConfig | Experiment | dict, path: str | os.PathLike[str] | None = None,
                       hierarchy: Group | None = None) -> dict:
     """Write (when `path` is given) and return the experiment list of what `config` simulates.
 
-    An Experiment is written as it is; a SimulationConfig through `experiment_from_config`. `hierarchy` (e.g.
-    from `read_experiments`) keeps a detector's groups: panels are then written in their group's frame."""
-    exp = config if isinstance(config, Experiment) else experiment_from_config(config, hierarchy)
-    if hierarchy is not None and isinstance(config, Experiment):
-        exp = dataclasses.replace(exp, hierarchy=hierarchy)
-    out = experiment_list_dict(exp)
+    An Experiment is written as it is; a SimulationConfig through `experiment_from_config`; a dict (an
+    experiment list made earlier) as it is. `hierarchy` (e.g. from `read_experiments`) keeps a detector's
+    groups: panels are then written in their group's frame. A set-up dxtbx cannot describe is a ValueError."""
+    if isinstance(config, dict):
+        out = config
+    else:
+        exp = config if isinstance(config, Experiment) else experiment_from_config(config, hierarchy)
+        if hierarchy is not None and isinstance(config, Experiment):
+            exp = dataclasses.replace(exp, hierarchy=hierarchy)
+        out = experiment_list_dict(exp)
     if path is not None:
         with atomic_write(path, "w", encoding="utf-8") as fh:
             json.dump(out, fh, indent=1)
