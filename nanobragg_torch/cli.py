@@ -394,7 +394,11 @@ def expt_output(argv: list[str], cfg: SimulationConfig) -> tuple[str, dict] | No
     hierarchy = None
     if own["expt"] is not None and cfg.detector.panels is not None:
         source = read_experiments(own["expt"], image=own["expt_image"])
-        if source.panels == cfg.detector.panels:
+
+        def placed(panels):  # the panels' geometry (a -detector_thick override keeps the groups)
+            return [(p.origin, p.fast_axis, p.slow_axis, p.pixel_size, p.fpixels, p.spixels) for p in panels]
+
+        if source.panels is not None and placed(source.panels) == placed(cfg.detector.panels):
             hierarchy = source.hierarchy
     try:
         return path, write_experiments(cfg, None, hierarchy=hierarchy)

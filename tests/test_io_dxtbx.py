@@ -392,6 +392,20 @@ def test_config_round_trip_through_an_experiment_list(tmp_path):
     assert json.dumps(again, sort_keys=True) == json.dumps(written, sort_keys=True) or _close_dicts(again, written)
 
 
+def test_a_still_is_written_without_goniometer_and_scan():
+    """osc = 0 (the C's default): dxtbx's still, the crystal as it stands at phi0 about the spindle."""
+    cfg = mosflm_config()
+    still = SimulationConfig(detector=cfg.detector, beam=cfg.beam,
+                             crystal=CrystalConfig(cell=cfg.crystal.cell, misset=cfg.crystal.misset, phi0=0.3))
+    written = write_experiments(still)
+    assert written["scan"] == [] and written["goniometer"] == [] and "scan" not in written["experiment"][0]
+    exp = read_experiments(written)
+    assert exp.phi0 is None and exp.spindle_axis is None
+    back = exp.config(SimulationConfig(detector=DetectorConfig(convention="CUSTOM")))
+    want = crystal_at(still, 0.3)  # our crystal rotated about our (MOSFLM) spindle by phi0
+    np.testing.assert_allclose(crystal_at(back, 0.0), want, atol=1e-11)
+
+
 def _close_dicts(a, b) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_close_dicts(a[k], b[k]) for k in a)

@@ -628,11 +628,13 @@ def experiment_list_dict(exp: Experiment) -> dict:
 def experiment_from_config(cfg: SimulationConfig, hierarchy: Group | None = None) -> Experiment:
     """What a SimulationConfig simulates, as an Experiment: the resolved detector (panels, or the single
     detector's pix0/fdet/sdet), the beam and polarization, the spindle, phi0/osc and the crystal at phi = 0
-    (after misset), all in float64."""
+    (after misset), all in float64. A still (osc = 0) has no goniometer or scan; its crystal is the one at
+    phi0."""
     import torch  # the physics modules resolve the C's rules (conventions, beam centres, cell set-up)
 
     from nanobragg_torch.crystal import build_crystal, resolve_phi
     from nanobragg_torch.detector import resolve_geometry
+    from nanobragg_torch.vectors import axis_rotation_matrix
 
     d = cfg.detector
     single = dataclasses.replace(cfg, detector=dataclasses.replace(d, panels=None))
@@ -648,15 +650,21 @@ def experiment_from_config(cfg: SimulationConfig, hierarchy: Group | None = None
                                   mu=None if d.mu is None else _scalar(d.mu)),)
             hierarchy = None
         phi = resolve_phi(cfg, hi, cpu)
+        still = phi.osc == 0.0  # a still: no goniometer or scan, the crystal as it stands at phi0 (as DIALS has it)
         real = None
         c = cfg.crystal
         if c.cell is not None or c.reciprocal_matrix is not None:
-            real = build_crystal(cfg, hi, cpu).a0.numpy().copy()
+            a0 = build_crystal(cfg, hi, cpu).a0
+            if still:  # the C's rotate_axis of the cell about the spindle by phi0
+                a0 = a0 @ axis_rotation_matrix(geom.spindle, torch.tensor(phi.phi0, dtype=hi)).T
+            real = a0.numpy().copy()
+    scan: dict[str, Any] = {} if still else {
+        "spindle_axis": _tuple(geom.spindle.tolist()), "phi0": phi.phi0, "osc": phi.osc, "image": 1,
+        "image_range": (1, 1)}
     return Experiment(
         panels=panels, hierarchy=hierarchy, wavelength=_scalar(cfg.beam.wavelength),
         beam_vector=_tuple(geom.beam.tolist()), polar_vector=_tuple(geom.polar_vector.tolist()),
-        polarization=_scalar(cfg.beam.polarization), spindle_axis=_tuple(geom.spindle.tolist()),
-        phi0=phi.phi0, osc=phi.osc, image=1, image_range=(1, 1), real_space=real,
+        polarization=_scalar(cfg.beam.polarization), real_space=real, **scan,
     )
 
 
