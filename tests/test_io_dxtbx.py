@@ -163,9 +163,14 @@ def test_cspad_round_trip(name, tmp_path):
 @pytest.mark.needs_shared(*CSPADS)
 def test_cspad_config_is_a_panel_detector():
     exp = read_experiments(SHARED / CSPADS[0])
-    cfg = exp.config(SimulationConfig(beam=BeamConfig(beam_vector=(0.0, 0.0, -1.0))))
+    cfg = exp.config(SimulationConfig(beam=BeamConfig(beam_vector=(0.0, 0.0, -1.0), polar_vector=(1.0, 0.0, 0.0))))
     assert cfg.detector.panels == exp.panels
     assert cfg.detector.convention == "CUSTOM"
+    # a SimulationConfig with panels, written with the hierarchy it was read with, reads back the same
+    back = read_experiments(write_experiments(cfg, hierarchy=exp.hierarchy))
+    assert_panels_close(back.panels, exp.panels, tol=1e-15)
+    assert groups_close(back.hierarchy, exp.hierarchy)
+    np.testing.assert_allclose(back.beam_vector, (0.0, 0.0, -1.0), atol=1e-15)
 
 
 def synthetic_detector() -> dict:
