@@ -354,6 +354,8 @@ def experiment_config(cfg: SimulationConfig, exp: Experiment, argv: list[str], p
     clash = [f for f in EXPT_DETECTOR_FLAGS if f in given]
     if clash:
         raise InputError(f"flag {clash[0]}: the detector comes from -expt {path}; edit the file instead")
+    if exp.beam_vector is None and "-beam_vector" not in given:
+        raise InputError(f"{path}: no beam in the file: give -beam_vector (with -lambda, -polar_vector)")
     beam: dict = {}
     for key, flag in (("beam_vector", "-beam_vector"), ("polar_vector", "-polar_vector"), ("polarization", "-polar")):
         if getattr(exp, key) is not None and flag not in given:

@@ -537,10 +537,12 @@ def test_cli_flags_override_the_expt(tmp_path, monkeypatch):
     ["-expt", "x.expt", "-default_F", "1", "-mosflm"],
     ["-expt", "x.expt", "-default_F", "1", "-expt_image", "3"],
     ["-expt", "missing.expt", "-default_F", "1"],
+    ["-expt", "det.json", "-cell", "50", "-default_F", "1"],
 ])
 def test_cli_expt_errors(tmp_path, monkeypatch, capsys, argv):
     monkeypatch.chdir(tmp_path)
-    write_experiments(mosflm_config(), "x.expt")
+    written = write_experiments(mosflm_config(), "x.expt")
+    Path("det.json").write_text(json.dumps(written["detector"][0]))  # a bare detector: no beam
     assert main([*argv, "-floatfile", "f.bin"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("nanobragg: error:") and "\n" not in err
