@@ -198,21 +198,28 @@ def _get(obj: Any, key: str, where: _Where, default: Any = ...) -> Any:
     return obj[key]
 
 
+def _show(x: Any, n: int = 40) -> str:
+    """A value as it reads in the file (JSON), shortened, for a message."""
+    return json.dumps(x, default=str)[:n]
+
+
 def _number(x: Any, where: _Where) -> float:
     if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-        raise where.error(f"expected a finite number, got {json.dumps(x)[:40]}")
+        raise where.error(f"expected a finite number, got {_show(x)}")
     return float(x)
 
 
 def _integer(x: Any, where: _Where) -> int:
     if isinstance(x, bool) or not isinstance(x, int):
-        raise where.error(f"expected an integer, got {json.dumps(x)[:40]}")
+        raise where.error(f"expected an integer, got {_show(x)}")
     return x
 
 
 def _numbers(x: Any, n: int, where: _Where) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        x = x.tolist()
     if not isinstance(x, list | tuple) or len(x) != n:
-        raise where.error(f"expected {n} numbers, got {json.dumps(x)[:60]}")
+        raise where.error(f"expected {n} numbers, got {_show(x, 60)}")
     return np.array([_number(v, where / i) for i, v in enumerate(x)], dtype=np.float64)
 
 
@@ -260,7 +267,7 @@ def _panel(d: Any, where: _Where, parent: np.ndarray | None, parent_origin: np.n
         fast, slow, origin = parent @ fast, parent @ slow, parent @ origin + parent_origin
     size = _get(d, "image_size", where)
     if not isinstance(size, list | tuple) or len(size) != 2:
-        raise (where / "image_size").error(f"expected [fast, slow] pixel counts, got {json.dumps(size)[:40]}")
+        raise (where / "image_size").error(f"expected [fast, slow] pixel counts, got {_show(size)}")
     nf, ns = (_integer(v, where / "image_size" / i) for i, v in enumerate(size))
     if nf <= 0 or ns <= 0:
         raise (where / "image_size").error(f"expected positive pixel counts, got {[nf, ns]}")
@@ -453,7 +460,7 @@ def read_experiments(source: str | os.PathLike[str] | dict, image: int | None = 
         return Experiment(panels=panels, hierarchy=hierarchy)
     if obj.get("__id__") != "ExperimentList":
         raise (top / "__id__").error(f"expected 'ExperimentList' (or a detector with 'panels'), got "
-                                     f"{json.dumps(obj.get('__id__'))[:40]}")
+                                     f"{_show(obj.get('__id__'))}")
     exps = _get(obj, "experiment", top)
     if not isinstance(exps, list) or not exps:
         raise (top / "experiment").error("expected a non-empty list of experiments")
