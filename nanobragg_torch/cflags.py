@@ -524,6 +524,9 @@ def own_options(argv: list[str]) -> dict:
         "chunk": None,
         "outdir": None,
         "F_column": None,
+        "expt": None,
+        "expt_image": None,
+        "write_expt": None,
     }
     for _, a, vals in walk(argv):
         if a == "-dtype":
@@ -550,6 +553,12 @@ def own_options(argv: list[str]) -> dict:
             o["chunk"] = int(vals[0])
         elif a == "-F_column":
             o["F_column"] = vals[0]
+        elif a == "-expt":
+            o["expt"] = vals[0]
+        elif a == "-expt_image":
+            o["expt_image"] = int(vals[0])
+        elif a == "-write_expt":
+            o["write_expt"] = vals[0]
     return o
 
 

@@ -10,6 +10,7 @@ on bad input (one line on stderr naming the flag or file:line; no output file le
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -20,16 +21,18 @@ import numpy as np
 import torch
 
 from . import demo, quirks
-from .cflags import c_defaults, c_divide, c_option_loop, own_options, strip_own_flags, validate
+from .cflags import c_defaults, c_divide, c_option_loop, own_options, strip_own_flags, validate, walk
 from .config import (
     BeamConfig,
     CrystalConfig,
     DetectorConfig,
     SimulationConfig,
     StructureFactors,
+    scalar_value,
 )
 from .errors import InputError
 from .flagtable import USAGE, help_text
+from .io.dxtbx_models import Experiment, read_experiments, write_experiments
 from .io.fdump import read_fdump, write_fdump
 from .io.mosflm import read_mosflm_matrix
 from .io.reflections import file_kind, read_structure_factors
@@ -116,8 +119,10 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     v = parse_c_flags(argv)
     c_compat = own["c_compat"]
     notes: list[str] = []
+    expt = _read_expt(own) if own["expt"] else None
     detector = detector_config(v, argv, c_compat, own["pix0_override"], notes)
-    crystal, dumpfile, dump_read = crystal_config(v, argv, c_compat, cwd, notes)
+    crystal, dumpfile, dump_read = crystal_config(v, argv, c_compat, cwd, notes,
+                                                  expt_crystal=expt is not None and expt.real_space is not None)
     cfg = SimulationConfig(
         detector=detector, beam=beam_config(v), crystal=crystal, c_compat=c_compat,
         pix0_override=own["pix0_override"],
@@ -127,6 +132,11 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         "beam.sources": v["sourcefilename"],
         "crystal.structure_factors": v["hklfilename"] or dump_read,
     }
+    if expt is not None:
+        cfg = experiment_config(cfg, expt, argv, own["expt"])
+        files["detector.panels"] = own["expt"]
+        if v["matfilename"] is None and not v["user_cell"]:
+            files["crystal.reciprocal_matrix"] = own["expt"]
     dtype = torch.float64 if own["dtype"] == "float64" else torch.float32
     check_config(cfg, flags=True, dtype=dtype, device=own["device"], samples_per_chunk=own["chunk"], files=files)
     inputs = tuple(v[k] for k in ("hklfilename", "matfilename", "sourcefilename", "imginfilename", "maskfilename",
@@ -239,10 +249,10 @@ def beam_config(v: dict) -> BeamConfig:
     )
 
 
-def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str,
-                   notes: list[str]) -> tuple[CrystalConfig, str | None, str | None]:
+def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str, notes: list[str],
+                   expt_crystal: bool = False) -> tuple[CrystalConfig, str | None, str | None]:
     """The crystal (cell or matrix, misset, size, shape, rotation, mosaic, structure factors), the Fdump file
-    to write and the Fdump file read (None: none)."""
+    to write and the Fdump file read (None: none). `expt_crystal`: `-expt` supplies the orientation."""
     # structure factors: -hkl, else (C-compat or -dump given) the Fdump file, else default_F alone
     sf = None
     dumpfile = dump_read = None
@@ -265,8 +275,8 @@ def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str,
             notes.append(f"reading Fs from {v['dumpfilename']} (no -hkl given)")
         elif v["default_F"] == 0.0:
             raise InputError("no structure factors: give -hkl FILE or -default_F VALUE")
-    if v["matfilename"] is None and not v["user_cell"]:
-        raise InputError("no crystal: give -cell a b c alpha beta gamma or -mat FILE")
+    if v["matfilename"] is None and not v["user_cell"] and not expt_crystal:
+        raise InputError("no crystal: give -cell a b c alpha beta gamma or -mat FILE (or -expt with a crystal)")
     if v["user_cell"] and v["cell"][0] <= 0 and v["matfilename"] is None:
         raise InputError("flag -cell: the a axis must be positive")
     matrix = read_mosflm_matrix(v["matfilename"]) if v["matfilename"] is not None else None
@@ -315,6 +325,92 @@ def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str,
         dmin=v["dmin"],
     )
     return crystal, dumpfile, dump_read
+
+
+# C flags that place or size the detector: with -expt the file does that, so they are an error
+EXPT_DETECTOR_FLAGS = (
+    "-mosflm", "-xds", "-adxv", "-denzo", "-dials", "-fdet_vector", "-sdet_vector", "-odet_vector",
+    "-twotheta_axis", "-pix0_vector", "-pix0_vector_mm", "-pix0_override", "-distance", "-close_distance",
+    "-Xbeam", "-Ybeam", "-Xclose", "-Yclose", "-ORGX", "-ORGY", "-pivot", "-twotheta", "-detector_rotx",
+    "-detector_roty", "-detector_rotz", "-detsize", "-detsize_f", "-detsize_s", "-detpixels", "-detpixels_f",
+    "-detpixels_x", "-detpixels_s", "-detpixels_y", "-pixel", "-img",
+)
+WAVELENGTH_FLAGS = ("-lambda", "-wave", "-wavelength", "-energy")
+
+
+def _read_expt(own: dict) -> Experiment:
+    """-expt FILE (with -expt_image N): it must describe a detector (a bare detector JSON takes its beam from
+    the flags: -beam_vector, -polar_vector, -lambda)."""
+    exp = read_experiments(own["expt"], image=own["expt_image"])
+    if exp.panels is None:
+        raise InputError(f"{own['expt']}: flag -expt needs an experiment with a detector")
+    for i, p in enumerate(exp.panels):  # the C's odet = fdet x sdet must point away from the sample
+        if float(np.dot(p.origin, np.cross(p.fast_axis, p.slow_axis))) <= 0.0:
+            raise InputError(f"{own['expt']}: panel {i} ({p.name or 'unnamed'}) faces the sample (origin . (fast x "
+                             "slow) <= 0); nanoBragg needs fast x slow pointing away from it")
+    return exp
+
+
+def experiment_config(cfg: SimulationConfig, exp: Experiment, argv: list[str], path: str) -> SimulationConfig:
+    """cfg (from the C's flags) with what -expt describes, except where a C flag names the same quantity:
+    the beam (-lambda/-energy, -beam_vector, -polar_vector, -polar), -spindle_axis, -phi, -osc, the crystal
+    (-mat, -cell) and the sensor (-detector_thick, -detector_abs). Detector-placement flags are an error."""
+    given = {a for _, a, _ in walk(argv)}
+    clash = [f for f in EXPT_DETECTOR_FLAGS if f in given]
+    if clash:
+        raise InputError(f"flag {clash[0]}: the detector comes from -expt {path}; edit the file instead")
+    if exp.beam_vector is None and "-beam_vector" not in given:
+        raise InputError(f"{path}: no beam in the file: give -beam_vector (with -lambda, -polar_vector)")
+    beam: dict = {}
+    for key, flag in (("beam_vector", "-beam_vector"), ("polar_vector", "-polar_vector"), ("polarization", "-polar")):
+        if getattr(exp, key) is not None and flag not in given:
+            beam[key] = getattr(exp, key)
+    if exp.wavelength is not None and not given.intersection(WAVELENGTH_FLAGS):
+        beam["wavelength"] = exp.wavelength
+    new_beam = dataclasses.replace(cfg.beam, **beam)
+    crystal: dict = {}
+    for key, flag in (("spindle_axis", "-spindle_axis"), ("phi0", "-phi"), ("osc", "-osc")):
+        if getattr(exp, key) is not None and flag not in given:
+            crystal[key] = getattr(exp, key)
+    if exp.real_space is not None and not given.intersection(("-mat", "-cell")):
+        crystal["reciprocal_matrix"] = exp.reciprocal_matrix(scalar_value(new_beam.wavelength))
+    d = cfg.detector
+    detector = exp.detector_config(d)
+    sensor = {}
+    if "-detector_thick" in given:
+        sensor["thickness"] = d.thickness
+    if given.intersection(("-detector_abs", "-detector_absorb")):
+        sensor["mu"] = d.mu
+    if sensor:
+        panels = detector.panels and tuple(dataclasses.replace(p, **sensor) for p in detector.panels)
+        detector = dataclasses.replace(detector, panels=panels, **sensor)
+    return dataclasses.replace(cfg, detector=detector, beam=new_beam,
+                               crystal=dataclasses.replace(cfg.crystal, **crystal))
+
+
+def expt_output(argv: list[str], cfg: SimulationConfig) -> tuple[str, dict] | None:
+    """-write_expt FILE (relative to -outdir): its path and the experiment list of what is simulated, made
+    before the render so that a set-up dxtbx cannot describe fails first; a detector read from -expt keeps
+    its hierarchy when its panels are unchanged."""
+    own = own_options(argv)
+    path = own["write_expt"]
+    if path is None:
+        return None
+    if own["outdir"] is not None and not os.path.isabs(path):
+        path = os.path.join(own["outdir"], path)
+    hierarchy = None
+    if own["expt"] is not None and cfg.detector.panels is not None:
+        source = read_experiments(own["expt"], image=own["expt_image"])
+
+        def placed(panels):  # the panels' geometry (a -detector_thick override keeps the groups)
+            return [(p.origin, p.fast_axis, p.slow_axis, p.pixel_size, p.fpixels, p.spixels) for p in panels]
+
+        if source.panels is not None and placed(source.panels) == placed(cfg.detector.panels):
+            hierarchy = source.hierarchy
+    try:
+        return path, write_experiments(cfg, None, hierarchy=hierarchy)
+    except ValueError as exc:
+        raise InputError(f"flag -write_expt: {exc}") from None
 
 
 def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None, notes: list[str],
@@ -431,7 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with signals_as_exceptions():
             cfg, options = config_from_flags(argv)
+            expt = expt_output(argv, cfg)
             run(cfg, options)
+            if expt is not None:
+                write_experiments(expt[1], expt[0])
+                print(f"wrote {expt[0]}")
     except (KeyboardInterrupt, Terminated) as exc:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         print(f"nanobragg: interrupted by {signal.Signals(signum).name}; no output written", file=sys.stderr)

@@ -1134,6 +1134,38 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         OWN,
+        names=('-expt',),
+        kind='s',
+        c_vars=(),
+        values='file',
+        default='none',
+        effect=(
+            'detector (one panel or many), beam, goniometer, scan and crystal from a dxtbx experiment list '
+            '(`.expt` JSON) or detector JSON (`docs/formats.md`); C flags for the beam, `-phi`, `-osc`, '
+            '`-spindle_axis`, `-mat`/`-cell`, `-detector_thick`/`-detector_abs` override it; detector-placement '
+            'flags are an error'
+        ),
+    ),
+    Flag(
+        OWN,
+        names=('-expt_image',),
+        kind='i',
+        c_vars=(),
+        values='N',
+        default='first',
+        effect="with `-expt`: the scan's image N sets phi0 and osc",
+    ),
+    Flag(
+        OWN,
+        names=('-write_expt',),
+        kind='s',
+        c_vars=(),
+        values='file',
+        default='none',
+        effect='write the dxtbx experiment list of what was simulated (our lab frame, mm, Å)',
+    ),
+    Flag(
+        OWN,
         names=('-chunk',),
         kind='i',
         c_vars=(),
