@@ -6,7 +6,7 @@
   detector) rendered as ONE four-panel detector in one pass: every panel against its C golden at the
   golden tests' tolerances, both C variants.
 * Refusals name the field; gradients reach per-panel origins and axes (finite differences, float64).
-* Both 64-panel CSPAD models (shared data, private flattening in tests/cspad_panels.py) render cheaply.
+* Both 64-panel CSPAD models (shared data, read by io.dxtbx_models.read_detector) render cheaply.
 """
 
 from __future__ import annotations
@@ -276,9 +276,9 @@ def test_gradients_reach_panel_origin_and_fast_axis():
 @pytest.mark.needs_shared("cspad/cspad_detector.json", "cspad/distorted_cspad_detector.json")
 @pytest.mark.parametrize("name", ["cspad_detector.json", "distorted_cspad_detector.json"])
 def test_whole_cspad_renders_in_one_pass(name):
-    from cspad_panels import flatten
+    from nanobragg_torch.io.dxtbx_models import read_detector
 
-    panels = tuple(flatten(shared_data_dir() / "cspad" / name))
+    panels, _ = read_detector(shared_data_dir() / "cspad" / name)
     assert len(panels) == 64
     cfg = SimulationConfig(detector=DetectorConfig(panels=panels, oversample=1),
                            beam=BEAM, crystal=_crystal(3.0))

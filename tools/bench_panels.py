@@ -10,7 +10,7 @@ Each (detector, mode) runs in a child process (peak RSS per mode, os.wait4), aft
              built and rendered in turn (what a C user does: 64 runs).
 Plans are built inside the timed region in both modes. The crystal and beam are those of the CSPAD goldens
 (80x90x100 A cell, misset 10 20 30 deg, N cells a side, default_F 100, 1.3 A). The detector dictionaries are
-flattened to lab-frame panels by the tests' private reader (tests/cspad_panels.py); shared data from
+read into lab-frame panels by io.dxtbx_models.read_detector; shared data from
 $NB_SHARED_DATA (default ../shared/data). The one-pass and per-panel images are compared (max rel diff).
 """
 
@@ -30,14 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(detector: str, N: float, oversample: int):
-    sys.path.insert(0, str(ROOT / "tests"))
-    from cspad_panels import flatten
-
     from nanobragg_torch.config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig
+    from nanobragg_torch.io.dxtbx_models import read_detector
     from nanobragg_torch.parity.goldens import shared_data_dir
 
     deg = math.pi / 180.0
-    panels = tuple(flatten(shared_data_dir() / "cspad" / detector))
+    panels, _ = read_detector(shared_data_dir() / "cspad" / detector)
     crystal = CrystalConfig(cell=(80e-10, 90e-10, 100e-10, 90 * deg, 90 * deg, 90 * deg),
                             misset=(10 * deg, 20 * deg, 30 * deg), Na=N, Nb=N, Nc=N, default_F=100.0)
     beam = BeamConfig(wavelength=1.3e-10, beam_vector=(0.0, 0.0, -1.0), polar_vector=(1.0, 0.0, 0.0))
