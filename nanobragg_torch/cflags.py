@@ -515,6 +515,7 @@ def own_options(argv: list[str]) -> dict:
         "dtype": "float32",
         "device": "cpu",
         "trace_pixel": None,
+        "trace_panel": None,
         "c_compat": False,
         "pix0_override": False,
         "pngfile": None,
@@ -535,6 +536,8 @@ def own_options(argv: list[str]) -> dict:
             o["device"] = vals[0]
         elif a == "-trace_pixel":
             o["trace_pixel"] = (int(vals[0]), int(vals[1]))
+        elif a == "-trace_panel":
+            o["trace_panel"] = int(vals[0])
         elif a in ("-c_compat", "--c-compat"):
             o["c_compat"] = True
         elif a == "-pix0_override":

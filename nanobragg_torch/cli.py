@@ -424,7 +424,8 @@ def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None,
         if name is None:
             return None
         path = name if (outdir is None or os.path.isabs(name)) else os.path.join(outdir, name)
-        return path if (c_compat or kind in asked) else None
+        # the C's unrequested default files (c_compat) are single-panel images: none for a multi-panel detector
+        return path if (kind in asked or (c_compat and not cfg.detector.panels)) else None
 
     if own["demo"]:
         outdir = outdir or "out"
@@ -442,14 +443,22 @@ def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None,
     printout_pixel = None
     if v["printout_fpixel"] >= 0 or v["printout_spixel"] >= 0:
         printout_pixel = (v["printout_fpixel"], v["printout_spixel"])
+        if cfg.detector.panels:
+            raise InputError("flag -printout_pixel: the C's printout is of a one-panel detector; use "
+                             "-trace_pixel S F -trace_panel P")
         _check_traced(cfg, "-printout_pixel", printout_pixel[1], printout_pixel[0])
     elif v["printout"]:
         notes.append(
             "note: -printout without -printout_pixel: the C prints a block for every pixel; this program "
             "prints none (use -printout_pixel F S or -trace_pixel S F)"
         )
-    if own["trace_pixel"] is not None:
-        _check_traced(cfg, "-trace_pixel", *own["trace_pixel"])
+    trace_pixel = own["trace_pixel"]
+    if own["trace_panel"] is not None and (trace_pixel is None or not cfg.detector.panels):
+        raise InputError("flag -trace_panel: needs -trace_pixel S F and a multi-panel detector (-expt)")
+    if trace_pixel is not None:
+        if cfg.detector.panels:
+            trace_pixel = (own["trace_panel"] or 0, *trace_pixel)
+        _check_traced(cfg, "-trace_pixel", *trace_pixel)
     if v["stolfilename"] is not None:  # the C reads the table (then never uses it): a bad file still fails
         if len(read_text_columns(v["stolfilename"], 2)) == 0:
             raise InputError(f"{v['stolfilename']}: no data in the -stol file")
@@ -457,7 +466,7 @@ def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None,
         dtype=own["dtype"],
         device=own["device"],
         c_compat=c_compat,
-        trace_pixel=own["trace_pixel"],
+        trace_pixel=trace_pixel,
         printout_pixel=printout_pixel,
         floatfile=out("float", v["floatfilename"]),
         intfile=out("int", v["intfilename"]),
@@ -478,9 +487,20 @@ def run_options(v: dict, own: dict, cfg: SimulationConfig, dumpfile: str | None,
     )
 
 
-def _check_traced(cfg: SimulationConfig, flag: str, slow: int, fast: int) -> None:
-    """A traced pixel must be one the render computes (on the detector, inside -roi, not masked)."""
+def _check_traced(cfg: SimulationConfig, flag: str, *pixel: int) -> None:
+    """A traced pixel, (slow, fast) or (panel, slow, fast) of a multi-panel detector, must be one the render
+    computes (on the detector, inside -roi, not masked)."""
     d = cfg.detector
+    if d.panels:
+        panel, slow, fast = pixel
+        if not 0 <= panel < len(d.panels):
+            raise InputError(f"flag -trace_panel: panel {panel} is not one of the {len(d.panels)} panels")
+        p = d.panels[panel]
+        if not (0 <= slow < p.spixels and 0 <= fast < p.fpixels):
+            raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is off panel {panel} "
+                             f"({p.fpixels}x{p.spixels})")
+        return
+    slow, fast = pixel
     if not (0 <= slow < d.spixels and 0 <= fast < d.fpixels):
         raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is off the {d.fpixels}x{d.spixels} detector")
     if d.roi is not None:

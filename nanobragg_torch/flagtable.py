@@ -1061,6 +1061,15 @@ FLAGS: tuple[Flag, ...] = (
     ),
     Flag(
         OWN,
+        names=('-trace_panel',),
+        kind='i',
+        c_vars=(),
+        values='P (0-based)',
+        default='0',
+        effect='with `-trace_pixel` on a multi-panel detector (`-expt`): the panel of the traced pixel',
+    ),
+    Flag(
+        OWN,
         names=('--c-compat', '-c_compat'),
         kind='',
         c_vars=(),

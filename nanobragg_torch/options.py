@@ -13,7 +13,7 @@ class RunOptions:
     dtype: str
     device: str
     c_compat: bool
-    trace_pixel: tuple[int, int] | None
+    trace_pixel: tuple[int, ...] | None  # (slow, fast), or (panel, slow, fast) for a multi-panel detector
     printout_pixel: tuple[int, int] | None  # (fast, slow) as the C's -printout_pixel
     floatfile: str | None
     intfile: str | None

@@ -222,9 +222,13 @@ _TEMP_NAME_EXTRA = 40
 def check_output_paths(options: RunOptions, cfg: SimulationConfig | None = None) -> None:
     """Refuse, before rendering, outputs that cannot be written or would clobber: an empty name, a folder, a
     parent that is a file or unwritable, a name too long, the same file twice, an output that is an input; a
-    CBF of a multi-panel detector."""
-    if options.cbffile is not None and cfg is not None and cfg.detector.panels:
-        raise InputError(f"output {options.cbffile}: -cbffile holds one panel; a multi-panel detector needs -nxsfile")
+    single-image format (SMV, PGM, PNG, CBF) of a multi-panel detector."""
+    if cfg is not None and cfg.detector.panels:
+        for flag in ("intfile", "noisefile", "pgmfile", "pngfile", "cbffile"):
+            path = getattr(options, flag)
+            if path is not None:
+                raise InputError(f"output {path}: -{flag} holds one panel; a multi-panel detector writes -nxsfile "
+                                 "(every panel) or -floatfile (the (panel, slow, fast) stack)")
     seen: dict[str, str] = {}
     inputs = {os.path.realpath(p): p for p in options.inputs}
     for path in output_paths(options):
@@ -336,7 +340,9 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
             fp, sp = options.printout_pixel
             print(format_c_printout(trace, fp, sp, float(image[sp, fp]), _g(cfg.beam.wavelength)))
         if options.trace_pixel is not None:
-            print(order_note(*options.trace_pixel))
+            if len(options.trace_pixel) == 3:
+                print(f"# panel {options.trace_pixel[0]} of {len(cfg.detector.panels)} (-trace_panel)")
+            print(order_note(*options.trace_pixel[-2:]))
             print(format_trace(trace))
             dark = dark_note(float(image[options.trace_pixel]), float(image.max()))
             if dark:

@@ -679,3 +679,48 @@ def test_cspad_renders_whole_and_each_panel_as_alone(name):
         significant = a > 1e-4 * a.max()
         np.testing.assert_allclose(w[significant], a[significant], rtol=1e-8)
         np.testing.assert_allclose(w, a, rtol=0, atol=1e-10 * a.max())
+
+
+def _two_panel_expt() -> dict:
+    """Two 12x10 panels of 0.5 mm side by side (and a little tilted), 80 mm down a beam along -z."""
+    panels = [
+        {"name": "left", "fast_axis": [1.0, 0.0, 0.0], "slow_axis": [0.0, -1.0, 0.0], "origin": [-6.5, 2.5, -80.0],
+         "image_size": [12, 10], "pixel_size": [0.5, 0.5]},
+        {"name": "right", "fast_axis": [0.0, -1.0, 0.0], "slow_axis": [-0.99, 0.0, -0.141067],
+         "origin": [7.0, 2.5, -79.0], "image_size": [12, 10], "pixel_size": [0.5, 0.5]},
+    ]
+    norm = np.linalg.norm(panels[1]["slow_axis"])
+    panels[1]["slow_axis"] = [c / norm for c in panels[1]["slow_axis"]]
+    return {"__id__": "ExperimentList", "experiment": [{"__id__": "Experiment", "beam": 0, "detector": 0}],
+            "beam": [{"direction": [0.0, 0.0, 1.0], "wavelength": 1.0}], "detector": [{"panels": panels}]}
+
+
+def test_cli_multi_panel_outputs_and_trace(tmp_path, monkeypatch, capsys):
+    """A two-panel -expt: -floatfile holds the (panel, slow, fast) stack, equal to the API's render; -trace_pixel
+    with -trace_panel traces that panel's pixel (its I_pixel_final is the stack's value); single-image outputs,
+    -printout_pixel and a bad -trace_panel are one-line errors that write nothing."""
+    from nanobragg_torch import simulate
+
+    monkeypatch.chdir(tmp_path)
+    Path("two.expt").write_text(json.dumps(_two_panel_expt()))
+    flags = ["-expt", "two.expt", "-cell", "40", "45", "50", "90", "90", "90", "-misset", "5", "10", "15", "-N", "3",
+             "-default_F", "10", "-oversample", "1", "-dtype", "float64"]
+    assert main([*flags, "-floatfile", "f.bin", "-trace_pixel", "4", "7", "-trace_panel", "1"]) == 0
+    out = capsys.readouterr().out
+    stack = np.fromfile("f.bin", "<f4").reshape(2, 10, 12)
+    cfg, _ = config_from_flags(flags)
+    with torch.no_grad():
+        image = simulate(cfg, dtype=torch.float64)
+    np.testing.assert_array_equal(stack, image.numpy().astype(np.float32))
+    assert "# panel 1 of 2 (-trace_panel)" in out
+    final = [line for line in out.splitlines() if line.startswith("TRACE_PY: I_pixel_final")]
+    assert float(final[0].split()[-1]) == pytest.approx(float(image[1, 4, 7]), rel=1e-12)
+    for extra, needle in ((["-intfile", "i.img"], "-intfile holds one panel"),
+                          (["-cbffile", "c.cbf"], "-cbffile holds one panel"),
+                          (["-printout_pixel", "1", "1"], "-printout_pixel"),
+                          (["-trace_pixel", "1", "1", "-trace_panel", "2"], "panel 2 is not one of the 2 panels"),
+                          (["-trace_panel", "1"], "-trace_panel: needs -trace_pixel")):
+        assert main([*flags, "-floatfile", "g.bin", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err, err
+        assert not Path("g.bin").exists() and not Path(extra[1]).exists()
