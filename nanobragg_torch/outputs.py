@@ -153,7 +153,6 @@ def write_nexus(path: str, plan: Plan, image: np.ndarray, exposure_time: float =
     from .io.nexus import (  # h5py: imported only when a NeXus file is wanted (start-up time)
         BeamGeometry,
         GoniometerGeometry,
-        panels_from_configs,
         panels_from_geometry,
         write_nxmx,
     )
@@ -161,7 +160,7 @@ def write_nexus(path: str, plan: Plan, image: np.ndarray, exposure_time: float =
     g = _geometry64(plan)
     d = plan.cfg.detector
     if d.panels:
-        panels = panels_from_configs(d.panels)
+        panels = d.panels
     else:
         panels = panels_from_geometry(g, d.fpixels, d.spixels, _g(d.thickness))
     vec = [tuple(_g(c) for c in v) for v in (g.beam, g.polar_vector, g.spindle)]

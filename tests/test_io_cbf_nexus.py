@@ -28,9 +28,7 @@ from nanobragg_torch.io.floatimage import read_float_image  # noqa: E402
 from nanobragg_torch.io.nexus import (  # noqa: E402
     BeamGeometry,
     GoniometerGeometry,
-    PanelGeometry,
     mcstas_rotation,
-    panels_from_configs,
     write_nxmx,
 )
 from nanobragg_torch.io.smv import read_smv  # noqa: E402
@@ -150,7 +148,7 @@ def test_nexus_multi_panel_round_trip(tmp_path: Path) -> None:
     images = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5) * 0.5
     beam = BeamGeometry(wavelength=1.3e-10, direction=(1, 0, 0), polarization=(0, 0, 1), polarization_fraction=0.9)
     path = tmp_path / "multi.nxs"
-    write_nxmx(path, images, panels_from_configs(cfgs), beam, GoniometerGeometry((0, 0, 1), 0.0, 0.1 * DEG))
+    write_nxmx(path, images, cfgs, beam, GoniometerGeometry((0, 0, 1), 0.0, 0.1 * DEG))
     modules = nxmx_modules(path)
     assert len(modules) == 3
     with h5py.File(path, "r") as f:
@@ -170,7 +168,7 @@ def test_nexus_multi_panel_round_trip(tmp_path: Path) -> None:
 
 
 def test_nexus_refuses_images_that_do_not_match_the_panels(tmp_path: Path) -> None:
-    pan = PanelGeometry((0.1, 0, 0), (0, 0, 1), (0, -1, 0), 1e-4, fpixels=5, spixels=4)
+    pan = PanelConfig((0.1, 0, 0), (0, 0, 1), (0, -1, 0), 1e-4, fpixels=5, spixels=4)
     beam = BeamGeometry(1e-10, (1, 0, 0))
     gon = GoniometerGeometry((0, 0, 1), 0.0, 0.0)
     with pytest.raises(ValueError, match="not \\(spixels, fpixels\\)"):
@@ -182,7 +180,7 @@ def test_nexus_refuses_images_that_do_not_match_the_panels(tmp_path: Path) -> No
 
 def test_nexus_bitshuffle_compression_reads_back(tmp_path: Path) -> None:
     pytest.importorskip("hdf5plugin")
-    pan = PanelGeometry((0.1, 0, 0), (0, 0, 1), (0, -1, 0), 1e-4, fpixels=64, spixels=32)
+    pan = PanelConfig((0.1, 0, 0), (0, 0, 1), (0, -1, 0), 1e-4, fpixels=64, spixels=32)
     img = np.random.default_rng(1).poisson(5.0, (32, 64)).astype(np.float32)
     write_nxmx(tmp_path / "b.nxs", img, [pan], BeamGeometry(1e-10, (1, 0, 0)),
                GoniometerGeometry((0, 0, 1), 0.0, 0.0), compression="bitshuffle")

@@ -258,13 +258,7 @@ def _load(source: str | os.PathLike[str] | dict) -> tuple[dict, str]:
 
 def _panel(d: Any, where: _Where, parent: np.ndarray | None, parent_origin: np.ndarray | None) -> PanelConfig:
     """One dxtbx panel dict (frame in its parent's frame when `parent` is given) -> PanelConfig (lab, SI)."""
-    fast = _axis(_get(d, "fast_axis", where), where / "fast_axis")
-    slow = _axis(_get(d, "slow_axis", where), where / "slow_axis")
-    origin = _numbers(_get(d, "origin", where), 3, where / "origin")
-    if abs(float(fast @ slow)) > ORTHOGONAL_TOLERANCE:
-        raise (where / "slow_axis").error(f"not orthogonal to fast_axis (fast.slow = {float(fast @ slow):.3g})")
-    if parent is not None:
-        fast, slow, origin = parent @ fast, parent @ slow, parent @ origin + parent_origin
+    fast, slow, origin = _group_frame(d, where, parent, parent_origin)
     size = _get(d, "image_size", where)
     if not isinstance(size, list | tuple) or len(size) != 2:
         raise (where / "image_size").error(f"expected [fast, slow] pixel counts, got {_show(size)}")
@@ -290,6 +284,7 @@ def _panel(d: Any, where: _Where, parent: np.ndarray | None, parent_origin: np.n
 
 
 def _group_frame(d: Any, where: _Where, parent: np.ndarray | None, parent_origin: np.ndarray | None):
+    """A node's (fast, slow, origin) in the lab: its own frame composed with its parent's (dxtbx's rule)."""
     fast = _axis(_get(d, "fast_axis", where), where / "fast_axis")
     slow = _axis(_get(d, "slow_axis", where), where / "slow_axis")
     origin = _numbers(_get(d, "origin", where), 3, where / "origin")

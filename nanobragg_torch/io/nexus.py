@@ -1,10 +1,10 @@
 """NeXus/NXmx HDF5 images (``-nxsfile``): the rendered photons of every panel with the detector modules, beam
 and goniometer, in the NeXus (McStas) frame, through h5py (hdf5plugin for compression).
 
-`write_nxmx(path, images, panels, beam, goniometer)` takes plain values (`PanelGeometry`, `BeamGeometry`,
-`GoniometerGeometry`, all SI and in the simulation's lab frame); the adapters `panels_from_geometry` (a
-single-panel plan: the C's pix0_vector, fdet_vector, sdet_vector) and `panels_from_configs`
-(`config.PanelConfig`) build them.
+`write_nxmx(path, images, panels, beam, goniometer)` takes plain values (`PanelConfig`, `BeamGeometry`,
+`GoniometerGeometry`, all SI and in the simulation's lab frame): a multi-panel detector's own
+`DetectorConfig.panels`, or `panels_from_geometry` of a single-panel plan (the C's pix0_vector, fdet_vector,
+sdet_vector).
 
 **Frame.** NeXus uses the McStas frame: z along the beam, y up, x completing a right-handed set. nanoBragg's
 MOSFLM frame has the beam along +x. The C's DIALS_ORIGIN maps a lab vector v to (v_z, v_y, -v_x) (the imgCIF
@@ -25,6 +25,7 @@ metres, angles in degrees.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nanobragg_torch.config import PanelConfig
 from nanobragg_torch.errors import InputError
 from nanobragg_torch.io.atomic import atomic_write
 
@@ -41,22 +43,6 @@ MOSFLM_TO_MCSTAS = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
 
 RTD = 180.0 * 0.31830988618379067154  # the C's RTD
 USER_MASK_BIT = 1 << 8  # NXdetector pixel_mask bit 8: user-defined mask (here: pixels the render skipped)
-
-
-@dataclass(frozen=True)
-class PanelGeometry:
-    """One flat module in the simulation's lab frame: ``origin`` (m) is the outer corner of pixel (0, 0) (the
-    C's pix0_vector), ``fast_axis``/``slow_axis`` unit vectors; pixel (s, f) is centred at origin + (f + 1/2)
-    pixel_size fast_axis + (s + 1/2) pixel_size slow_axis."""
-
-    origin: tuple[float, float, float]
-    fast_axis: tuple[float, float, float]
-    slow_axis: tuple[float, float, float]
-    pixel_size: float  # m
-    fpixels: int
-    spixels: int
-    name: str = ""
-    thickness: float = 0.0  # m (sensor thickness)
 
 
 @dataclass(frozen=True)
@@ -117,10 +103,10 @@ def _vec3(x) -> tuple[float, float, float]:
     return (a, b, c)
 
 
-def panels_from_geometry(geom, fpixels: int, spixels: int, thickness: float = 0.0) -> list[PanelGeometry]:
+def panels_from_geometry(geom, fpixels: int, spixels: int, thickness: float = 0.0) -> list[PanelConfig]:
     """The single panel of a resolved `detector.Geometry` (the C's pix0_vector, fdet_vector, sdet_vector)."""
     return [
-        PanelGeometry(
+        PanelConfig(
             origin=_vec3(geom.pix0),
             fast_axis=_vec3(geom.fdet),
             slow_axis=_vec3(geom.sdet),
@@ -130,23 +116,6 @@ def panels_from_geometry(geom, fpixels: int, spixels: int, thickness: float = 0.
             name="module",
             thickness=float(thickness),
         )
-    ]
-
-
-def panels_from_configs(panels) -> list[PanelGeometry]:
-    """`config.PanelConfig`s (SI, lab frame) as PanelGeometry."""
-    return [
-        PanelGeometry(
-            origin=_vec3(p.origin),
-            fast_axis=_vec3(p.fast_axis),
-            slow_axis=_vec3(p.slow_axis),
-            pixel_size=float(p.pixel_size),
-            fpixels=int(p.fpixels),
-            spixels=int(p.spixels),
-            name=p.name or f"module{i}",
-            thickness=float(p.thickness),
-        )
-        for i, p in enumerate(panels)
     ]
 
 
@@ -187,7 +156,13 @@ def _nx_group(parent, name: str, nx_class: str):
     return g
 
 
-def _module_names(panels: Sequence[PanelGeometry]) -> list[str]:
+def _plain(p: PanelConfig) -> PanelConfig:
+    """A panel with Python floats where the config may hold tensors."""
+    return dataclasses.replace(p, origin=_vec3(p.origin), fast_axis=_vec3(p.fast_axis), slow_axis=_vec3(p.slow_axis),
+                               pixel_size=float(p.pixel_size), thickness=float(p.thickness))
+
+
+def _module_names(panels: Sequence[PanelConfig]) -> list[str]:
     """HDF5 group names of the modules: the panel's name made safe, else (or when taken) ``module<i>``."""
     names: list[str] = []
     taken = {  # the detector's other children
@@ -208,7 +183,7 @@ def _module_names(panels: Sequence[PanelGeometry]) -> list[str]:
 def write_nxmx(
     path: str | os.PathLike[str],
     images: np.ndarray,
-    panels: Sequence[PanelGeometry],
+    panels: Sequence[PanelConfig],
     beam: BeamGeometry,
     goniometer: GoniometerGeometry,
     *,
@@ -223,6 +198,7 @@ def write_nxmx(
     a mismatch between images, mask and panels is a ValueError."""
     import h5py
 
+    panels = [_plain(p) for p in panels]
     arr = np.asarray(images)
     if arr.ndim == 2:
         arr = arr[None]
