@@ -351,3 +351,44 @@ def test_cli_nexus_pixel_mask_marks_the_skipped_pixels(tmp_path: Path) -> None:
     expected[2:12, 3:18] = 0  # -roi xmin xmax ymin ymax, inclusive (fast, then slow)
     np.testing.assert_array_equal(mask, expected)
     assert np.all(data[mask != 0] == 0) and np.any(data[mask == 0] > 0)
+
+
+@pytest.mark.needs_shared("cspad/cspad_detector.json")
+def test_nexus_of_the_cspad_gives_dxtbx_pixel_positions(tmp_path: Path, monkeypatch) -> None:
+    """The 64-panel CSPAD through `-expt ... -nxsfile`: every module that nxmx reads back puts its pixels where
+    the dxtbx model does, taken from the JSON by the plain hierarchy composition (written here) and moved from
+    dxtbx's lab frame (beam along -z) to McStas by diag(-1, 1, -1), dxtbx's own McStas/imgCIF matrix."""
+    import json
+
+    from nanobragg_torch.cli import main
+    from nanobragg_torch.parity.goldens import shared_data_dir
+
+    path = shared_data_dir() / "cspad" / "cspad_detector.json"
+    d = json.loads(path.read_text())
+    lab: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def walk(node, R, o):  # a node's frame is given in its parent's
+        f, s = R @ np.asarray(node["fast_axis"], float), R @ np.asarray(node["slow_axis"], float)
+        frame, origin = np.stack([f, s, np.cross(f, s)], axis=1), R @ np.asarray(node["origin"], float) + o
+        for child in node.get("children", []):
+            if "panel" in child:
+                p = d["panels"][child["panel"]]
+                lab[child["panel"]] = (frame @ np.asarray(p["origin"], float) + origin,
+                                       *(frame @ np.asarray(p[k], float) for k in ("fast_axis", "slow_axis")))
+            else:
+                walk(child, frame, origin)
+
+    walk(d["hierarchy"], np.eye(3), np.zeros(3))
+    monkeypatch.chdir(tmp_path)
+    assert main(["-expt", str(path), "-beam_vector", "0", "0", "-1", "-cell", "80", "90", "100", "90", "90", "90",
+                 "-N", "1", "-default_F", "1", "-lambda", "1.3", "-oversample", "1", "-nxsfile", "c.nxs",
+                 "-noprogress"]) == 0
+    modules = nxmx_modules(tmp_path / "c.nxs")
+    assert len(modules) == 64
+    to_mcstas_from_dxtbx = np.diag([-1.0, 1.0, -1.0])
+    px = 0.10992
+    for p, module in enumerate(modules):
+        origin, fast, slow = lab[p]
+        for s, f in [(0, 0), (184, 193), (90, 7)]:
+            want_mm = origin + (f + 0.5) * px * fast + (s + 0.5) * px * slow
+            np.testing.assert_allclose(pixel_centre(module, s, f), to_mcstas_from_dxtbx @ want_mm * 1e-3, atol=1e-10)
