@@ -50,6 +50,9 @@ class KernelSpec:
     has_grid: bool  # an HKL grid is loaded (else every F_cell is default_F)
     wide_index: bool = False  # flat grid indices in float64 (a float32 render of a grid of >= 2^24 points)
     precise_hkl: bool = False  # Miller indices (and the geometry under them) in float64 (`index_phase_error`)
+    # the lattice sines as polynomials (lattice.sincg_pi): set by compiled.py for its fused forms only (not
+    # part of `key`: every package is built with it); eager keeps the library sin (one op, not twenty)
+    poly_sin: bool = False
 
     @property
     def key(self) -> str:
@@ -205,7 +208,7 @@ def lattice_factor(spec: KernelSpec, x: KernelInputs, dhkl, hkl0) -> Tensor:
     the product of the per-axis sincg (SQUARE) or the shape model's transform."""
     N = (x.N[0], x.N[1], x.N[2])
     if spec.shape == "SQUARE":
-        fa, fb, fc = square_factors(dhkl, hkl0, N, spec.N_active)
+        fa, fb, fc = square_factors(dhkl, hkl0, N, spec.N_active, spec.poly_sin)
         return fa * fb * fc
     return shape_factor(spec.shape, dhkl, N, x.a_star, x.fudge)
 

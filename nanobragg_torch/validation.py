@@ -11,6 +11,7 @@ in the quirk registry (quirks.INVALID_VALUES_C_RULES, quirks.INVALID_VALUES_REFU
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import typing
@@ -223,6 +224,7 @@ class _Checker:
             self.fail(field, f"expected one of {', '.join(options)}, got {x!r}")
 
 
+@functools.cache  # typing.get_type_hints evaluates every annotation of the class: ~10 ms
 def _literal_values(cls, name: str) -> tuple:
     hint = typing.get_type_hints(cls)[name]
     return typing.get_args(hint)
