@@ -189,8 +189,12 @@ class ApiRunner:
     """A tools/bench_runner.py child: renders on demand, so its runs interleave with the others."""
 
     def __init__(self, flags: list[str], dtype: str, device: str, threads: int, image: Path, env: dict[str, str],
-                 stderr: Path) -> None:
-        cmd = [sys.executable, str(RUNNER), "--dtype", dtype, "--device", device, "--threads", str(threads),
+                 stderr: Path, root: Path = ROOT) -> None:
+        """`root`: the checkout whose API is measured (--before: another one, e.g. a worktree of main)."""
+        if root != ROOT:
+            env = dict(env, PYTHONPATH=str(root))
+        cmd = [sys.executable, str(root / "tools" / "bench_runner.py"), "--dtype", dtype, "--device", device,
+               "--threads", str(threads),
                "--image", str(image), "--", *flags]
         self._err: IO[bytes] = open(stderr, "wb")  # noqa: SIM115 (closed in finish)
         self.stderr_path = stderr
@@ -341,26 +345,30 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
         return d, out_flags + ["-floatfile", str(d / "float.bin")]
 
     results: list[Impl] = []
-    runners: dict[str, ApiRunner] = {}
+    runners: dict[str, ApiRunner] = {}  # key: dtype, or "before dtype" (--before)
     api: dict[str, Impl] = {}
     api_render: dict[str, Impl] = {}
     cli: dict[str, Impl] = {}
+    roots = [("", ROOT)] + ([("before ", Path(args.before).resolve())] if args.before else [])
     if not args.no_api:
-        for dt in dtypes:
-            imp = Impl("api", dt, args.device, args.threads)
-            api[dt] = imp
-            api_render[dt] = Impl("api render", dt, args.device, args.threads)
-            results += [imp, api_render[dt]]
-            d, _ = outputs(f"api_{dt}")
-            try:
-                runners[dt] = ApiRunner(flags + ours_extra, dt, args.device, args.threads, d / "image.npy", env,
-                                        d / "stderr.txt")
-                first = runners[dt].render()
-                imp.first_s, imp.compiled = first["seconds"], first["compiled"]
-                log(f"  api {dt}: first call {imp.first_s:.2f} s (compiled={imp.compiled})")
-            except RuntimeError as exc:
-                imp.error = str(exc)
-                runners.pop(dt, None)
+        for tag, root in roots:
+            for dt in dtypes:
+                key = tag + dt
+                suffix = " (before)" if tag else ""
+                imp = Impl("api" + suffix, dt, args.device, args.threads)
+                api[key] = imp
+                api_render[key] = Impl("api render" + suffix, dt, args.device, args.threads)
+                results += [imp, api_render[key]]
+                d, _ = outputs(f"api_{tag.strip() or 'after'}_{dt}")
+                try:
+                    runners[key] = ApiRunner(flags + ours_extra, dt, args.device, args.threads, d / "image.npy",
+                                             env, d / "stderr.txt", root)
+                    first = runners[key].render()
+                    imp.first_s, imp.compiled = first["seconds"], first["compiled"]
+                    log(f"  api{suffix} {dt}: first call {imp.first_s:.2f} s (compiled={imp.compiled})")
+                except RuntimeError as exc:
+                    imp.error = str(exc)
+                    runners.pop(key, None)
     if not args.no_cli:
         for dt in dtypes:
             cli[dt] = Impl("cli", dt, args.device, args.threads)
@@ -394,11 +402,12 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
     for rep in range(args.reps):
         log(f"  rep {rep + 1}/{args.reps}")
         for dt in dtypes:
-            if dt in runners:
-                msg = runners[dt].render()
-                api[dt].times.append(msg["seconds"])
-                api_render[dt].times.append(msg["render_seconds"])
-                log(f"  api {dt}: {msg['seconds']:.2f} s")
+            for key in (dt, "before " + dt):
+                if key in runners:
+                    msg = runners[key].render()
+                    api[key].times.append(msg["seconds"])
+                    api_render[key].times.append(msg["render_seconds"])
+                    log(f"  {api[key].impl} {dt}: {msg['seconds']:.4f} s (render {msg['render_seconds']:.4f} s)")
             if dt in cli and cli[dt].error is None:
                 cli_images[dt] = whole(cli[dt], cli_cmd(dt), f"cli_{dt}")
         if c_impl is not None and c_impl.error is None:
@@ -407,18 +416,19 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
             whole(omp_impl, [omp_bin, *flags], "c_omp")
 
     c_image = read_float_image(c_image_path, shape) if c_image_path is not None else None
-    for dt, runner in runners.items():
+    for key, runner in runners.items():
         _, rss = runner.finish()
-        api[dt].rss_kb = api_render[dt].rss_kb = rss
+        api[key].rss_kb = api_render[key].rss_kb = rss
         if c_image is not None:
-            path = cdir / f"api_{dt}" / "image.npy"
+            tag, dt = key.split(" ") if " " in key else ("after", key)
+            path = cdir / f"api_{tag}_{dt}" / "image.npy"
             if path.exists():
-                api[dt].corr_c = api_render[dt].corr_c = correlation(np.load(path), c_image)
+                api[key].corr_c = api_render[key].corr_c = correlation(np.load(path), c_image)
     for dt, path in cli_images.items():
         if c_image is not None and path is not None and path.exists():
             cli[dt].corr_c = correlation(read_float_image(path, shape), c_image)
     for imp in results:
-        if imp.impl in ("api", "api render", "cli") and imp.min_s:
+        if imp.impl.startswith(("api", "cli")) and imp.min_s:
             if c_impl is not None and c_impl.min_s:
                 imp.ratio_c = c_impl.min_s / imp.min_s
             if omp_impl is not None and omp_impl.min_s:
@@ -439,7 +449,7 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
 def _limit(args: argparse.Namespace, imp: Impl, calls: int) -> float | None:
     """The machine's ceiling in samples/s for one of our rows: sin throughput / transcendental calls per sample."""
     rate = getattr(args, "sin_rate", {}).get(imp.dtype)
-    if imp.impl not in ("api", "api render", "cli") or not rate or not calls:
+    if not imp.impl.startswith(("api", "cli")) or not rate or not calls:
         return None
     return rate / calls
 
@@ -699,6 +709,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--domains", type=int, nargs="+", default=[1, 10, 100, 1000], help="for --memory-sweep")
     ap.add_argument("--json", type=Path, help="write the full report as JSON")
     ap.add_argument("--md", type=Path, help="write the Markdown table")
+    ap.add_argument("--before", type=Path,
+                    help="also measure the API of this checkout (e.g. `git worktree add /tmp/before main`), "
+                         "interleaved: rows 'api (before)' / 'api render (before)'")
     ap.add_argument("--workdir", type=Path, help="keep the run's files here (default: a temporary folder)")
     return ap.parse_args(argv)
 
