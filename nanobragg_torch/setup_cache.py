@@ -28,11 +28,22 @@ class NotCacheable(Exception):
     """A value that must not be cached (a tensor that requires grad)."""
 
 
+_ATOMS = frozenset({bool, int, float, str, type(None)})
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def value_key(x: Any) -> Hashable:
     """A hashable key equal for equal values: numbers, strings, tuples, dataclasses, arrays and tensors (by
     dtype, shape and contents). Raises NotCacheable for a tensor that requires grad."""
-    if x is None or isinstance(x, bool | int | float | str):
+    cls = type(x)
+    if cls in _ATOMS:
         return x
+    if cls is tuple or cls is list:
+        return tuple(v if type(v) in _ATOMS else value_key(v) for v in x)
     if isinstance(x, torch.Tensor):
         if x.requires_grad:
             raise NotCacheable
@@ -44,10 +55,10 @@ def value_key(x: Any) -> Hashable:
         if a.size <= 16:
             return ("a", str(a.dtype), a.shape, tuple(a.reshape(-1).tolist()))
         return ("a", str(a.dtype), a.shape, _digest(np.ascontiguousarray(a)))
-    if isinstance(x, tuple | list):
-        return tuple(value_key(v) for v in x)
+    if isinstance(x, bool | int | float | str):
+        return x
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return (type(x).__name__,) + tuple(value_key(getattr(x, f.name)) for f in dataclasses.fields(x))
+        return (cls.__name__,) + tuple(value_key(getattr(x, name)) for name in _field_names(cls))
     if isinstance(x, torch.device | torch.dtype):
         return str(x)
     raise NotCacheable
@@ -55,7 +66,7 @@ def value_key(x: Any) -> Hashable:
 
 def fields_key(obj: Any, *exclude: str) -> tuple:
     """value_key of a dataclass without the named fields (large arrays a resolver does not read)."""
-    return tuple(value_key(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in exclude)
+    return tuple(value_key(getattr(obj, name)) for name in _field_names(type(obj)) if name not in exclude)
 
 
 def _digest(a: np.ndarray) -> str:
