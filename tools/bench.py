@@ -493,12 +493,13 @@ def startup(args: argparse.Namespace, work: Path, log=print) -> list[dict[str, A
     interpreter (`python -c pass`), `import torch`, our imports, flags -> config, build_plan, render, the rest
     (advisories, statistics, files), and the process exit (whole wall time minus the rest)."""
     dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
-    env = child_env(args.threads, args.compile)
     rows = []
-    for dt in dtypes:
+    roots = [("", ROOT)] + ([("before", Path(args.before).resolve())] if args.before else [])
+    for (tag, root), dt in [(r, dt) for r in roots for dt in dtypes]:
+        env = dict(child_env(args.threads, args.compile), PYTHONPATH=str(root))
         best: dict[str, float] = {}
         for rep in range(args.reps + 1):  # the first run warms the kernel cache and the page cache: untimed
-            d = work / f"startup_{dt}_{rep}"
+            d = work / f"startup_{tag}_{dt}_{rep}"
             d.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", "pass"], cwd=d, env=env, check=True)
@@ -517,9 +518,9 @@ def startup(args: argparse.Namespace, work: Path, log=print) -> list[dict[str, A
                 continue
             for k in (*STARTUP_PHASES, "wall"):
                 best[k] = min(best.get(k, math.inf), m[k])
-            log(f"  startup {dt}: wall {wall:.3f} s, torch {m['torch']:.3f} s, ours {m['ours']:.3f} s")
+            log(f"  startup {tag} {dt}: wall {wall:.3f} s, torch {m['torch']:.3f} s, ours {m['ours']:.3f} s")
         best["above_torch"] = best["wall"] - best["interpreter"] - best["torch"]
-        rows.append({"dtype": dt, **best})
+        rows.append({"dtype": dt + (f" ({tag})" if tag else ""), **best})
     return rows
 
 
@@ -599,13 +600,14 @@ def _corr(x: float | None) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
+    threads = report["options"].get("threads", m["torch_threads"])
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB; torch {m['torch']}, "
-             f"{m['torch_threads']} threads; {m['date']}; git {str(m.get('git_sha'))[:10]}, sources sha256 "
+             f"{threads} threads; {m['date']}; git {str(m.get('git_sha'))[:10]}, sources sha256 "
              f"{str(m.get('sources_sha256'))[:12]}", ""]
     rates = m.get("sin_per_s") or {}
     if rates:
         lines += ["Machine limit (sin evaluations/s, torch's vectorized sin, "
-                  f"{m['torch_threads']} threads): " + ", ".join(f"{k} {v / 1e6:.0f} M/s" for k, v in rates.items())
+                  f"{threads} threads): " + ", ".join(f"{k} {v / 1e6:.0f} M/s" for k, v in rates.items())
                   + "; a case's limit = that / its transcendental calls per sample.", ""]
     lines += ["| case | samples | impl | dtype | device | threads | min s | median s | Msamples/s | of limit "
               "| C/ours | C-omp/ours | peak RSS MB | first call s | corr vs C |",
