@@ -14,6 +14,7 @@ import torch
 from .config import SOURCE_DISTANCE, SimulationConfig, scalar_value
 from .detector import Geometry
 from .sampling import StepRule, Steps, auto_steps
+from .setup_cache import cached, fields_key
 from .vectors import rotate_axis, unitize
 
 Tensor = torch.Tensor
@@ -37,7 +38,15 @@ def _step_tensor(user_step, user_range, st: Steps, step: float, dtype, device) -
     return torch.as_tensor(step, dtype=dtype, device=device)
 
 
+def _sources_key(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, device: torch.device) -> tuple:
+    # the beam and polarization axes come resolved in geom; the intensity fields do not shape the sources
+    b = fields_key(cfg.beam, "fluence", "polarization", "nopolar", "water_size", "beam_vector", "polar_vector")
+    return (b, geom.beam, geom.polar_vector, geom.vert_vector, str(dtype), str(device))
+
+
+@cached("sources", _sources_key)
 def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, device: torch.device) -> Sources:
+    """The source list (reused for equal values: setup_cache)."""
     b = cfg.beam
     lambda0 = torch.as_tensor(b.wavelength, dtype=dtype, device=device)
 

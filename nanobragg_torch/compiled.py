@@ -20,10 +20,13 @@ of another variant, or damaged, is rebuilt once, never run.
 from __future__ import annotations
 
 import ast
+import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -64,7 +67,7 @@ def kernel_modules(root: Path = _PACKAGE) -> list[Path]:
             continue
         seen.add(path)
         package = path.parent
-        for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+        for node in _import_nodes(path):
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = package
@@ -86,6 +89,27 @@ def kernel_modules(root: Path = _PACKAGE) -> list[Path]:
                         todo.append(_module_file(target))
                         todo += [d / "__init__.py" for d in target.parents if d != root and root in d.parents]
     return sorted(seen)
+
+
+# an import statement at the start of a line (any indentation), a parenthesized name list included
+_IMPORT_LINE = re.compile(r"^[ \t]*((?:from[ \t]+[\w.]+[ \t]+import[ \t]+(?:\([^)]*\)|[^\n]*))|(?:import[ \t]+[^\n]*))",
+                          re.M)
+
+
+def _import_nodes(path: Path) -> list[ast.AST]:
+    """The Import/ImportFrom nodes of a module. Parsing only its import lines is ~10x cheaper than the whole
+    module (the first plan of every process computes the key); any line that does not parse alone (a
+    continuation, a docstring that starts with "import") falls back to parsing the whole module. An import
+    line quoted in a docstring may add a module to the key: conservative."""
+    text = path.read_text()
+    nodes: list[ast.AST] = []
+    for match in _IMPORT_LINE.finditer(text):
+        try:
+            nodes += ast.parse(match.group(1)).body
+        except SyntaxError:
+            tree = ast.parse(text, filename=str(path))
+            return [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
+    return nodes
 
 
 def _module_file(target: Path) -> Path:
@@ -167,10 +191,16 @@ def package_matches(path: Path, name: str) -> bool:
         return False
 
 
+def fused_spec(spec: KernelSpec) -> KernelSpec:
+    """The switches of a compiled form: the lattice sines as polynomials (lattice.sincg_pi), which a fused
+    loop evaluates as multiply-adds faster than two library sin calls per axis."""
+    return dataclasses.replace(spec, poly_sin=True)
+
+
 class _Module(torch.nn.Module):
     def __init__(self, spec: KernelSpec) -> None:
         super().__init__()
-        self.spec = spec
+        self.spec = fused_spec(spec)
 
     def forward(self, flat_idx: Tensor, *tensors: Tensor) -> tuple[Tensor, Tensor]:
         return pixel_kernel(self.spec, KernelInputs(*tensors), flat_idx)
@@ -216,6 +246,7 @@ class KernelRunner:
 
     def __init__(self, spec: KernelSpec, inputs: KernelInputs, mode: str, grad_mode: str = "eager") -> None:
         self.spec, self.inputs = spec, inputs
+        self._fused = fused_spec(spec)  # one object: torch.compile guards on it
         self.mode = mode  # without gradients: eager | aot | jit
         self.grad_mode = grad_mode  # with gradients: eager | jit
         self._aot = None
@@ -233,7 +264,7 @@ class KernelRunner:
         if first:  # note: torch.compile has no double backward; second derivatives need compile=False
             self._jit = torch.compile(pixel_kernel, dynamic=True)
         try:
-            return self._jit(self.spec, self.inputs, flat_idx)
+            return self._jit(self._fused, self.inputs, flat_idx)
         except Exception as exc:  # the first call compiles: no compiler / triton for this device
             if not first:
                 raise
@@ -301,6 +332,72 @@ def choose_mode(
             compile = True
         elif cpu and package_path(spec, inputs).exists():
             return "aot", "eager"
+        elif cpu and not any(t.requires_grad for t in inputs):
+            _note_eager(spec, inputs)
     if not compile:
         return "eager", "eager"
     return ("aot" if cpu else "jit"), "jit"
+
+
+# ---- background builds: a variant rendered eager again and again gets its package without a wait ---------
+
+BACKGROUND_AFTER = 2  # eager plans of one variant in this process before its package is built in the background
+STALE_LOCK_S = 3600.0  # a build lock older than this is from a build that died
+_EAGER_PLANS: dict[str, int] = {}
+
+
+def _note_eager(spec: KernelSpec, inputs: KernelInputs) -> None:
+    """Default policy for small CPU renders without gradients and without a cached package: eager; the
+    BACKGROUND_AFTER-th such plan of one variant in a process (a refinement or dataset loop, not a one-off
+    run) starts `start_background_build`, and the plans after it finishes load the package. Env
+    NB_BACKGROUND_COMPILE=0 turns this off (the test suite does)."""
+    if os.environ.get("NB_BACKGROUND_COMPILE", "1") == "0":
+        return
+    name = variant(spec, inputs)
+    count = _EAGER_PLANS[name] = _EAGER_PLANS.get(name, 0) + 1
+    if count == BACKGROUND_AFTER:
+        try:
+            start_background_build(spec, inputs)
+        except OSError as exc:  # an unwritable cache: stay eager
+            warnings.warn(f"no background kernel build ({exc})", RuntimeWarning, stacklevel=3)
+
+
+def start_background_build(spec: KernelSpec, inputs: KernelInputs):
+    """Build the variant's package in a detached, low-priority process (the inputs' shapes and dtypes are
+    what matters; they travel in a job file). A lock file (NAME.building) keeps one build per variant
+    across processes. Returns the process, or None when a build is already running."""
+    import subprocess
+
+    path = package_path(spec, inputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_suffix(".building")
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            lock.unlink()
+    except FileNotFoundError:
+        pass
+    try:
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return None
+    job = path.with_suffix(".job.pt")
+    torch.save({"spec": dataclasses.asdict(spec), "inputs": [t.detach().cpu() for t in inputs]}, job)
+    code = "import sys; from nanobragg_torch.compiled import build_job; build_job(sys.argv[1], sys.argv[2])"
+    return subprocess.Popen([sys.executable, "-c", code, str(job), str(path)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def build_job(job: str, path: str) -> None:
+    """The background build process: the package of the job's variant, then the lock and job files removed."""
+    target = Path(path)
+    try:
+        os.nice(10)
+        data = torch.load(job, weights_only=True)
+        spec = KernelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["spec"].items()})
+        inputs = KernelInputs(*data["inputs"])
+        if not package_matches(target, variant(spec, inputs)):
+            build_package(spec, inputs, torch.arange(2, dtype=torch.int32), target)
+    finally:
+        for leftover in (job, target.with_suffix(".building")):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)

@@ -16,6 +16,7 @@ import torch
 
 from .config import RTD, SimulationConfig, scalar_value
 from .sampling import StepRule, auto_steps
+from .setup_cache import cached
 from .vectors import axis_rotation_matrix, cross, dot, norm, rotate_xyz
 
 Tensor = torch.Tensor
@@ -62,7 +63,18 @@ def cell_reciprocal(cell, t) -> tuple[Tensor, Tensor, Tensor, Tensor, tuple[Tens
     return a_star, b_star, c_star, V_cell, (a, b, c)
 
 
+CRYSTAL_FIELDS = ("cell", "reciprocal_matrix", "misset", "misset_random", "misset_seed", "Na", "Nb", "Nc",
+                  "sample_x", "sample_y", "sample_z")  # what build_crystal reads of CrystalConfig
+
+
+def _crystal_key(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> tuple:
+    c = cfg.crystal
+    return (tuple(getattr(c, name) for name in CRYSTAL_FIELDS), cfg.beam.wavelength, str(dtype), str(device))
+
+
+@cached("crystal", _crystal_key)
 def build_crystal(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> Crystal:
+    """The cell set-up (reused for equal values: setup_cache)."""
     c = cfg.crystal
 
     def t(x):
@@ -189,6 +201,12 @@ class Mosaic:
     domains: int
 
 
+def _mosaic_key(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> tuple:
+    c = cfg.crystal
+    return (c.mosaic_spread, c.mosaic_domains, c.mosaic_seed, str(dtype), str(device))
+
+
+@cached("mosaic", _mosaic_key)
 def resolve_mosaic(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> Mosaic:
     """The C's mosaic_domains auto-selection and its domain matrices (mosaic_rotation_umat)."""
     c = cfg.crystal
@@ -229,6 +247,11 @@ def _rescale_umats(u: Tensor, spread_t: Tensor, spread: float) -> Tensor:
     return torch.where((sin_a.abs() > 1e-30).reshape(-1, 1, 1), r, u)
 
 
+def _cells_key(crystal: Crystal, phi: PhiSweep, mosaic: Mosaic, spindle: Tensor, c_compat: bool) -> tuple:
+    return (crystal.a0, phi.phi, mosaic.umats, spindle, c_compat, str(crystal.a0.device))
+
+
+@cached("cells", _cells_key)
 def rotated_cells(crystal: Crystal, phi: PhiSweep, mosaic: Mosaic, spindle: Tensor, c_compat: bool) -> Tensor:
     """(phisteps, domains, 3, 3): rows a, b, c after the phi rotation (rotate_axis) then the mosaic umat.
 

@@ -14,6 +14,7 @@ import torch
 
 from .config import SimulationConfig, scalar_value
 from .sampling import StepRule, auto_steps
+from .setup_cache import cached, fields_key
 from .vectors import cross, dot, rotate_axis, rotate_xyz, unitize
 
 Tensor = torch.Tensor
@@ -69,7 +70,17 @@ def _t(x, dtype, device) -> Tensor:
     return torch.as_tensor(x, dtype=dtype, device=device)
 
 
+def _geometry_key(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> tuple:
+    """What resolve_geometry reads: the detector (not its mask or ROI), the beam and polarization axes, the
+    spindle, the pix0 meaning."""
+    b = cfg.beam
+    return (fields_key(cfg.detector, "mask", "roi"), b.beam_vector, b.polar_vector, cfg.crystal.spindle_axis,
+            cfg.pix0_override, str(dtype), str(torch.device(device)))
+
+
+@cached("geometry", _geometry_key)
 def resolve_geometry(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> Geometry:
+    """The lab-frame detector (reused for equal values: setup_cache)."""
     d = cfg.detector
     b = cfg.beam
     c = cfg.crystal

@@ -53,6 +53,9 @@ class KernelSpec:
     # a multi-panel detector of this many panels (0: a single detector): per-panel geometry gathered per pixel
     # (`panel_view`); the count is part of the variant, so a compiled kernel holds the panel axis static
     panels: int = 0
+    # the lattice sines as polynomials (lattice.sincg_pi): set by compiled.py for its fused forms only (not
+    # part of `key`: every package is built with it); eager keeps the library sin (one op, not twenty)
+    poly_sin: bool = False
 
     @property
     def key(self) -> str:
@@ -226,7 +229,7 @@ def lattice_factor(spec: KernelSpec, x: KernelInputs, dhkl, hkl0) -> Tensor:
     the product of the per-axis sincg (SQUARE) or the shape model's transform."""
     N = (x.N[0], x.N[1], x.N[2])
     if spec.shape == "SQUARE":
-        fa, fb, fc = square_factors(dhkl, hkl0, N, spec.N_active)
+        fa, fb, fc = square_factors(dhkl, hkl0, N, spec.N_active, spec.poly_sin)
         return fa * fb * fc
     return shape_factor(spec.shape, dhkl, N, x.a_star, x.fudge)
 

@@ -11,8 +11,10 @@ in the quirk registry (quirks.INVALID_VALUES_C_RULES, quirks.INVALID_VALUES_REFU
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import time
 import typing
 
 import numpy as np
@@ -113,19 +115,27 @@ class ConfigError(InputError):
         super().__init__(f"{where}: {detail}")
 
 
+_MEMINFO: list[float] = [-1.0, 0.0]  # (time read, MemAvailable bytes): /proc/meminfo read at most once a second
+
+
 def memory_budget(device: torch.device | str = "cpu") -> int:
-    """Bytes a render may allocate: env NB_MEMORY_LIMIT, else the free memory of the device (CPU: MemAvailable)."""
+    """Bytes a render may allocate: env NB_MEMORY_LIMIT, else the free memory of the device (CPU: MemAvailable,
+    re-read at most once a second: a plan asks twice)."""
     env = os.environ.get("NB_MEMORY_LIMIT")
     if env:
         return int(float(env))
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         return int(torch.cuda.mem_get_info(device)[0])
+    now = time.monotonic()
+    if now - _MEMINFO[0] < 1.0:
+        return int(_MEMINFO[1])
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    _MEMINFO[:] = [now, int(line.split()[1]) * 1024]
+                    return int(_MEMINFO[1])
     except OSError:
         pass
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
@@ -223,6 +233,7 @@ class _Checker:
             self.fail(field, f"expected one of {', '.join(options)}, got {x!r}")
 
 
+@functools.cache  # typing.get_type_hints evaluates every annotation of the class: ~10 ms
 def _literal_values(cls, name: str) -> tuple:
     hint = typing.get_type_hints(cls)[name]
     return typing.get_args(hint)

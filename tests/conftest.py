@@ -20,6 +20,7 @@ import torch
 # compiled (a cached package is used whatever the render size) must not depend on what the user ran before
 os.environ["NB_KERNEL_CACHE"] = str(Path(__file__).resolve().parents[1] / ".kernel_cache" / "tests")
 os.environ.pop("NB_COMPILE", None)
+os.environ["NB_BACKGROUND_COMPILE"] = "0"  # no kernel builds behind the tests' back (tests that want one opt in)
 
 
 def _executable(var: str) -> bool:

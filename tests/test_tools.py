@@ -129,6 +129,9 @@ def test_bench_quick_without_c(tmp_path, monkeypatch):
     assert case["samples"] == 64 * 64 * 2 * 2
     assert all(r["times"] and r["peak_rss_mb"] > 0 for r in case["results"])
     assert any("NB_C_BIN" in n for n in case["notes"])
+    # the machine's limit: sin throughput over the case's transcendental calls (SQUARE, 3 axes: 6)
+    assert case["transcendentals_per_sample"] == 6 and report["machine"]["sin_per_s"]["float32"] > 0
+    assert all(0 < r["limit_fraction"] for r in case["results"])
 
 
 def test_bench_helpers():
@@ -138,4 +141,17 @@ def test_bench_helpers():
     a = np.arange(10.0)
     assert bench.correlation(a, 2 * a + 1) == pytest.approx(1.0)
     names = {c.name for c in bench.select_cases(None)}
-    assert names == {"cubic_1024", "triclinic_512", "sampling_47m", "mosaic_1g", "pilatus6m"}
+    assert names == {"cubic_1024", "triclinic_512", "tilted_256", "oversample_256", "sampling_47m", "mosaic_1g",
+                     "pilatus6m"}
+
+
+def test_bench_startup_breakdown(tmp_path):
+    """--startup: the phases of a small CLI run, each measured, the part above `import torch` derived."""
+    bench = _load("bench")
+    code, md, _ = _run(bench, "--startup", "--reps", "1", "--dtype", "float32", "--compile", "off",
+                       "--json", tmp_path / "s.json")
+    assert code == 0 and "| float32 |" in md
+    (row,) = json.loads((tmp_path / "s.json").read_text())["startup"]
+    assert all(row[k] >= 0 for k in bench.STARTUP_PHASES)
+    assert row["torch"] > 0 and row["render"] > 0
+    assert row["above_torch"] == pytest.approx(row["wall"] - row["interpreter"] - row["torch"])

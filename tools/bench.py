@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -52,6 +53,7 @@ import torch  # noqa: E402
 from nanobragg_torch.cli import config_from_flags  # noqa: E402
 from nanobragg_torch.engine import build_plan  # noqa: E402
 from nanobragg_torch.io.floatimage import read_float_image  # noqa: E402
+from nanobragg_torch.lattice import transcendental_calls  # noqa: E402
 
 RUNNER = ROOT / "tools" / "bench_runner.py"
 MARK = "BENCH_JSON "
@@ -107,6 +109,12 @@ CASES: list[BenchCase] = [
     BenchCase("triclinic_512", "triclinic 512^2, N=8, misset",
               _split("-cell 70 80 90 75 85 95 -misset 10 20 30 -N 8 -default_F 100 -lambda 1 -distance 100 "
                      "-detpixels 512 -pixel 0.1 -oversample 1")),
+    BenchCase("tilted_256", "triclinic 256^2, N=8, misset, detector -twotheta 20 -detector_rotx 5",
+              _split("-cell 70 80 90 75 85 95 -misset 10 20 30 -N 8 -default_F 100 -lambda 1 -distance 100 "
+                     "-detpixels 256 -pixel 0.1 -oversample 1 -twotheta 20 -detector_rotx 5")),
+    BenchCase("oversample_256", "triclinic 256^2, N=8, misset, -oversample 3",
+              _split("-cell 70 80 90 75 85 95 -misset 10 20 30 -N 8 -default_F 100 -lambda 1 -distance 100 "
+                     "-detpixels 256 -pixel 0.1 -oversample 3")),
     BenchCase("sampling_47m", "256^2, oversample 2, 3 layers, 20 divergence x 3 wavelengths",
               tuple(CUBIC) + _split("-pixel 0.1 -detpixels 256 -oversample 2 -detector_thick 100 "
                                     "-detector_thicksteps 3 -hdivrange 1 -vdivrange 1 -hdivsteps 5 -vdivsteps 4 "
@@ -181,8 +189,12 @@ class ApiRunner:
     """A tools/bench_runner.py child: renders on demand, so its runs interleave with the others."""
 
     def __init__(self, flags: list[str], dtype: str, device: str, threads: int, image: Path, env: dict[str, str],
-                 stderr: Path) -> None:
-        cmd = [sys.executable, str(RUNNER), "--dtype", dtype, "--device", device, "--threads", str(threads),
+                 stderr: Path, root: Path = ROOT) -> None:
+        """`root`: the checkout whose API is measured (--before: another one, e.g. a worktree of main)."""
+        if root != ROOT:
+            env = dict(env, PYTHONPATH=str(root))
+        cmd = [sys.executable, str(root / "tools" / "bench_runner.py"), "--dtype", dtype, "--device", device,
+               "--threads", str(threads),
                "--image", str(image), "--", *flags]
         self._err: IO[bytes] = open(stderr, "wb")  # noqa: SIM115 (closed in finish)
         self.stderr_path = stderr
@@ -247,10 +259,13 @@ class Impl:
     def median_s(self) -> float | None:
         return statistics.median(self.times) if self.times else None
 
-    def as_dict(self, samples: int) -> dict[str, Any]:
+    def as_dict(self, samples: int, limit: float | None = None) -> dict[str, Any]:
+        """`limit`: the machine's samples/s ceiling for this case and dtype (None: not ours, or unknown)."""
         d = {k: v for k, v in self.__dict__.items()}
+        sps = samples / self.min_s if self.min_s else None
         d.update(min_s=self.min_s, median_s=self.median_s, peak_rss_mb=self.rss_kb / 1024.0,
-                 samples_per_s=samples / self.min_s if self.min_s else None,
+                 samples_per_s=sps, limit_samples_per_s=limit,
+                 limit_fraction=(sps / limit) if (sps and limit) else None,
                  compile_s=(self.first_s - self.median_s) if (self.first_s and self.median_s) else None)
         return d
 
@@ -265,11 +280,37 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 0 else float("nan")
 
 
-def count_samples(flags: list[str]) -> tuple[int, tuple[int, int]]:
-    """(pixels x sub-pixels x layers x sources x phi x domains, (spixels, fpixels)) from our plan."""
+def count_samples(flags: list[str]) -> tuple[int, tuple[int, int], int]:
+    """(pixels x sub-pixels x layers x sources x phi x domains, (spixels, fpixels), transcendental calls per
+    sample) from our plan."""
     cfg, _ = config_from_flags(flags, cwd=os.devnull)
     plan = build_plan(cfg, torch.float64, "cpu", compile=False)
-    return plan.samples_per_pixel * int(plan.pixel_order.numel()), (cfg.detector.spixels, cfg.detector.fpixels)
+    spec = plan.kernel.spec
+    calls = transcendental_calls(spec.shape, spec.N_active)
+    return (plan.samples_per_pixel * int(plan.pixel_order.numel()), (cfg.detector.spixels, cfg.detector.fpixels),
+            calls)
+
+
+def sin_throughput(dtype: torch.dtype, threads: int, n: int = 1 << 18, calls: int = 40) -> float:
+    """The machine's transcendental throughput: sin evaluations per second of torch's vectorized CPU sin (the
+    SLEEF routine that the compiled kernel's sin lowers to as well) on `threads` threads, over a buffer that
+    stays in cache, with arguments spread like the kernel's (|N pi f| up to a few hundred); best of 5."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = (torch.rand(n, generator=gen, dtype=torch.float64) * 600.0 - 300.0).to(dtype)
+        out = torch.empty_like(x)
+        torch.sin(x, out=out)
+        best = math.inf
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                torch.sin(x, out=out)
+            best = min(best, time.perf_counter() - t0)
+        return n * calls / best
+    finally:
+        torch.set_num_threads(before)
 
 
 def c_binary(var: str) -> str | None:
@@ -288,7 +329,7 @@ def child_env(threads: int, compile_mode: str) -> dict[str, str]:
 def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work: Path,
                log=print) -> dict[str, Any]:
     """All implementations of one case, interleaved per repetition."""
-    samples, shape = count_samples(flags)
+    samples, shape, calls = count_samples(flags)
     dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
     ours_extra = ["--c-compat"] if args.c_compat else []
     env = child_env(args.threads, args.compile)
@@ -304,26 +345,30 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
         return d, out_flags + ["-floatfile", str(d / "float.bin")]
 
     results: list[Impl] = []
-    runners: dict[str, ApiRunner] = {}
+    runners: dict[str, ApiRunner] = {}  # key: dtype, or "before dtype" (--before)
     api: dict[str, Impl] = {}
     api_render: dict[str, Impl] = {}
     cli: dict[str, Impl] = {}
+    roots = [("", ROOT)] + ([("before ", Path(args.before).resolve())] if args.before else [])
     if not args.no_api:
-        for dt in dtypes:
-            imp = Impl("api", dt, args.device, args.threads)
-            api[dt] = imp
-            api_render[dt] = Impl("api render", dt, args.device, args.threads)
-            results += [imp, api_render[dt]]
-            d, _ = outputs(f"api_{dt}")
-            try:
-                runners[dt] = ApiRunner(flags + ours_extra, dt, args.device, args.threads, d / "image.npy", env,
-                                        d / "stderr.txt")
-                first = runners[dt].render()
-                imp.first_s, imp.compiled = first["seconds"], first["compiled"]
-                log(f"  api {dt}: first call {imp.first_s:.2f} s (compiled={imp.compiled})")
-            except RuntimeError as exc:
-                imp.error = str(exc)
-                runners.pop(dt, None)
+        for tag, root in roots:
+            for dt in dtypes:
+                key = tag + dt
+                suffix = " (before)" if tag else ""
+                imp = Impl("api" + suffix, dt, args.device, args.threads)
+                api[key] = imp
+                api_render[key] = Impl("api render" + suffix, dt, args.device, args.threads)
+                results += [imp, api_render[key]]
+                d, _ = outputs(f"api_{tag.strip() or 'after'}_{dt}")
+                try:
+                    runners[key] = ApiRunner(flags + ours_extra, dt, args.device, args.threads, d / "image.npy",
+                                             env, d / "stderr.txt", root)
+                    first = runners[key].render()
+                    imp.first_s, imp.compiled = first["seconds"], first["compiled"]
+                    log(f"  api{suffix} {dt}: first call {imp.first_s:.2f} s (compiled={imp.compiled})")
+                except RuntimeError as exc:
+                    imp.error = str(exc)
+                    runners.pop(key, None)
     if not args.no_cli:
         for dt in dtypes:
             cli[dt] = Impl("cli", dt, args.device, args.threads)
@@ -357,11 +402,12 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
     for rep in range(args.reps):
         log(f"  rep {rep + 1}/{args.reps}")
         for dt in dtypes:
-            if dt in runners:
-                msg = runners[dt].render()
-                api[dt].times.append(msg["seconds"])
-                api_render[dt].times.append(msg["render_seconds"])
-                log(f"  api {dt}: {msg['seconds']:.2f} s")
+            for key in (dt, "before " + dt):
+                if key in runners:
+                    msg = runners[key].render()
+                    api[key].times.append(msg["seconds"])
+                    api_render[key].times.append(msg["render_seconds"])
+                    log(f"  {api[key].impl} {dt}: {msg['seconds']:.4f} s (render {msg['render_seconds']:.4f} s)")
             if dt in cli and cli[dt].error is None:
                 cli_images[dt] = whole(cli[dt], cli_cmd(dt), f"cli_{dt}")
         if c_impl is not None and c_impl.error is None:
@@ -370,18 +416,19 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
             whole(omp_impl, [omp_bin, *flags], "c_omp")
 
     c_image = read_float_image(c_image_path, shape) if c_image_path is not None else None
-    for dt, runner in runners.items():
+    for key, runner in runners.items():
         _, rss = runner.finish()
-        api[dt].rss_kb = api_render[dt].rss_kb = rss
+        api[key].rss_kb = api_render[key].rss_kb = rss
         if c_image is not None:
-            path = cdir / f"api_{dt}" / "image.npy"
+            tag, dt = key.split(" ") if " " in key else ("after", key)
+            path = cdir / f"api_{tag}_{dt}" / "image.npy"
             if path.exists():
-                api[dt].corr_c = api_render[dt].corr_c = correlation(np.load(path), c_image)
+                api[key].corr_c = api_render[key].corr_c = correlation(np.load(path), c_image)
     for dt, path in cli_images.items():
         if c_image is not None and path is not None and path.exists():
             cli[dt].corr_c = correlation(read_float_image(path, shape), c_image)
     for imp in results:
-        if imp.impl in ("api", "api render", "cli") and imp.min_s:
+        if imp.impl.startswith(("api", "cli")) and imp.min_s:
             if c_impl is not None and c_impl.min_s:
                 imp.ratio_c = c_impl.min_s / imp.min_s
             if omp_impl is not None and omp_impl.min_s:
@@ -395,7 +442,102 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
         notes.append("C OpenMP not run (NB_C_OMP_BIN unset or not executable)")
     return {"name": case.name, "title": case.quick_title if (args.quick and case.quick) else case.title,
             "flags": flags, "samples": samples, "shape": list(shape), "reps": args.reps, "notes": notes,
-            "results": [r.as_dict(samples) for r in results]}
+            "transcendentals_per_sample": calls,
+            "results": [r.as_dict(samples, _limit(args, r, calls)) for r in results]}
+
+
+def _limit(args: argparse.Namespace, imp: Impl, calls: int) -> float | None:
+    """The machine's ceiling in samples/s for one of our rows: sin throughput / transcendental calls per sample."""
+    rate = getattr(args, "sin_rate", {}).get(imp.dtype)
+    if not imp.impl.startswith(("api", "cli")) or not rate or not calls:
+        return None
+    return rate / calls
+
+
+# ---------------------------------------------------------------------------------------------------
+# start-up: where a small CLI run's time goes
+
+# the child: times `import torch`, our imports, the flags -> config, build_plan, render and the rest of the
+# run (statistics, files) of one `nanobragg` command (tool-side wrappers of outputs.build_plan/render)
+STARTUP_CHILD = r"""
+import sys, time, json
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+import nanobragg_torch.cli as cli
+import nanobragg_torch.outputs as outputs
+t2 = time.perf_counter()
+marks = {}
+def timed(name, fn):
+    def run(*a, **k):
+        marks[name + "_start"] = time.perf_counter()
+        out = fn(*a, **k)
+        marks[name + "_end"] = time.perf_counter()
+        return out
+    return run
+outputs.build_plan = timed("plan", outputs.build_plan)
+outputs.render = timed("render", outputs.render)
+code = cli.main(sys.argv[1:])
+t3 = time.perf_counter()
+print("STARTUP_JSON " + json.dumps({"code": code, "torch": t1 - t0, "ours": t2 - t1,
+      "config": marks["plan_start"] - t2, "plan": marks["plan_end"] - marks["plan_start"],
+      "between": marks["render_start"] - marks["plan_end"], "render": marks["render_end"] - marks["render_start"],
+      "outputs": t3 - marks["render_end"], "child": t3 - t0}), file=sys.stderr)
+import os, pathlib
+if "os._exit" in (pathlib.Path(cli.__file__).parent / "__main__.py").read_text():
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(code)  # end the run as this checkout's `python -m nanobragg_torch` does
+"""
+STARTUP_FLAGS = tuple(CUBIC) + _split("-detpixels 64 -pixel 0.4 -oversample 1")
+STARTUP_PHASES = ("interpreter", "torch", "ours", "config", "plan", "between", "render", "outputs", "exit")
+
+
+def startup(args: argparse.Namespace, work: Path, log=print) -> list[dict[str, Any]]:
+    """Min over `args.reps` runs of each phase of a small CLI run (64^2, 1 sample per pixel), per dtype: the
+    interpreter (`python -c pass`), `import torch`, our imports, flags -> config, build_plan, render, the rest
+    (advisories, statistics, files), and the process exit (whole wall time minus the rest)."""
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    rows = []
+    roots = [("", ROOT)] + ([("before", Path(args.before).resolve())] if args.before else [])
+    for (tag, root), dt in [(r, dt) for r in roots for dt in dtypes]:
+        env = dict(child_env(args.threads, args.compile), PYTHONPATH=str(root))
+        best: dict[str, float] = {}
+        for rep in range(args.reps + 1):  # the first run warms the kernel cache and the page cache: untimed
+            d = work / f"startup_{tag}_{dt}_{rep}"
+            d.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], cwd=d, env=env, check=True)
+            interp = time.perf_counter() - t0
+            cmd = [sys.executable, "-c", STARTUP_CHILD, *STARTUP_FLAGS, "-nonoise", "-nopgm", "-noprogress",
+                   "-floatfile", "float.bin", "-dtype", dt]
+            t0 = time.perf_counter()
+            r = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            line = [x for x in r.stderr.splitlines() if x.startswith("STARTUP_JSON ")]
+            if r.returncode != 0 or not line:
+                raise RuntimeError(f"start-up run failed: {r.stderr[-2000:]}")
+            m = json.loads(line[-1][len("STARTUP_JSON "):])
+            m.update(interpreter=interp, exit=max(0.0, wall - interp - m["child"]), wall=wall)
+            if rep == 0:
+                continue
+            for k in (*STARTUP_PHASES, "wall"):
+                best[k] = min(best.get(k, math.inf), m[k])
+            log(f"  startup {tag} {dt}: wall {wall:.3f} s, torch {m['torch']:.3f} s, ours {m['ours']:.3f} s")
+        best["above_torch"] = best["wall"] - best["interpreter"] - best["torch"]
+        rows.append({"dtype": dt + (f" ({tag})" if tag else ""), **best})
+    return rows
+
+
+def startup_markdown(rows: list[dict[str, Any]]) -> str:
+    head = ["dtype", *STARTUP_PHASES, "whole run", "above torch"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in rows:
+        vals = [f"{r[k]:.3f}" for k in (*STARTUP_PHASES, "wall", "above_torch")]
+        lines.append(f"| {r['dtype']} | " + " | ".join(vals) + " |")
+    lines.append("")
+    lines.append(f"Seconds, min of each phase over the repetitions; flags `{' '.join(STARTUP_FLAGS)}` "
+                 "(the whole run's min is its own, so the phases need not add up to it).")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -450,6 +592,10 @@ def _fmt(x: float | None, spec: str) -> str:
     return format(x, spec)
 
 
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.0f} %"
+
+
 def _corr(x: float | None) -> str:
     if x is None or x != x:
         return ""
@@ -458,28 +604,37 @@ def _corr(x: float | None) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
+    threads = report["options"].get("threads", m["torch_threads"])
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB; torch {m['torch']}, "
-             f"{m['torch_threads']} threads; {m['date']}; git {str(m.get('git_sha'))[:10]}, sources sha256 "
+             f"{threads} threads; {m['date']}; git {str(m.get('git_sha'))[:10]}, sources sha256 "
              f"{str(m.get('sources_sha256'))[:12]}", ""]
-    lines += ["| case | samples | impl | dtype | device | threads | min s | median s | Msamples/s | C/ours "
-              "| C-omp/ours | peak RSS MB | first call s | corr vs C |",
-              "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rates = m.get("sin_per_s") or {}
+    if rates:
+        lines += ["Machine limit (sin evaluations/s, torch's vectorized sin, "
+                  f"{threads} threads): " + ", ".join(f"{k} {v / 1e6:.0f} M/s" for k, v in rates.items())
+                  + "; a case's limit = that / its transcendental calls per sample.", ""]
+    lines += ["| case | samples | impl | dtype | device | threads | min s | median s | Msamples/s | of limit "
+              "| C/ours | C-omp/ours | peak RSS MB | first call s | corr vs C |",
+              "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for case in report["cases"]:
         for r in case["results"]:
             if r["error"] and not r["times"]:
                 lines.append(f"| {case['name']} | {case['samples']:,} | {r['impl']} | {r['dtype']} | | | failed: "
-                             f"{r['error'][:60]!s} | | | | | | | |")
+                             f"{r['error'][:60]!s} | | | | | | | | |")
                 continue
             sps = r["samples_per_s"] / 1e6 if r["samples_per_s"] else None
             first = _fmt(r["first_s"], ".2f") + (" (compiled)" if r["compiled"] else "")
             lines.append(
                 f"| {case['name']} | {case['samples']:,} | {r['impl']} | {r['dtype']} | {r['device']} | "
                 f"{r['threads']} | {_fmt(r['min_s'], '.3f')} | {_fmt(r['median_s'], '.3f')} | {_fmt(sps, '.2f')} | "
+                f"{_pct(r.get('limit_fraction'))} | "
                 f"{_fmt(r['ratio_c'], '.2f')} | {_fmt(r['ratio_omp'], '.2f')} | {_fmt(r['peak_rss_mb'], '.0f')} | "
                 f"{first} | {_corr(r['corr_c'])} |")
     lines.append("")
     for case in report["cases"]:
-        lines.append(f"- `{case['name']}`: {case['title']}; {case['reps']} reps; flags `{' '.join(case['flags'])}`")
+        lines.append(f"- `{case['name']}`: {case['title']}; {case['reps']} reps; "
+                     f"{case.get('transcendentals_per_sample', '?')} transcendental calls per sample; "
+                     f"flags `{' '.join(case['flags'])}`")
         for note in case["notes"]:
             lines.append(f"  - {note}")
     return "\n".join(lines) + "\n"
@@ -503,7 +658,7 @@ def memory_sweep(args: argparse.Namespace, work: Path, log=print) -> list[dict[s
     rows = []
     for domains in args.domains:
         flags = list(SWEEP_FLAGS) + ["-mosaic_domains", str(domains)]
-        samples, _ = count_samples(flags)
+        samples, _, _ = count_samples(flags)
         c_rss = None
         if c_bin:
             d = work / f"sweep_c_{domains}"
@@ -555,9 +710,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="the compiled kernel (NB_COMPILE): on (default: steady state with a warm kernel cache; the "
                          "API's first call builds or loads the package), off (eager), auto (the engine's own rule)")
     ap.add_argument("--memory-sweep", action="store_true", help="peak RSS vs number of mosaic domains")
+    ap.add_argument("--startup", action="store_true",
+                    help="where a small CLI run's time goes: interpreter, import torch, our imports, plan, render, ...")
     ap.add_argument("--domains", type=int, nargs="+", default=[1, 10, 100, 1000], help="for --memory-sweep")
     ap.add_argument("--json", type=Path, help="write the full report as JSON")
     ap.add_argument("--md", type=Path, help="write the Markdown table")
+    ap.add_argument("--before", type=Path,
+                    help="also measure the API of this checkout (e.g. `git worktree add /tmp/before main`), "
+                         "interleaved: rows 'api (before)' / 'api render (before)'")
     ap.add_argument("--workdir", type=Path, help="keep the run's files here (default: a temporary folder)")
     return ap.parse_args(argv)
 
@@ -577,7 +737,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.memory_sweep:
             report["sweep"] = memory_sweep(args, work, log)
             md = sweep_markdown(report)
+        elif args.startup:
+            report["startup"] = startup(args, work, log)
+            md = startup_markdown(report["startup"])
         else:
+            dts = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+            if args.device == "cpu":
+                args.sin_rate = {dt: sin_throughput(getattr(torch, dt), args.threads) for dt in dts}
+                report["machine"]["sin_per_s"] = args.sin_rate
+                log("sin throughput: " + ", ".join(f"{k} {v / 1e6:.0f} M/s" for k, v in args.sin_rate.items()))
             report["cases"] = []
             for case in select_cases(args.case):
                 flags = list(case.quick if (args.quick and case.quick) else case.flags)
