@@ -569,3 +569,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["main", "config_from_flags", "RunOptions", "write_fdump"]
+
+
+def console_main() -> None:
+    """The `nanobragg` command (and `python -m nanobragg_torch`): `main`, then the process ends without the
+    interpreter's teardown of torch's modules and thread pools (0.1-0.5 s of a small run; tools/bench.py
+    --startup, "exit"). Every output file is written and closed by then."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # stdout's reader left (`| head`): nothing more to say
+        pass
+    os._exit(code)

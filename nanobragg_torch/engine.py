@@ -111,7 +111,9 @@ def build_plan(
     overrides). `precise_hkl`: Miller indices in float64 in a lower-precision render (None: where the render
     dtype would put more than kernel.INDEX_PHASE_TOLERANCE into the phase of sin(N pi h))."""
     # a multi-panel detector is set up (and checked) through its reference panel's single-detector form
-    setup = PN.reference_config(cfg) if cfg.detector.panels is not None else cfg
+    # (anything that is not a config with a DetectorConfig goes straight to check_config, which names it)
+    multi = isinstance(cfg, SimulationConfig) and getattr(cfg.detector, "panels", None) is not None
+    setup = PN.reference_config(cfg) if multi else cfg
     check_config(setup, dtype=dtype, device=device, samples_per_chunk=samples_per_chunk)  # validation.py
     device = torch.device(device)
 
