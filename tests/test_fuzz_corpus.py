@@ -411,6 +411,13 @@ SLOW = BASE[:-4] + ["-detpixels", "128", "-pixel", "0.1", "-phisteps", "50", "-o
                     "-mosaic_domains", "50"]
 
 
+def _default_signals() -> None:
+    """In the child: the three signals at their default action (a suite run under nohup, or from a shell's
+    background job, would hand them down ignored, and the program keeps an ignored signal ignored)."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _handler_installed(pid: int, sig: int) -> bool:
     """Linux: the process catches `sig` (its SigCgt mask has the bit)."""
     try:
@@ -428,7 +435,7 @@ def test_signal_cleans_up(sig, tmp_path):
     argv = SLOW + ["-floatfile", "out/f.bin", "-intfile", "i.img", "-noisefile", "n.img", "-pgmfile", "p.pgm"]
     proc = subprocess.Popen([sys.executable, "-m", "nanobragg_torch", *argv], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=_default_signals)
     try:
         deadline = time.monotonic() + 120
         while not _handler_installed(proc.pid, signal.SIGTERM):
