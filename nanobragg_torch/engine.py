@@ -291,12 +291,12 @@ def _all_pixels(n: int, device: torch.device) -> Tensor:
     return torch.arange(n, dtype=torch.int32, device=device)
 
 
-def _pixel_order(cfg: SimulationConfig, device: torch.device) -> Tensor:
-    """Flat indices (spixel*fpixels + fpixel) of the pixels the C renders: inside the ROI, not masked."""
-    d = cfg.detector
-    F, S = d.fpixels, d.spixels
+def rendered_pixels(d) -> np.ndarray | None:
+    """(spixels, fpixels) bool of a single detector: the pixels the C renders (inside -roi, not masked); None
+    when that is every pixel."""
     if d.roi is None and d.mask is None:
-        return _all_pixels(S * F, device)
+        return None
+    F, S = d.fpixels, d.spixels
     ok = np.ones((S, F), dtype=bool)
     if d.roi is not None:
         xmin, xmax, ymin, ymax = d.roi
@@ -305,6 +305,15 @@ def _pixel_order(cfg: SimulationConfig, device: torch.device) -> Tensor:
         ok &= ((f >= xmin) & (f <= xmax))[None, :] & ((s >= ymin) & (s <= ymax))[:, None]
     if d.mask is not None:
         ok &= np.asarray(d.mask).reshape(S, F) != 0
+    return ok
+
+
+def _pixel_order(cfg: SimulationConfig, device: torch.device) -> Tensor:
+    """Flat indices (spixel*fpixels + fpixel) of the pixels the C renders: inside the ROI, not masked."""
+    d = cfg.detector
+    ok = rendered_pixels(d)
+    if ok is None:
+        return _all_pixels(d.spixels * d.fpixels, device)
     return torch.as_tensor(np.flatnonzero(ok.reshape(-1)).astype(np.int32), device=device)
 
 

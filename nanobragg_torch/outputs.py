@@ -15,7 +15,7 @@ import torch
 from .advisories import advisories
 from .config import RTD, DetectorConfig, SimulationConfig, scalar_value
 from .detector import Geometry, resolve_geometry
-from .engine import Plan, RenderResult, build_plan, render
+from .engine import Plan, RenderResult, build_plan, render, rendered_pixels
 from .errors import InputError
 from .images import format_statistics_lines, image_statistics, int_image, intfile_scale_rule, pgm_image
 from .io.atomic import OutputGroup, output_group, sweep_stale_temporaries
@@ -135,16 +135,8 @@ def cbf_header(plan: Plan, exposure_time: float = 1.0) -> CBFHeader:
 
 def excluded_pixels(d: DetectorConfig) -> np.ndarray | None:
     """Pixels of a single-panel detector that the render skips (outside `-roi`, `-mask` 0); None if none is."""
-    if d.panels or (d.roi is None and d.mask is None):
-        return None
-    skip = np.zeros((d.spixels, d.fpixels), dtype=bool)
-    if d.roi is not None:
-        xmin, xmax, ymin, ymax = d.roi
-        rows, cols = np.arange(d.spixels)[:, None], np.arange(d.fpixels)[None, :]
-        skip |= (cols < xmin) | (cols > xmax) | (rows < ymin) | (rows > ymax)
-    if d.mask is not None:
-        skip |= np.asarray(d.mask) == 0
-    return skip
+    ok = None if d.panels else rendered_pixels(d)
+    return None if ok is None else ~ok
 
 
 def write_nexus(path: str, plan: Plan, image: np.ndarray, exposure_time: float = 1.0) -> None:
