@@ -100,33 +100,27 @@ def build_crystal(cfg: SimulationConfig, dtype: torch.dtype, device: torch.devic
         rx, ry, rz = random_misset(c.misset_seed)
         misset = (rx, ry, rz)
         misset_deg = tuple(v * RTD for v in misset)
+    # the three vectors of a triple as the rows of one (3, 3) tensor: each step below is one batched op
+    recip = torch.stack((a_star, b_star, c_star))
     if misset is not None:
         mx, my, mz = (t(v) for v in misset)
-        a_star = rotate_xyz(a_star, mx, my, mz)
-        b_star = rotate_xyz(b_star, mx, my, mz)
-        c_star = rotate_xyz(c_star, mx, my, mz)
+        recip = rotate_xyz(recip, mx, my, mz)
 
-    axb, bxc, cxa = cross(a_star, b_star), cross(b_star, c_star), cross(c_star, a_star)
-    V_star = dot(a_star, bxc)
+    # rows b* x c*, c* x a*, a* x b*: the directions of a, b, c
+    real = cross(recip.roll(-1, 0), recip.roll(-2, 0))
+    V_star = dot(recip[0], real[0])
     if user_cell:
         # force b* x c* = a/V_cell etc. so that the user's cell lengths take
-        a_len, b_len, c_len = lengths
-        bxc = bxc * (a_len / V_user / norm(bxc))
-        cxa = cxa * (b_len / V_user / norm(cxa))
-        axb = axb * (c_len / V_user / norm(axb))
+        real = real * (torch.stack(lengths) / V_user / norm(real))[:, None]
         V_star = 1.0 / V_user
     V_cell = 1.0 / V_star
-    a = bxc * V_cell
-    b = cxa * V_cell
-    cc = axb * V_cell
-    a_star = cross(b, cc) * V_star
-    b_star = cross(cc, a) * V_star
-    c_star = cross(a, b) * V_star
+    real = real * V_cell  # rows a, b, c (Angstrom)
+    recip = cross(real.roll(-1, 0), real.roll(-2, 0)) * V_star
 
-    cell_print = _cell_parameters(a, b, cc)
-    recip_print = _cell_parameters(a_star, b_star, c_star)
+    cell_print = _cell_parameters(real)
+    recip_print = _cell_parameters(recip)
 
-    a0 = torch.stack((a, b, cc)) * 1e-10
+    a0 = real * 1e-10
     Na, Nb, Nc = t(c.Na), t(c.Nb), t(c.Nc)
     lengths_m = norm(a0)
     beamsize_clip = (c.sample_x, c.sample_y, c.sample_z)
@@ -139,7 +133,7 @@ def build_crystal(cfg: SimulationConfig, dtype: torch.dtype, device: torch.devic
         N.append(n_user)
     return Crystal(
         a0=a0,
-        a_star=torch.stack((a_star, b_star, c_star)),
+        a_star=recip,
         cell=cell_print,
         reciprocal_cell=recip_print,
         volume=float(V_cell.detach()),
@@ -150,12 +144,18 @@ def build_crystal(cfg: SimulationConfig, dtype: torch.dtype, device: torch.devic
     )
 
 
-def _cell_parameters(a: Tensor, b: Tensor, c: Tensor) -> tuple[float, ...]:
-    """Lengths and angles (deg) the way the C derives them for its printout."""
-    la, lb, lc = (float(norm(v).detach()) for v in (a, b, c))
+def _cell_parameters(rows: Tensor) -> tuple[float, ...]:
+    """Lengths and angles (deg) of the rows a, b, c, the way the C derives them for its printout (floats: one
+    transfer, then Python arithmetic)."""
+    a, b, c = rows.detach().tolist()
+
+    def dot3(u, v):
+        return u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
+
+    la, lb, lc = (math.sqrt(dot3(v, v)) for v in (a, b, c))
 
     def ang(u, v, lu, lv):
-        cosv = float(dot(u, v).detach()) / lu / lv
+        cosv = dot3(u, v) / lu / lv
         return math.degrees(math.acos(max(-1.0, min(1.0, cosv))))
 
     return (la, lb, lc, ang(b, c, lb, lc), ang(a, c, la, lc), ang(a, b, la, lb))
@@ -261,8 +261,8 @@ def rotated_cells(crystal: Crystal, phi: PhiSweep, mosaic: Mosaic, spindle: Tens
     R = axis_rotation_matrix(spindle, phi.phi)  # (P, 3, 3)
     if c_compat:
         R = stale_phi_rotations(R, phi.phi)
-    ap = torch.einsum("pij,vj->pvi", R, crystal.a0)  # (P, 3 vectors, 3)
-    return torch.einsum("mij,pvj->pmvi", mosaic.umats, ap)
+    ap = crystal.a0 @ R.transpose(-1, -2)  # (P, 3 vectors, 3): every row v of a0 times R^T
+    return ap[:, None] @ mosaic.umats.transpose(-1, -2)  # (P, M, 3, 3): then every umat
 
 
 def stale_phi_rotations(R: Tensor, phi: Tensor) -> Tensor:

@@ -70,7 +70,7 @@ def _t(x, dtype, device) -> Tensor:
     return torch.as_tensor(x, dtype=dtype, device=device)
 
 
-def _geometry_key(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> tuple:
+def geometry_key(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> tuple:
     """What resolve_geometry reads: the detector (not its mask or ROI), the beam and polarization axes, the
     spindle, the pix0 meaning."""
     b = cfg.beam
@@ -78,7 +78,7 @@ def _geometry_key(cfg: SimulationConfig, dtype: torch.dtype, device: torch.devic
             cfg.pix0_override, str(dtype), str(torch.device(device)))
 
 
-@cached("geometry", _geometry_key)
+@cached("geometry", geometry_key)
 def resolve_geometry(cfg: SimulationConfig, dtype: torch.dtype, device: torch.device) -> Geometry:
     """The lab-frame detector (reused for equal values: setup_cache)."""
     d = cfg.detector

@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,7 @@ from .config import AVOGADRO, R_E_SQR, WATER_F, WATER_MW, SimulationConfig, scal
 from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, resolve_phi, rotated_cells
 from .detector import Geometry, Layers, resolve_geometry, resolve_layers
 from .kernel import KernelInputs, KernelSpec
+from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
 from .structure_factors import FGrid, wide_index
 from .validation import check_chunk, check_config
 from .vectors import norm
@@ -109,7 +111,49 @@ def build_plan(
     """Resolve the configuration for rendering. `compile`: run the fused kernel compiled (compiled.py; None:
     when its package is already cached or the render has more than COMPILE_THRESHOLD samples; env NB_COMPILE=0/1
     overrides). `precise_hkl`: Miller indices in float64 in a lower-precision render (None: where the render
-    dtype would put more than kernel.INDEX_PHASE_TOLERANCE into the phase of sin(N pi h))."""
+    dtype would put more than kernel.INDEX_PHASE_TOLERANCE into the phase of sin(N pi h)).
+
+    A config equal in value to one of the last few planned (no tensor requiring grad) reuses that plan's
+    resolved set-up (`_PLANS`); only the kernel's compiled form is chosen anew (a package built since)."""
+    key = _plan_key(cfg, dtype, device, samples_per_chunk, precise_hkl)
+    if key is not None and key in _PLANS.entries:
+        plan = _PLANS.get(key, lambda: None)
+        spec, inputs = plan.kernel.spec, plan.kernel.inputs
+        modes = choose_mode(spec, inputs, compile, _samples(plan), COMPILE_THRESHOLD)
+        return dataclasses.replace(plan, cfg=cfg, kernel=KernelRunner(spec, inputs, *modes))
+    plan = _build_plan(cfg, dtype, device, compile, samples_per_chunk, precise_hkl)
+    if key is not None:
+        _PLANS.get(key, lambda: plan)
+    return plan
+
+
+# the last few plans by the value of what they were built from (setup_cache.value_key): a dataset or a noise
+# series re-planning one config pays a key (~50 us) instead of the set-up's few hundred small tensor operations
+_PLANS = CACHES.setdefault("plan", ValueCache(size=4))
+
+
+def _plan_key(cfg, dtype, device, samples_per_chunk, precise_hkl) -> Hashable | None:
+    """The memo key of a plan, or None when it must be built afresh (a tensor requires grad; not a config)."""
+    if not isinstance(cfg, SimulationConfig):
+        return None
+    try:
+        return (value_key(cfg), str(dtype), str(device), samples_per_chunk, precise_hkl)
+    except NotCacheable:
+        return None
+
+
+def _samples(plan: Plan) -> int:
+    return plan.samples_per_pixel * plan.pixel_order.numel()
+
+
+def _build_plan(
+    cfg: SimulationConfig,
+    dtype: torch.dtype,
+    device: torch.device | str,
+    compile: bool | None,
+    samples_per_chunk: int | None,
+    precise_hkl: bool | None,
+) -> Plan:
     # a multi-panel detector is set up (and checked) through its reference panel's single-detector form
     # (anything that is not a config with a DetectorConfig goes straight to check_config, which names it)
     multi = isinstance(cfg, SimulationConfig) and getattr(cfg.detector, "panels", None) is not None
@@ -132,7 +176,9 @@ def build_plan(
     mosaic = resolve_mosaic(cfg, hi, device)
     cells = rotated_cells(crystal, phi, mosaic, geom.spindle, cfg.c_compat)
     c = cfg.crystal
-    fgrid = FGrid(c.structure_factors, t(c.default_F), dtype, device)
+    with warnings.catch_warnings():  # the HKL readers' grids are read only (setup_cache.value_key): the tensor
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # shares, never writes
+        fgrid = FGrid(c.structure_factors, t(c.default_F), dtype, device)
 
     # interpolation auto-selection (the C's `interpolate > 1` rule) and the no-data override
     N = (crystal.Na, crystal.Nb, crystal.Nc)
@@ -246,7 +292,7 @@ def build_plan(
         if zero[0] and not zero.all():
             first_step = 0  # a zero at a later step reuses the previous step even in the first evaluation
     samples = layers.count * oversample**2 * len(sources.wavelength) * phi.steps * mosaic.domains
-    samples *= pixel_order.numel()
+    samples *= pixel_order.numel()  # = _samples(plan)
     return Plan(
         cfg=cfg,
         dtype=dtype,

@@ -171,7 +171,9 @@ def pixel_positions(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> Vec:
     # fpixel, spixel of each flat index, in float64 (exact below 2^53 pixels, and SIMD-friendly)
     flat = flat_idx.to(torch.float64)
     width = x.fpixels.to(torch.float64)
-    spf = torch.floor(flat / width)
+    # floor((flat + 1/2) / width) by a multiply: the quotient is >= 1/(2 width) from an integer and its
+    # relative rounding ~2e-16, exact while spixels * fpixels < 2e15 (a float64 divide per pixel saved)
+    spf = torch.floor((flat + 0.5) * (1.0 / width))
     fp, sp = (flat - spf * width).to(dt), spf.to(dt)
     Fdet = x.subpixel * (fp * x.oversample + x.sub_f[:, None]) + x.subpixel / 2.0  # (O2, C)
     Sdet = x.subpixel * (sp * x.oversample + x.sub_s[:, None]) + x.subpixel / 2.0

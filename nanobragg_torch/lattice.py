@@ -100,7 +100,9 @@ def square_factors(
         if not on:
             out.append(torch.ones_like(dx))
             continue
-        parity = torch.remainder((torch.round(n.detach()) - 1.0) * x0, 2.0)
+        # ((N - 1) h0) mod 2 of integers, by floor (exact; torch.remainder is a library fmod per element)
+        m = (torch.round(n.detach()) - 1.0) * x0
+        parity = m - 2.0 * torch.floor(0.5 * m)
         value = sincg_pi(dx, n) if polynomial else sincg(math.pi * dx, n)
         out.append((1.0 - 2.0 * parity) * value)
     return out[0], out[1], out[2]

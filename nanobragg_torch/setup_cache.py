@@ -3,8 +3,10 @@
 A refinement loop or a dataset renderer builds a plan per image, and most images share the detector and
 beam (a dataset often shares everything but the orientation). The set-up is a few hundred tiny tensor
 operations, as costly as rendering a small image, so each resolver keeps its last few results keyed by the
-*values* it reads (never by object identity: an optimizer updates tensors in place). Nothing is cached when
-any input tensor requires grad: the result must then carry a fresh autograd graph. Cached tensors are
+*values* it reads (never by object identity: an optimizer updates tensors in place; the one exception is
+an array that nothing can write to, see `value_key`). `engine.build_plan` keeps whole plans and
+`validation.check_config` the sections that passed the same way. Nothing is cached when any input tensor
+requires grad: the result must then carry a fresh autograd graph. Cached tensors are
 shared between plans and are never modified in place (the plan is immutable).
 """
 
@@ -25,10 +27,17 @@ MAX_ENTRIES = 8  # per resolver: a handful of detectors / orientations in flight
 
 
 class NotCacheable(Exception):
-    """A value that must not be cached (a tensor that requires grad)."""
+    """A value that must not be cached (a tensor that requires grad), or whose key would cost more than the
+    reuse saves (a writable array over HASH_LIMIT bytes: a detector mask, a user's own HKL grid)."""
 
 
-_ATOMS = frozenset({bool, int, float, str, type(None)})
+HASH_LIMIT = 1 << 18  # bytes: hashing 256 kB costs ~0.5 ms, a few times a small plan's whole set-up
+
+
+# a number's key carries its type, and a float's its sign of zero: 8 and 8.0, True and 1, 0.0 and -0.0 are
+# different configs to the checks (an int field given a float is refused) even where == calls them equal
+_NUMBERS = {bool: lambda x: ("b", x), int: lambda x: ("i", x), float: lambda x: ("f", x.hex())}
+_PLAIN = frozenset({str, type(None)})
 
 
 @functools.cache
@@ -37,31 +46,72 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 
 def value_key(x: Any) -> Hashable:
-    """A hashable key equal for equal values: numbers, strings, tuples, dataclasses, arrays and tensors (by
-    dtype, shape and contents). Raises NotCacheable for a tensor that requires grad."""
+    """A hashable key equal for equal values: numbers (with their type), strings, tuples, dataclasses, arrays
+    and tensors (by dtype, shape and contents; a read-only array by itself). Raises NotCacheable for a tensor
+    that requires grad and for a writable array or tensor over HASH_LIMIT bytes."""
     cls = type(x)
-    if cls in _ATOMS:
+    if cls in _PLAIN:
         return x
+    number = _NUMBERS.get(cls)
+    if number is not None:
+        return number(x)
     if cls is tuple or cls is list:
-        return tuple(v if type(v) in _ATOMS else value_key(v) for v in x)
+        return tuple(value_key(v) for v in x)
     if isinstance(x, torch.Tensor):
-        if x.requires_grad:
+        if x.requires_grad or x.numel() * x.element_size() > HASH_LIMIT:
             raise NotCacheable
         if x.numel() <= 16:
-            return ("t", str(x.dtype), tuple(x.shape), tuple(x.detach().cpu().reshape(-1).tolist()))
+            return ("t", str(x.dtype), tuple(x.shape), _small(x.detach().cpu().reshape(-1).tolist()))
         return ("t", str(x.dtype), tuple(x.shape), _digest(x.detach().cpu().contiguous().numpy()))
     if isinstance(x, np.ndarray | np.generic):
         a = np.asarray(x)
         if a.size <= 16:
-            return ("a", str(a.dtype), a.shape, tuple(a.reshape(-1).tolist()))
+            return ("a", str(a.dtype), a.shape, _small(a.reshape(-1).tolist()))
+        if _frozen(a):  # its values cannot change: the array itself stands for them (an HKL grid, 3 ms a hash)
+            return ("a", str(a.dtype), a.shape, _Same(a))
+        if a.nbytes > HASH_LIMIT:
+            raise NotCacheable
         return ("a", str(a.dtype), a.shape, _digest(np.ascontiguousarray(a)))
-    if isinstance(x, bool | int | float | str):
-        return x
+    for base in (bool, int, float):  # subclasses (numpy's float64 is a float)
+        if isinstance(x, base):
+            return _NUMBERS[base](base(x))
+    if isinstance(x, str):
+        return str(x)
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return (cls.__name__,) + tuple(value_key(getattr(x, name)) for name in _field_names(cls))
     if isinstance(x, torch.device | torch.dtype):
         return str(x)
     raise NotCacheable
+
+
+def _frozen(a: np.ndarray) -> bool:
+    """Read only, and so is every array under it down to the one that owns the memory (the HKL readers return
+    such grids): no write through any view can change its values."""
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return False
+        a = a.base
+    return a is None
+
+
+class _Same:
+    """A key part equal only to itself: the object (kept alive by the key, so its id is never reused)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+
+def _small(values: list) -> tuple:
+    """The elements of a small array: floats by their bits (-0.0 is not 0.0), others as they are."""
+    return tuple(v.hex() if type(v) is float else v for v in values)
 
 
 def fields_key(obj: Any, *exclude: str) -> tuple:

@@ -22,6 +22,7 @@ import torch
 
 from .config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, scalar_value
 from .errors import InputError
+from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
 
 # config field -> the C flag(s) that set it (CLI messages)
 FLAGS: dict[str, str] = {
@@ -260,12 +261,32 @@ def check_config(
         ck.fail("device", f"unknown device {device!r} (cpu, cuda, cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         ck.fail("device", "CUDA requested but no CUDA device is available")
-    _check_detector(ck, cfg.detector)
-    _check_beam(ck, cfg.beam)
-    _check_crystal(ck, cfg.crystal)
+    _once("detector", cfg.detector, lambda: _check_detector(ck, cfg.detector))
+    _once("beam", cfg.beam, lambda: _check_beam(ck, cfg.beam))
+    _once("crystal", cfg.crystal, lambda: _check_crystal(ck, cfg.crystal))
     check_chunk(samples_per_chunk, flags)
-    _check_geometry(ck, cfg)
+    from .detector import geometry_key
+
+    cpu = torch.device("cpu")
+    _once("geometry", lambda: geometry_key(cfg, torch.float64, cpu), lambda: _check_geometry(ck, cfg))
     _check_memory(ck, cfg, dtype, device, samples_per_chunk)
+
+
+# sections that passed, by the value of what they read (setup_cache.value_key): a dataset that changes only the
+# orientation re-checks only the crystal (a refusal is never remembered: its message names flags or fields)
+_PASSED = CACHES.setdefault("checks", ValueCache(size=32))
+
+
+def _once(section: str, values, check: typing.Callable[[], None]) -> None:
+    """Run `check` unless the section passed before with equal `values` (a callable: computed lazily)."""
+    try:
+        key = (section, value_key(values() if callable(values) else values))
+    except NotCacheable:  # a tensor that requires grad: checked every time
+        check()
+        return
+    if key not in _PASSED.entries:
+        check()
+    _PASSED.get(key, lambda: True)
 
 
 def check_chunk(samples_per_chunk: int | None, flags: bool = False) -> None:

@@ -70,5 +70,7 @@ def rotate_axis_xyz(v, axis, phi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def axis_rotation_matrix(axis: Tensor, phi: Tensor) -> Tensor:
     """Matrix form of rotate_axis(): returns R (..., 3, 3) with R @ v == rotate_axis(v, axis, phi)."""
     eye = torch.eye(3, dtype=axis.dtype, device=axis.device)
-    cols = [rotate_axis(eye[i], axis, phi) for i in range(3)]
-    return torch.stack(cols, dim=-1)
+    # the three columns R e_j at once: eye[i] holds the i-th component of every e_j (a trailing j axis)
+    k = tuple(a[..., None] for a in axis.unbind(-1))
+    x, y, z = rotate_axis_xyz((eye[0], eye[1], eye[2]), k, torch.as_tensor(phi)[..., None])
+    return torch.stack((x, y, z), dim=-2)

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,30 @@ def test_record_checks_variant_sources_and_bytes(monkeypatch, tmp_path):
     _fake_package(path64, name64)
     monkeypatch.setattr(compiled, "_DIGEST", lambda: "other-sources")
     assert not compiled.package_matches(path64, name64)
+
+
+def test_verified_packages_are_hashed_once_per_file_version(monkeypatch, tmp_path):
+    """A package is hashed once per process while its files stay the same (2 ms per plan otherwise); a file
+    replaced since, or young enough to be rewritten within its mtime tick, is checked again."""
+    monkeypatch.setenv("NB_KERNEL_CACHE", str(tmp_path))
+    plan = _plan()
+    path = compiled.package_path(plan.kernel.spec, plan.kernel.inputs)
+    name = compiled.variant(plan.kernel.spec, plan.kernel.inputs)
+    _fake_package(path, name)
+    assert compiled.package_matches(path, name) and path not in compiled._VERIFIED  # young: not remembered
+    old = time.time() - 60
+    for f in (path, compiled._record_path(path)):
+        os.utime(f, (old, old))
+    assert compiled.package_matches(path, name) and path in compiled._VERIFIED
+    hashed = []
+    monkeypatch.setattr(compiled, "_record", lambda p, n: hashed.append(p) or {})
+    assert compiled.package_matches(path, name) and not hashed  # remembered: no hashing
+    monkeypatch.undo()
+    monkeypatch.setenv("NB_KERNEL_CACHE", str(tmp_path))
+    other = tmp_path / "other.pt2"
+    other.write_bytes(b"other bytes")
+    os.replace(other, path)  # a new file under the name, its record unchanged
+    assert not compiled.package_matches(path, name)
 
 
 def test_mismatched_package_is_rebuilt_not_run(monkeypatch, tmp_path):

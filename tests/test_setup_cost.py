@@ -1,10 +1,13 @@
-"""The cheap set-up (issue 15): value-keyed reuse of the float64 set-up, the polynomial lattice sines of the
-compiled kernel, and the background build of a small render's package."""
+"""The cheap set-up and kernel (issue 15): value-keyed reuse of the set-up and of whole plans, the polynomial
+lattice sines of the compiled kernel, the library-free polarization and pixel split, and the background build
+of a small render's package."""
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +17,7 @@ from nanobragg_torch.crystal import build_crystal
 from nanobragg_torch.detector import resolve_geometry
 from nanobragg_torch.engine import build_plan, render
 from nanobragg_torch.lattice import sin_pi, sin_pi_half, sincg, sincg_pi, square_factors
-from nanobragg_torch.setup_cache import CACHES, NotCacheable, clear_all, value_key
+from nanobragg_torch.setup_cache import CACHES, HASH_LIMIT, NotCacheable, clear_all, value_key
 
 CELL = (70e-10, 80e-10, 90e-10, math.radians(75), math.radians(85), math.radians(95))
 
@@ -40,6 +43,37 @@ def test_value_key_is_by_value_and_refuses_grad():
     assert value_key(big) != key
     with pytest.raises(NotCacheable):
         value_key(torch.tensor(1.0, requires_grad=True))
+
+
+def test_value_key_tells_types_and_zeros_apart():
+    """The checks memo must not pass a float where an int was checked, nor -0.0 for 0.0 (equal under ==)."""
+    assert value_key(8) != value_key(8.0) and value_key(True) != value_key(1)
+    assert value_key(0.0) != value_key(-0.0) and value_key(torch.tensor([0.0])) != value_key(torch.tensor([-0.0]))
+    assert value_key((1, 2.5, "x", None)) == value_key((1, 2.5, "x", None))
+
+
+def test_read_only_grids_are_keyed_by_identity_others_by_value():
+    """An HKL reader's grid is read only all the way down: its identity stands for its values (no 3 ms hash per
+    plan). A writable array, or a read-only view of a writable one, is hashed: an in-place change shows."""
+    grid = np.arange(1000.0).reshape(10, 10, 10)
+    key = value_key(grid)
+    grid[3, 3, 3] = -1.0
+    assert value_key(grid) != key
+    view = grid[:]
+    view.flags.writeable = False
+    key = value_key(view)
+    grid[4, 4, 4] = -2.0  # through the writable base
+    assert value_key(view) != key
+    frozen = np.arange(1000.0).reshape(10, 10, 10).copy()  # owns its memory
+    frozen.flags.writeable = False
+    assert value_key(frozen) == value_key(frozen) and value_key(frozen) != value_key(frozen.copy())
+    # a writable array or tensor too large to hash cheaply is not cached at all (a mask, a user's grid)
+    for big in (np.zeros(HASH_LIMIT // 8 + 1), torch.zeros(HASH_LIMIT // 4 + 1)):
+        with pytest.raises(NotCacheable):
+            value_key(big)
+    huge = np.zeros(HASH_LIMIT)
+    huge.flags.writeable = False
+    assert value_key(huge) == value_key(huge)
 
 
 def test_equal_values_reuse_the_geometry_and_other_values_do_not():
@@ -91,9 +125,42 @@ def test_cached_plans_render_the_same_image():
     clear_all()
     with torch.no_grad():
         cold = render(build_plan(cfg, torch.float64, compile=False)).image
-        warm = render(build_plan(config(), torch.float64, compile=False)).image
-    assert sum(c.hits for c in CACHES.values()) >= 4
+        again = config()
+        plan = build_plan(again, torch.float64, compile=False)  # an equal config: the plan memo
+        warm = render(plan).image
+        assert CACHES["plan"].hits == 1 and plan.cfg is again
+        # a new orientation: a new plan and crystal; the detector, the beam and their checks are reused
+        build_plan(config(misset=(0.1, 0.2, 0.31)), torch.float64, compile=False)
+        assert CACHES["plan"].misses == 2 and CACHES["crystal"].misses == 2
+        assert CACHES["geometry"].hits >= 1 and CACHES["checks"].hits >= 3
     assert torch.equal(cold, warm)
+
+
+def test_plan_memo_is_by_value_and_never_holds_a_graph():
+    dist = torch.tensor(0.1, dtype=torch.float64)
+    clear_all()
+    with torch.no_grad():
+        a = build_plan(config(distance=dist), torch.float64, compile=False)
+        dist.add_(0.01)  # an optimizer step in place: a new plan, not the stale one
+        b = build_plan(config(distance=dist), torch.float64, compile=False)
+    assert float(b.geom.distance) == pytest.approx(0.11) and float(a.geom.distance) == pytest.approx(0.1)
+    assert CACHES["plan"].hits == 0
+    grad = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    p1 = build_plan(config(distance=grad), torch.float64, compile=False)
+    p2 = build_plan(config(distance=grad), torch.float64, compile=False)
+    assert CACHES["plan"].hits == 0 and p1.geom.pix0.requires_grad and p1.geom.pix0 is not p2.geom.pix0
+
+
+def test_plan_memo_chooses_the_compiled_form_anew(monkeypatch):
+    """A package built since the plan was memoized (a background build) is taken by the next equal plan."""
+    clear_all()
+    monkeypatch.delenv("NB_COMPILE", raising=False)
+    modes = iter([("eager", "eager"), ("aot", "eager")])
+    monkeypatch.setattr("nanobragg_torch.engine.choose_mode", lambda *a: next(modes))
+    first = build_plan(config(), torch.float32)
+    second = build_plan(config(), torch.float32)
+    assert CACHES["plan"].hits == 1 and first.kernel.mode == "eager" and second.kernel.mode == "aot"
+    assert second.kernel.inputs is first.kernel.inputs
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-15), (torch.float32, 4e-7)])
@@ -124,6 +191,67 @@ def test_polynomial_square_factors_keep_gradients():
     b = torch.autograd.grad(fn(False)(f, N).sum(), (f, N))
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+
+def _kahn_with_atan2(kahn, inc, dif, axis):
+    """polarization_factor() as the C writes it: psi = -atan2(dif.B_in, dif.E_in), then cos(2 psi)."""
+    b = torch.linalg.cross(axis.expand_as(inc), inc)
+    b = b / b.norm(dim=-1, keepdim=True)
+    e = torch.linalg.cross(inc, b)
+    e = e / e.norm(dim=-1, keepdim=True)
+    cos2t = (inc * dif).sum(-1)
+    psi = -torch.atan2((dif * b).sum(-1), (dif * e).sum(-1))
+    return 0.5 * (1.0 + cos2t**2 - kahn * torch.cos(2.0 * psi) * (1.0 - cos2t**2))
+
+
+def test_polarization_without_atan2_is_the_cs_factor():
+    """cos(2 atan2(y, x)) = (x^2 - y^2)/(x^2 + y^2): the kernel's Kahn factor agrees with the C's form to
+    rounding, for any incidence, direction and polarization axis, and is 1 along the beam (atan2(0, 0) = 0)."""
+    from nanobragg_torch.polarization import kahn_polarization
+
+    g = torch.Generator().manual_seed(5)
+    inc = torch.nn.functional.normalize(torch.randn(4000, 3, generator=g, dtype=torch.float64), dim=-1)
+    dif = torch.nn.functional.normalize(torch.randn(4000, 3, generator=g, dtype=torch.float64), dim=-1)
+    axis = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    for kahn in (0.0, 0.5, 0.99, -1.0):
+        k = torch.tensor(kahn, dtype=torch.float64)
+        torch.testing.assert_close(kahn_polarization(k, inc, dif, axis), _kahn_with_atan2(k, inc, dif, axis),
+                                   rtol=1e-14, atol=1e-14)
+    along = kahn_polarization(torch.tensor(0.9, dtype=torch.float64), inc[:3], inc[:3], axis)
+    torch.testing.assert_close(along, torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-15)
+    # the gradient is finite along the beam too (the guarded division)
+    d = inc[:1].clone().requires_grad_(True)
+    kahn_polarization(torch.tensor(0.9, dtype=torch.float64), inc[:1], d, axis).sum().backward()
+    assert torch.isfinite(d.grad).all()
+
+
+def test_lattice_sign_is_the_parity_of_n_minus_1_times_h0():
+    """(-1)^((N-1) h0) by floor, for negative and large h0 in float32 and float64, as the library remainder."""
+    for dtype in (torch.float32, torch.float64):
+        h0 = torch.arange(-3000.0, 3001.0, dtype=dtype)
+        f = torch.full_like(h0, 0.05)  # N f < 1: sin(N pi f)/sin(pi f) > 0
+        for n in (2.0, 5.0, 8.0):
+            N = torch.tensor(n, dtype=dtype)
+            got = square_factors((f, f, f), (h0, h0, h0), (N, N, N), (True, False, False))[0]
+            sign = 1.0 - 2.0 * torch.remainder((n - 1.0) * h0, 2.0)
+            assert torch.equal(torch.sign(got), sign)
+
+
+def test_pixel_split_by_multiply_is_exact():
+    """fpixel, spixel of a flat index without a division: exact at every row boundary, for odd and huge widths."""
+    from nanobragg_torch.kernel import pixel_positions
+
+    for width, rows in ((1, 5), (7, 9), (2463, 3), (4096, 4), (99_991, 3)):
+        flat = torch.arange(width * rows, dtype=torch.int32)
+        one, zero, eye = (torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64),
+                          torch.eye(3, dtype=torch.float64))
+        x = SimpleNamespace(pix0=torch.zeros(3, dtype=torch.float64), fpixels=torch.tensor(width), subpixel=one[0],
+                            oversample=one[0], sub_f=zero, sub_s=zero, layer_t=zero, layer_step=zero[0],
+                            fdet=eye[0], sdet=eye[1], odet=eye[2])
+        spec = SimpleNamespace(curved=False)
+        px, py, _ = pixel_positions(spec, x, flat)
+        assert torch.equal(px[0, 0], (flat % width).double() + 0.5)
+        assert torch.equal(py[0, 0], (flat // width).double() + 0.5)
 
 
 def test_background_build_is_one_per_variant(tmp_path, monkeypatch):

@@ -123,7 +123,8 @@ def test_bench_quick_without_c(tmp_path, monkeypatch):
     assert code == 0
     assert "| case | samples | impl |" in md and md == (tmp_path / "b.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| tiny ")]
-    assert {r.split("|")[3].strip() for r in rows} == {"api", "api render", "cli"}
+    assert {r.split("|")[3].strip() for r in rows} == {"api", "api render", "api loop", "api loop, new orientation",
+                                                       "cli"}
     report = json.loads((tmp_path / "b.json").read_text())
     (case,) = report["cases"]
     assert case["samples"] == 64 * 64 * 2 * 2

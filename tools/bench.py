@@ -7,8 +7,11 @@
     python tools/bench.py --memory-sweep [--domains 1 10 100 1000] [--dtype ...]
 
 Each case runs, interleaved within every repetition, through
-  api     our Python API in a child process (tools/bench_runner.py): build_plan + render, steady state; the
-          first call (building or loading the compiled kernel included) is timed separately,
+  api     our Python API in a child process (tools/bench_runner.py): build_plan + render once after the
+          other implementations ran (an idle process), and render() alone ("api render"); then K renders back
+          to back, per image ("api loop": a refinement or dataset loop; "api loop, new orientation": the
+          crystal's misset changed for every image, so its set-up is not reused); the first call (building or
+          loading the compiled kernel included) is timed separately,
   cli     our command line as a whole process: python -m nanobragg_torch FLAGS -dtype D -device DEV, after
           one untimed warm-up run (a warm kernel cache),
   C       the serial C binary ($NB_C_BIN),
@@ -57,6 +60,8 @@ from nanobragg_torch.lattice import transcendental_calls  # noqa: E402
 
 RUNNER = ROOT / "tools" / "bench_runner.py"
 MARK = "BENCH_JSON "
+# the runner's back-to-back measurements (bench_runner.back_to_back): message field -> row name
+LOOP_ROWS = (("loop_seconds", "api loop"), ("orient_seconds", "api loop, new orientation"))
 OUTPUT_FLAGS = {"-floatfile": 1, "-intfile": 1, "-noisefile": 1, "-pgmfile": 1, "-nonoise": 0, "-nopgm": 0,
                 "-noprogress": 0, "-printout": 0, "-printout_pixel": 2}
 CUBIC = ("-cell 100 100 100 90 90 90 -N 5 -default_F 100 -lambda 1 -distance 100").split()
@@ -348,6 +353,7 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
     runners: dict[str, ApiRunner] = {}  # key: dtype, or "before dtype" (--before)
     api: dict[str, Impl] = {}
     api_render: dict[str, Impl] = {}
+    loops: dict[str, dict[str, Impl]] = {}  # key -> runner message field -> row (LOOP_ROWS)
     cli: dict[str, Impl] = {}
     roots = [("", ROOT)] + ([("before ", Path(args.before).resolve())] if args.before else [])
     if not args.no_api:
@@ -358,7 +364,8 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
                 imp = Impl("api" + suffix, dt, args.device, args.threads)
                 api[key] = imp
                 api_render[key] = Impl("api render" + suffix, dt, args.device, args.threads)
-                results += [imp, api_render[key]]
+                loops[key] = {field: Impl(name + suffix, dt, args.device, args.threads) for field, name in LOOP_ROWS}
+                results += [imp, api_render[key], *loops[key].values()]
                 d, _ = outputs(f"api_{tag.strip() or 'after'}_{dt}")
                 try:
                     runners[key] = ApiRunner(flags + ours_extra, dt, args.device, args.threads, d / "image.npy",
@@ -407,6 +414,9 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
                     msg = runners[key].render()
                     api[key].times.append(msg["seconds"])
                     api_render[key].times.append(msg["render_seconds"])
+                    for field, imp in loops[key].items():
+                        if field in msg:  # a --before checkout's runner may not loop
+                            imp.times.append(msg[field])
                     log(f"  {api[key].impl} {dt}: {msg['seconds']:.4f} s (render {msg['render_seconds']:.4f} s)")
             if dt in cli and cli[dt].error is None:
                 cli_images[dt] = whole(cli[dt], cli_cmd(dt), f"cli_{dt}")
@@ -418,12 +428,17 @@ def bench_case(case: BenchCase, flags: list[str], args: argparse.Namespace, work
     c_image = read_float_image(c_image_path, shape) if c_image_path is not None else None
     for key, runner in runners.items():
         _, rss = runner.finish()
-        api[key].rss_kb = api_render[key].rss_kb = rss
+        rows = [api[key], api_render[key], *loops[key].values()]
+        for imp in rows:
+            imp.rss_kb = rss
         if c_image is not None:
             tag, dt = key.split(" ") if " " in key else ("after", key)
             path = cdir / f"api_{tag}_{dt}" / "image.npy"
             if path.exists():
-                api[key].corr_c = api_render[key].corr_c = correlation(np.load(path), c_image)
+                corr = correlation(np.load(path), c_image)
+                for imp in rows:
+                    imp.corr_c = corr
+    results = [r for r in results if r.times or r.error or not r.impl.startswith("api loop")]
     for dt, path in cli_images.items():
         if c_image is not None and path is not None and path.exists():
             cli[dt].corr_c = correlation(read_float_image(path, shape), c_image)

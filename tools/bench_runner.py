@@ -5,16 +5,21 @@
 
 It parses the flags once, prints ``BENCH_JSON {"event": "ready", ...}``, then for each line ``render`` on
 stdin renders the image (build_plan + render, no autograd) and prints ``BENCH_JSON {"seconds": ...,
-"render_seconds": ...}`` (the whole call, and render() alone: a plan reused); on
-``quit`` (or end of input) it saves the last image to --image (float32 .npy) and exits. The parent times the
-steady state by sending ``render`` between its other runs (interleaving) and reads this process's peak RSS
-with os.wait4, so the RSS is per case and per dtype.
+"render_seconds": ..., "loop_seconds": ..., "orient_seconds": ...}``: the whole call and render() alone
+(a plan reused), both after the parent's other runs (an idle process: cold caches and sleeping threads);
+then the per-image time of K renders back to back (a refinement or dataset loop), of the same config
+(`loop_seconds`) and with a new crystal orientation each (`orient_seconds`: the misset nudged by 1e-9 rad,
+so that the orientation's set-up is resolved anew and the image stays the case's). On ``quit`` (or end of
+input) it saves the last image of the first kind to --image (float32 .npy) and exits. The parent interleaves
+``render`` with its other runs and reads this process's peak RSS, so the RSS is per case and per dtype.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import resource
 import sys
@@ -46,6 +51,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# renders per loop measurement: enough for ~LOOP_SECONDS, within [LOOP_MIN, LOOP_MAX]
+LOOP_SECONDS, LOOP_MIN, LOOP_MAX = 0.05, 3, 20
+
+
+def reoriented(cfg, nudge: float):
+    """The config with its misset turned by `nudge` rad about x: a new orientation for the set-up's caches."""
+    c = cfg.crystal
+    misset = tuple(c.misset) if c.misset is not None else (0.0, 0.0, 0.0)
+    misset = (misset[0] + nudge, *misset[1:])
+    return dataclasses.replace(cfg, crystal=dataclasses.replace(c, misset=misset))
+
+
+def back_to_back(configs: list, dtype: torch.dtype, device: torch.device) -> float:
+    """Mean seconds per image of build_plan + render over `configs`, one after the other."""
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for cfg in configs:
+            render(build_plan(cfg, dtype, device))
+    _sync(device)
+    return (time.perf_counter() - t0) / len(configs)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -64,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     emit({"event": "ready", "rss_kb": peak_rss_kb(), "threads": torch.get_num_threads(),
           "torch": torch.__version__, "device": str(device), "dtype": args.dtype})
     image = None
+    nudges = 0  # orientations rendered so far
     commands = iter(["render", "quit"]) if args.once else (line.strip() for line in sys.stdin)
     for command in commands:
         if command != "render":
@@ -79,7 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         t2 = time.perf_counter()
         seconds, render_seconds = t2 - t0, t2 - t1
         image = result.image
-        emit({"event": "render", "seconds": seconds, "render_seconds": render_seconds, "rss_kb": peak_rss_kb(),
+        loops = min(LOOP_MAX, max(LOOP_MIN, math.ceil(LOOP_SECONDS / seconds)))
+        loop_seconds = back_to_back([cfg] * loops, dtype, device)
+        turned = [reoriented(cfg, (nudges + i + 1) * 1e-9) for i in range(loops)]  # never one seen before
+        nudges += loops
+        orient_seconds = back_to_back(turned, dtype, device)
+        emit({"event": "render", "seconds": seconds, "render_seconds": render_seconds, "loop_seconds": loop_seconds,
+              "orient_seconds": orient_seconds, "loops": loops, "rss_kb": peak_rss_kb(),
               "compiled": plan.compiled, "samples": plan.samples_per_pixel * int(plan.pixel_order.numel()),
               "samples_per_chunk": plan.samples_per_chunk})
     if image is not None and args.image is not None:

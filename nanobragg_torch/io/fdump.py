@@ -94,6 +94,7 @@ def read_fdump(
             f"{name}: F of h k l {h + meta['h_min']} {k + meta['k_min']} {l_ + meta['l_min']} is not finite "
             f"({grid[h, k, l_]:g})"
         )
+    grid.flags.writeable = False  # read only: plans key it by identity (setup_cache.value_key), not by a hash
     return grid, meta
 
 

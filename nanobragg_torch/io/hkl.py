@@ -133,6 +133,7 @@ def read_hkl_file(path: str | os.PathLike[str], default_F: float = 0.0) -> tuple
         "h_range": int(ranges[0]), "k_range": int(ranges[1]), "l_range": int(ranges[2]),
         "hkls": int(len(F)),
     }  # fmt: skip
+    grid.flags.writeable = False  # read only: plans key it by identity (setup_cache.value_key), not by a hash
     return grid, meta
 
 

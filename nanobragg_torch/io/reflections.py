@@ -294,6 +294,7 @@ def p1_grid(name: str, idx: np.ndarray, F: np.ndarray, default_F: float) -> tupl
     flat = np.ravel_multi_index(tuple((idx - lo).T), grid.shape)
     uniq_rev, first_rev = np.unique(flat[::-1], return_index=True)
     grid.flat[uniq_rev] = F[::-1][first_rev]
+    grid.flags.writeable = False  # read only: plans key it by identity (setup_cache.value_key), not by a hash
     return grid, hkl_meta_from_bounds((lo[0], hi[0], lo[1], hi[1], lo[2], hi[2]), len(uniq_rev))
 
 
