@@ -68,19 +68,21 @@ def test_a_detector_cut_into_panels_renders_the_same_pixels(dtype):
     """64x64 CUSTOM detector = two 64x32 panels stacked along slow, rendered in one pass; and two panels of
     unequal size (64x40 on top of a 40x24 piece) equal the same pixels, zero where the smaller has none."""
     px, X, Y, D = 0.1 * MM, 3.0 * MM, 3.0 * MM, 50.0 * MM
-    whole = simulate(_single(64, 64, px, X, Y, D), dtype=dtype)
+    # one path for both sides (eager): a float32 compiled kernel orders its arithmetic otherwise, and whether a
+    # render runs compiled depends on which packages the test cache holds
+    whole = simulate(_single(64, 64, px, X, Y, D), dtype=dtype, compile=False)
     two = dataclasses.replace(_single(64, 64, px, X, Y, D),
                               detector=DetectorConfig(panels=(_panel(64, 32, px, X, Y, D),
                                                               _panel(64, 32, px, X, Y - 32 * px, D)),
                                                       oversample=2))
-    stack = simulate(two, dtype=dtype)
+    stack = simulate(two, dtype=dtype, compile=False)
     assert stack.shape == (2, 32, 64)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     assert float((stack.reshape(64, 64) - whole).abs().max() / whole.max()) < tol
     uneven = dataclasses.replace(two, detector=DetectorConfig(panels=(
         _panel(64, 40, px, X, Y, D, name="top"), _panel(40, 24, px, X - 10 * px, Y - 40 * px, D, name="bottom"),
     ), oversample=2))
-    result = render(build_plan(uneven, dtype))
+    result = render(build_plan(uneven, dtype, compile=False))
     assert result.image.shape == (2, 40, 64)
     top, bottom = result.panel_images()
     assert top.shape == (40, 64) and bottom.shape == (24, 40)
