@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import warnings
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -176,9 +175,7 @@ def _build_plan(
     mosaic = resolve_mosaic(cfg, hi, device)
     cells = rotated_cells(crystal, phi, mosaic, geom.spindle, cfg.c_compat)
     c = cfg.crystal
-    with warnings.catch_warnings():  # the HKL readers' grids are read only (setup_cache.value_key): the tensor
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # shares, never writes
-        fgrid = FGrid(c.structure_factors, t(c.default_F), dtype, device)
+    fgrid = FGrid(c.structure_factors, t(c.default_F), dtype, device)
 
     # interpolation auto-selection (the C's `interpolate > 1` rule) and the no-data override
     N = (crystal.Na, crystal.Nb, crystal.Nc)
@@ -292,7 +289,7 @@ def _build_plan(
         if zero[0] and not zero.all():
             first_step = 0  # a zero at a later step reuses the previous step even in the first evaluation
     samples = layers.count * oversample**2 * len(sources.wavelength) * phi.steps * mosaic.domains
-    samples *= pixel_order.numel()  # = _samples(plan)
+    samples *= pixel_order.numel()
     return Plan(
         cfg=cfg,
         dtype=dtype,

@@ -7,6 +7,8 @@ index is inside the grid (else default_F), or polin3() (tensor-product cubic Lag
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .config import StructureFactors
@@ -28,7 +30,9 @@ class FGrid:
             self.lo = (0, 0, 0)
             self.hi = (-1, -1, -1)
             return
-        self.grid = torch.as_tensor(sf.grid, dtype=dtype, device=device)
+        with warnings.catch_warnings():  # the readers' grids are read only (setup_cache.value_key): a float64
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # view, never written
+            self.grid = torch.as_tensor(sf.grid, dtype=dtype, device=device)
         self.hkls = sf.hkls
         self.lo = (sf.h_min, sf.k_min, sf.l_min)
         self.hi = (sf.h_max, sf.k_max, sf.l_max)

@@ -278,15 +278,14 @@ _PASSED = CACHES.setdefault("checks", ValueCache(size=32))
 
 
 def _once(section: str, values, check: typing.Callable[[], None]) -> None:
-    """Run `check` unless the section passed before with equal `values` (a callable: computed lazily)."""
+    """Run `check` unless the section passed before with equal `values` (a callable is called here, so that
+    its NotCacheable is caught too). A refusal raises inside `get`, so only a pass is stored."""
     try:
         key = (section, value_key(values() if callable(values) else values))
-    except NotCacheable:  # a tensor that requires grad: checked every time
+    except NotCacheable:  # a tensor that requires grad, an array too large to hash: checked every time
         check()
         return
-    if key not in _PASSED.entries:
-        check()
-    _PASSED.get(key, lambda: True)
+    _PASSED.get(key, lambda: check() or True)
 
 
 def check_chunk(samples_per_chunk: int | None, flags: bool = False) -> None:
