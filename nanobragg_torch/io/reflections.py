@@ -26,8 +26,10 @@ Rules (docs/formats.md, "MTZ and mmCIF"):
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
+import struct
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -143,9 +145,31 @@ def _rotations(gemmi: ModuleType, sg) -> np.ndarray:
     return np.array(sorted(rots), dtype=np.int64).reshape(-1, 3, 3)
 
 
+def _check_mtz_header(name: str) -> None:
+    """The header record must start inside the file: gemmi sizes its data buffer from that pointer before it
+    reads, so 12 garbage bytes after the magic made it allocate (and zero) gigabytes for a 100-byte file.
+    Bytes 4-8 are the header's position in 4-byte words (1-based), in the byte order of the machine stamp at
+    bytes 8-12 (high nibble of its first byte 1: big-endian, else little-endian)."""
+    opener = gzip.open if name.lower().endswith(".gz") else open
+    try:
+        with opener(name, "rb") as handle:
+            first = handle.read(12)
+            size = len(first) + sum(len(chunk) for chunk in iter(lambda: handle.read(1 << 20), b""))
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return  # gemmi names what is wrong with the file
+    if len(first) < 12 or first[:4] != MTZ_MAGIC:
+        return
+    order = ">" if first[8] >> 4 == 1 else "<"
+    (words,) = struct.unpack(order + "i", first[4:8])
+    if not 0 < (words - 1) * 4 < size:
+        raise InputError(f"{name}: not a readable MTZ file: its header record is at byte {(words - 1) * 4}, "
+                         f"outside the file ({size} bytes)")
+
+
 def read_mtz(name: str) -> ReflectionTable:
     """A merged MTZ file (gemmi.read_mtz_file) as a ReflectionTable."""
     gemmi = _gemmi(name)
+    _check_mtz_header(name)
     try:
         mtz = gemmi.read_mtz_file(name)
     except (RuntimeError, OSError, ValueError) as exc:
