@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,9 +105,14 @@ def test_kernel_equals_general_path_on_golden_cases(case, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def kernel_cache(tmp_path_factory):
+def kernel_cache():
+    """The compiled tests' own package cache, beside the tests' one (conftest.py) and kept between runs: a
+    package is keyed by the torch version and the digest of every kernel source, so a cached one is what these
+    sources build. A clean checkout (CI) builds each variant once, later runs load it; the other tests never
+    see these packages (a cached package would turn their small renders compiled). A build from scratch on
+    every run is test_compiled_cache.test_stale_kernel_reproduction's."""
     old = os.environ.get("NB_KERNEL_CACHE")
-    os.environ["NB_KERNEL_CACHE"] = str(tmp_path_factory.mktemp("kernels"))
+    os.environ["NB_KERNEL_CACHE"] = str(Path(__file__).resolve().parents[1] / ".kernel_cache" / "test_kernel")
     yield
     if old is None:
         os.environ.pop("NB_KERNEL_CACHE")
@@ -127,7 +133,8 @@ AOT_CASES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(AOT_CASES))
 def test_aot_package_equals_eager(name, kernel_cache):
-    """Built once into the cache, loaded by a fresh runner, equal to the eager kernel; chunks of 1 pixel too."""
+    """Built once into the cache (or loaded from it), loaded by a fresh runner without a rebuild, equal to the
+    eager kernel; chunks of 1 pixel too."""
     flags = f"{BASE} {AOT_CASES[name]}".replace("{inputs}", str(golden_dir() / "inputs"))
     truth = render(plan_for(flags)).image  # float64 eager
     scale = float(truth.abs().max())
@@ -287,15 +294,17 @@ def test_failed_jit_falls_back_to_eager(monkeypatch):
 
 @pytest.mark.slow
 def test_aot_package_serves_other_plans_of_its_variant(kernel_cache):
-    """A package built for one plan renders another plan of the same variant correctly: other sample counts,
-    and inputs that the set-up produced with other strides (mosaic cells come out transposed)."""
-    phi_only = plan_for(f"{BASE} -phi 0 -osc 3 -phisteps 3")
-    mosaic_only = plan_for(f"{BASE} -mosaic 1 -mosaic_domains 5 -detpixels 20")
-    assert package_path(phi_only.kernel.spec, phi_only.kernel.inputs) == package_path(
-        mosaic_only.kernel.spec, mosaic_only.kernel.inputs
-    )
-    compiled_plans = [plan_for(f"{BASE} -phi 0 -osc 3 -phisteps 3", compile=True),
-                      plan_for(f"{BASE} -mosaic 1 -mosaic_domains 5 -detpixels 20", compile=True)]
+    """A package built for one plan renders other plans of the same variant correctly: other sample counts,
+    and inputs that the set-up produced with other strides (mosaic cells come out transposed). The variant is
+    test_aot_package_equals_eager's grid_sources_mosaic (float64): its package, built for that plan, serves."""
+    variant = "-hkl {inputs}/p1_h4.hkl -dispersion 2 -dispsteps 2".replace("{inputs}", str(golden_dir() / "inputs"))
+    shared = plan_for(f"{BASE} {AOT_CASES['grid_sources_mosaic']}".replace("{inputs}", str(golden_dir() / "inputs")))
+    phi_only = plan_for(f"{BASE} {variant} -phi 0 -osc 3 -phisteps 3")
+    mosaic_only = plan_for(f"{BASE} {variant} -mosaic 1 -mosaic_domains 5 -detpixels 20")
+    paths = {package_path(p.kernel.spec, p.kernel.inputs) for p in (shared, phi_only, mosaic_only)}
+    assert len(paths) == 1
+    compiled_plans = [plan_for(f"{BASE} {variant} -phi 0 -osc 3 -phisteps 3", compile=True),
+                      plan_for(f"{BASE} {variant} -mosaic 1 -mosaic_domains 5 -detpixels 20", compile=True)]
     for eager, plan in zip((phi_only, mosaic_only), compiled_plans, strict=True):
         with torch.no_grad():
             image = render(plan).image
