@@ -30,8 +30,9 @@ def _v(x: torch.Tensor) -> tuple[float, ...]:
 
 
 def _last(x: torch.Tensor) -> torch.Tensor:
-    """A per-sample value (R, T, O2, S, C) of a one-pixel chunk at its last sample."""
-    return x[-1, -1, -1, -1, 0]
+    """A per-sample value (R, T, O2, S, C) of a one-pixel chunk at its last sample (broadcast axes of length
+    1 or missing: the fused kernel keeps default_F a scalar)."""
+    return x.reshape((1,) * (5 - x.dim()) + tuple(x.shape))[-1, -1, -1, -1, 0]
 
 
 def pixel_trace(result: RenderResult, pixel: tuple[int, ...] | None = None) -> dict[str, TraceValue]:

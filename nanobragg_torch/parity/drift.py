@@ -165,6 +165,11 @@ def _relkey(r: DriftRecord) -> float:
     return r.rel if r.rel is not None and math.isfinite(r.rel) else -1.0
 
 
+def example(group: list[DriftRecord]) -> DriftRecord:
+    """The record a group is shown by: the largest relative difference (the group's max rel is its)."""
+    return max(group, key=_relkey)
+
+
 def _fmt_rel(x: float | None) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.2g}"
 
@@ -190,12 +195,13 @@ def summary_lines(
         w = max([22] + [len(f) for f, _ in groups[:budget]])
         out.append(f"  {'factor':<{w}s} {'cases':>5s} {'tests':>5s} {'max rel':>8s}  example (case, pixel); metrics")
         for f, g in groups[:budget]:
-            ex = max(g, key=_relkey)
+            ex = example(g)
             rels = [r.rel for r in g if r.rel is not None and math.isfinite(r.rel)]
             pix = f" {ex.pixel}" if ex.pixel is not None else ""
+            # the example's own metrics (its case's records), never another case's beside its name
             out.append(
                 f"  {f:<{w}s} {len({r.case for r in g}):>5d} {len(g):>5d} {_fmt_rel(max(rels) if rels else None):>8s}"
-                f"  {ex.case}{pix}; {_worst_corr(g)}"
+                f"  {ex.case}{pix}; {_worst_corr([r for r in g if r.case == ex.case])}"
             )
         if len(groups) > budget:
             out.append(f"  ... {len(groups) - budget} more factors (see the report)")
@@ -226,7 +232,7 @@ def report_markdown(failures: list[DriftRecord], changes: list[DriftRecord], wor
             "|---|---|---|---|---|---|",
         ]
         for f, g in group_records(recs):
-            ex = max(g, key=_relkey)
+            ex = example(g)
             rels = [r.rel for r in g if r.rel is not None and math.isfinite(r.rel)]
             out.append(
                 f"| `{f}` | {len({r.case for r in g})} | {len(g)} | {_fmt_rel(max(rels) if rels else None)} | "
