@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytest_plugins = ["pytester"]  # tests that run pytest inside (the naming self-check, snapshot housekeeping)
+
 # compiled kernels used by the tests live in the checkout, not in the user's cache: whether a render runs
 # compiled (a cached package is used whatever the render size) must not depend on what the user ran before
 os.environ["NB_KERNEL_CACHE"] = str(Path(__file__).resolve().parents[1] / ".kernel_cache" / "tests")

@@ -19,8 +19,6 @@ from perturb import PERTURBABLE, WAYS, perturbed
 
 from nanobragg_torch.parity.goldens import load_golden
 
-pytest_plugins = ["pytester"]
-
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN_TESTS = Path(__file__).with_name("test_golden_parity.py")
 TESTS = ("test_image_matches_golden[float64-{k}]", "test_image_matches_golden[float32-{k}]",
