@@ -128,7 +128,7 @@ def index_phase_error(N: tuple[float, float, float], lengths: tuple[float, float
     return math.pi * eps * max(n * a for n, a in zip(N, lengths, strict=True)) / lambda_min
 
 
-# the inputs that the Miller indices depend on: float64 in a precise_hkl plan (engine.build_plan)
+# the inputs that the Miller indices depend on: float64 in a precise_hkl plan (plan.build_plan)
 INDEX_FIELDS = ("oversample", "subpixel", "sub_f", "sub_s", "layer_t", "distance", "fdet", "sdet", "odet",
                 "pix0", "beam", "layer_step", "incident", "wavelength", "cells")
 
