@@ -26,7 +26,7 @@ from .beam import Sources, build_sources
 from .compiled import KernelRunner, choose_mode
 from .config import AVOGADRO, R_E_SQR, WATER_F, WATER_MW, SimulationConfig, scalar_value
 from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, resolve_phi, rotated_cells
-from .detector import Geometry, Layers, resolve_geometry, resolve_layers
+from .detector import Geometry, Layers, resolve_layers
 from .kernel import KernelInputs, KernelSpec
 from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
 from .structure_factors import FGrid, wide_index
@@ -153,7 +153,8 @@ def _build_plan(
     # (anything that is not a config with a DetectorConfig goes straight to check_config, which names it)
     multi = isinstance(cfg, SimulationConfig) and getattr(cfg.detector, "panels", None) is not None
     setup = PN.reference_config(cfg) if multi else cfg
-    check_config(setup, dtype=dtype, device=device, samples_per_chunk=samples_per_chunk)  # validation.py
+    # validation.py; the detector it checked, resolved in float64 as the whole set-up is (then cast)
+    geom = check_config(setup, dtype=dtype, device=device, samples_per_chunk=samples_per_chunk)
     device = torch.device(device)
 
     def t(x):
@@ -162,7 +163,6 @@ def _build_plan(
     # the set-up (3-vectors and 3x3 matrices) runs in float64, as the C does, and is cast to the render dtype
     # afterwards: discrete choices (N from -xtalsize, step counts, oversampling) never see float32 rounding
     hi = torch.float64
-    geom = resolve_geometry(setup, hi, device)
     layers = resolve_layers(setup, hi, device)
     sources = build_sources(setup, geom, hi, device)
     panel_set = PN.resolve_panels(cfg, geom.beam, hi, device) if setup is not cfg else None
