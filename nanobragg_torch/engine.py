@@ -46,7 +46,7 @@ class ChunkResult:
     omega_sum: Tensor  # scalar: sum of omega_pixel over layers and sub-pixels (the C's omega_sum)
     switch_pixel: int | None = None  # position in the chunk of the first out-of-range interpolation sample
     first_pixel: int | None = None  # chunk position of the image's first evaluation (c_compat phi quirk)
-    inter: dict | None = None  # the pipeline's intermediates (kernel layout), when kept for a trace
+    inter: K.Intermediates | None = None  # the pipeline's intermediates (kernel layout), when kept for a trace
 
 
 def needs_state(plan: Plan, state: ChunkState) -> bool:
@@ -81,7 +81,7 @@ def evaluate_chunk(plan: Plan, flat_idx: Tensor, state: ChunkState, keep: bool =
     F_latt = K.lattice_factor(spec, x, dhkl, hkl0_lo)
     shape = F_latt.shape
     C = flat_idx.shape[0]
-    culled = f["culled"] if f["culled"] is not None else torch.zeros((), dtype=torch.bool, device=plan.device)
+    culled = f.culled if f.culled is not None else torch.zeros((), dtype=torch.bool, device=plan.device)
     reached = ~culled if plan.water_on else ~culled & (F_latt != 0.0)
     reached = reached.expand(shape)
     # structure factors, with the C's one-way switch from interpolation to nearest neighbour
@@ -101,15 +101,15 @@ def evaluate_chunk(plan: Plan, flat_idx: Tensor, state: ChunkState, keep: bool =
     terms = F_cell * F_cell * F_latt * F_latt
     if plan.running_product:
         terms = torch.where(culled, torch.zeros_like(terms), terms)
-        I = K.running_product_sum(x.I_bg, _c_order(terms), _c_order(f["toggled"].expand(shape)), _c_order(reached))
+        I = K.running_product_sum(x.I_bg, _c_order(terms), _c_order(f.toggled.expand(shape)), _c_order(reached))
     else:
         I = K.sample_sum(x, K.sample_terms(terms, f))
     value = K.photons(spec, x, I, f)
-    inter = dict(f, hkl=hkl, hkl0=hkl0, dhkl=dhkl, F_latt=F_latt, F_cell=F_cell, I=I) if keep else None
-    return ChunkResult(value, f["omega_sum"], switch_pixel, first_pixel, inter)
+    inter = K.Intermediates.of(f, hkl=hkl, hkl0=hkl0, dhkl=dhkl, F_latt=F_latt, F_cell=F_cell, I=I) if keep else None
+    return ChunkResult(value, f.omega_sum, switch_pixel, first_pixel, inter)
 
 
-def _first_evaluation(plan: Plan, hkl, f: dict):
+def _first_evaluation(plan: Plan, hkl, f: K.PixelFactors):
     """Pinned C: the image's first evaluation (the first (layer, sub-pixel, source) group, in raster order,
     that reaches the phi loop; dmin may cull whole pixels) still has the unrotated cell at the phi == 0 step
     (ap = a0).
@@ -117,18 +117,18 @@ def _first_evaluation(plan: Plan, hkl, f: dict):
     Returns (hkl, pixel): the chunk position of the pixel holding that evaluation (None: all culled)."""
     x = plan.kernel.inputs
     k = 0
-    if f["culled"] is not None:
-        alive = ~_c_order(f["culled"][None]).reshape(-1)
+    if f.culled is not None:
+        alive = ~_c_order(f.culled[None]).reshape(-1)
         if not bool(alive.any()):
             return hkl, None
         k = int(torch.argmax(alive.to(torch.int8)))
-    T, O2 = f["omega"].shape[:2]
+    T, O2 = f.omega.shape[:2]
     S_n = x.wavelength.shape[0]
     c, rest = divmod(k, T * O2 * S_n)
     t, rest = divmod(rest, O2 * S_n)
     o, s = divmod(rest, S_n)
     # the scattering vector of that group: (diffracted - incident)/lambda
-    S = torch.stack([(f["dif_hi"][i][t, o, c] - x.incident[s, i]) / x.wavelength[s] for i in range(3)])
+    S = torch.stack([(f.dif_hi[i][t, o, c] - x.incident[s, i]) / x.wavelength[s] for i in range(3)])
     M = plan.mosaic.domains
     i0 = plan.first_eval_phi_step
     fresh = torch.einsum("mij,vj->mvi", plan.mosaic.umats, plan.crystal.a0).to(S.dtype)  # (M, 3 vectors, 3)
@@ -146,13 +146,22 @@ def chunk_pixels(plan: Plan, samples_per_chunk: int | None = None) -> int:
     return max(1, budget // max(1, per_pixel))
 
 
+@dataclass(frozen=True)
+class TracedPixel:
+    """A traced pixel: its stage results from a one-pixel evaluation in the image's state, and its image value."""
+
+    inter: K.Intermediates
+    value: Tensor  # the image's own value of the pixel
+    pixel: tuple[int, ...]  # (slow, fast) or (panel, slow, fast)
+
+
 @dataclass
 class RenderResult:
     image: Tensor  # (spixels, fpixels) in the plan dtype; (P, S_max, F_max) for a multi-panel detector
     plan: Plan
     omega_sum: float
-    trace: dict | None = None  # the factors of `trace_pixel`
-    traces: dict = field(default_factory=dict)  # (slow, fast) or (panel, slow, fast) -> factors
+    trace: TracedPixel | None = None  # `trace_pixel`
+    traces: dict[tuple[int, ...], TracedPixel] = field(default_factory=dict)  # keyed by the pixel
 
     def panel_images(self) -> list[Tensor]:
         """One (S_p, F_p) image per panel (views of the stack); [image] for a single detector."""
@@ -186,7 +195,7 @@ def render(
     omega_sum = torch.zeros((), dtype=plan.dtype, device=plan.device)
     wanted = list(trace_pixels or []) + ([trace_pixel] if trace_pixel is not None else [])
     pending = {_flat_index(shape, p): tuple(int(v) for v in p) for p in wanted}
-    traces: dict[tuple[int, int], dict] = {}
+    traces: dict[tuple[int, ...], TracedPixel] = {}
     grad = torch.is_grad_enabled()
     whole = n == image.numel()
     first = True  # the pinned C's first evaluation has not happened yet
@@ -215,7 +224,7 @@ def render(
                 one = evaluate_chunk(plan, idx[pos : pos + 1], here, keep=True)
                 # the factors from the one-pixel evaluation; the final value is the image's own (a one-pixel
                 # chunk may sum the samples in another order: 1 ulp)
-                traces[pending[flat]] = {"inter": one.inter, "value": value[pos], "pixel": pending[flat]}
+                traces[pending[flat]] = TracedPixel(one.inter, value[pos], pending[flat])
         active = active and switch < 0
         first = first and first_pixel < 0
         if progress is not None:
