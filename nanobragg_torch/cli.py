@@ -30,6 +30,7 @@ from .config import (
     StructureFactors,
     scalar_value,
 )
+from .constants import RTD
 from .errors import InputError
 from .flagtable import USAGE, help_text
 from .io.dxtbx_models import Experiment, read_experiments, write_experiments
@@ -76,7 +77,6 @@ def _header_values(path: str, for_mask: bool, v: dict) -> np.ndarray:
         x = val(key)
         if not math.isnan(x):
             v[key] = x
-    RTD = 180.0 * 0.31830988618379067154
     for key, var in (("PHI", "phi0"), ("OSC_RANGE", "osc")):
         x = val(key)
         if not math.isnan(x):

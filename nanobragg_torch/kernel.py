@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 
-from .config import R_E_SQR
+from .constants import R_E_SQR
 from .lattice import shape_factor, square_factors
 from .polarization import kahn_factor
 from .structure_factors import nearest_lookup

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from .advisories import advisories
-from .config import RTD, DetectorConfig, SimulationConfig, scalar_value
+from .config import DetectorConfig, SimulationConfig, scalar_value
+from .constants import RTD
 from .detector import Geometry, resolve_geometry
 from .engine import RenderResult, render
 from .errors import InputError

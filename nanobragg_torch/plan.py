@@ -24,7 +24,8 @@ from . import kernel as K
 from . import panels as PN
 from .beam import Sources, build_sources
 from .compiled import KernelRunner, choose_mode
-from .config import AVOGADRO, R_E_SQR, WATER_F, WATER_MW, SimulationConfig, scalar_value
+from .config import SimulationConfig, scalar_value
+from .constants import AVOGADRO, R_E_SQR, WATER_F, WATER_MW
 from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, resolve_phi, rotated_cells
 from .detector import Geometry, Layers, resolve_layers
 from .kernel import KernelInputs, KernelSpec

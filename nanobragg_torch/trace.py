@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import R_E_SQR
+from .constants import R_E_SQR
 from .engine import RenderResult
 from .lattice import square_factors
 from .panels import panel_geometry

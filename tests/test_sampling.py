@@ -8,7 +8,7 @@ import math
 import pytest
 
 from nanobragg_torch.beam import BEAM_STEPS
-from nanobragg_torch.config import RTD
+from nanobragg_torch.constants import RTD
 from nanobragg_torch.crystal import PHI_STEPS
 from nanobragg_torch.detector import LAYER_STEPS
 from nanobragg_torch.sampling import auto_steps
