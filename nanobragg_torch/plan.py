@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from .constants import AVOGADRO, R_E_SQR, WATER_F, WATER_MW
 from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, resolve_phi, rotated_cells
 from .detector import Geometry, Layers, resolve_layers
 from .kernel import KernelInputs, KernelSpec
+from .sampling import recommended_oversample
 from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
 from .structure_factors import FGrid, wide_index
 from .validation import check_config
@@ -183,15 +183,15 @@ def _build_plan(
     if fgrid.hkls == 0:
         interpolate = False
 
-    # oversampling: recommended = ceil(3 * xtalsize_max / (lambda0 * distance / pixel))
+    # oversampling: the C's recommended value (of the most demanding panel), unless -oversample is given
     lengths = norm(crystal.a0).detach()
     xtal_max = max(float(lengths[i]) * float(N[i].detach()) for i in range(3))
-    recip_pixel = scalar_value(cfg.beam.wavelength) * float(geom.distance.detach()) / float(geom.pixel_size.detach())
-    recommended = math.ceil(3.0 * xtal_max / recip_pixel)
-    if recommended <= 0:
-        recommended = 1
-    if panel_set is not None:  # the most demanding panel's
-        recommended = PN.recommended_oversample(panel_set, scalar_value(cfg.beam.wavelength), xtal_max)
+    lambda0 = scalar_value(cfg.beam.wavelength)
+    if panel_set is None:
+        recip_pixel = lambda0 * float(geom.distance.detach()) / float(geom.pixel_size.detach())
+        recommended = recommended_oversample(xtal_max, recip_pixel)
+    else:
+        recommended = PN.recommended_oversample(panel_set, lambda0, xtal_max)
     oversample = cfg.detector.oversample if (cfg.detector.oversample or 0) > 0 else recommended
     steps = len(sources.wavelength) * mosaic.domains * phi.steps * oversample * oversample
     # the Miller indices and the geometry under them stay float64 in a lower-precision render where the lattice

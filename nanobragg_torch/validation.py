@@ -24,7 +24,7 @@ from .beam import BEAM_STEPS
 from .config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, scalar_value
 from .detector import Geometry, geometry_key, resolve_geometry
 from .errors import InputError
-from .sampling import auto_steps
+from .sampling import auto_steps, recommended_oversample
 from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
 
 # config field -> the C flag(s) that set it (CLI messages)
@@ -492,7 +492,8 @@ def _check_memory(ck, cfg: SimulationConfig, dtype, device, samples_per_chunk) -
 
 
 def _recommended_oversample(cfg: SimulationConfig) -> int:
-    """The C's recommended oversampling, ceil(3 * xtalsize_max / (lambda * distance / pixel)), in float64."""
+    """The C's recommended oversampling (sampling.recommended_oversample) estimated from the config, in float64:
+    enough to refuse a render whose automatic oversampling would not fit."""
     c = cfg.crystal
     if c.cell is not None:
         lengths = [scalar_value(x) for x in c.cell[:3]]
@@ -508,8 +509,5 @@ def _recommended_oversample(cfg: SimulationConfig) -> int:
         for s, length, n in zip(sizes, lengths, (c.Na, c.Nb, c.Nc), strict=True)
     )
     d = cfg.detector
-    recip = abs(scalar_value(cfg.beam.wavelength) * scalar_value(d.distance) / scalar_value(d.pixel_size))
-    ratio = 3.0 * xtal / recip if recip else math.inf
-    if not math.isfinite(ratio) or ratio > 1e9:  # an estimate only: enough to refuse such a render
-        return 10**9
-    return max(1, math.ceil(ratio))
+    return recommended_oversample(xtal, abs(scalar_value(cfg.beam.wavelength) * scalar_value(d.distance)
+                                            / scalar_value(d.pixel_size)))
