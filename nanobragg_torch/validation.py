@@ -3,7 +3,7 @@
 `check_config` looks at a SimulationConfig field by field (finiteness, the ranges the physics needs, enum
 values, array shapes) and estimates the memory of the render before anything is allocated. A refusal is a
 `ConfigError` (a ValueError) naming the config field; the CLI passes `flags=True` and the message names the C
-flag instead (`FLAGS` maps fields to flags). Values the C quietly replaces by its auto rule (`-phisteps 0`,
+flag instead (the flag table's `fields` column, `flagtable.flags_setting`). Values the C quietly replaces by its auto rule (`-phisteps 0`,
 `-mosaic_domains 0`, `-oversample -5`, N <= 1, a negative -lambda or -distance, ...) are accepted here and
 handled as the C does; values for which the C renders NaN or zeros are refused in both modes. Both lists are
 in the quirk registry (quirks.INVALID_VALUES_C_RULES, quirks.INVALID_VALUES_REFUSED).
@@ -24,82 +24,9 @@ from .beam import BEAM_STEPS
 from .config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, scalar_value
 from .detector import Geometry, geometry_key, resolve_geometry
 from .errors import InputError
+from .flagtable import flags_setting
 from .sampling import auto_steps, recommended_oversample
 from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
-
-# config field -> the C flag(s) that set it (CLI messages)
-FLAGS: dict[str, str] = {
-    "detector.fpixels": "-detpixels",
-    "detector.spixels": "-detpixels",
-    "detector.pixel_size": "-pixel",
-    "detector.distance": "-distance/-close_distance",
-    "detector.close_distance": "-close_distance",
-    "detector.Xbeam": "-Xbeam",
-    "detector.Ybeam": "-Ybeam",
-    "detector.Xclose": "-Xclose",
-    "detector.Yclose": "-Yclose",
-    "detector.ORGX": "-ORGX",
-    "detector.ORGY": "-ORGY",
-    "detector.fdet_vector": "-fdet_vector",
-    "detector.sdet_vector": "-sdet_vector",
-    "detector.odet_vector": "-odet_vector",
-    "detector.twotheta_axis": "-twotheta_axis",
-    "detector.pix0_vector": "-pix0_vector",
-    "detector.rotx": "-detector_rotx",
-    "detector.roty": "-detector_roty",
-    "detector.rotz": "-detector_rotz",
-    "detector.twotheta": "-twotheta",
-    "detector.thickness": "-detector_thick",
-    "detector.thickstep": "-detector_thickstep",
-    "detector.thicksteps": "-detector_thicksteps",
-    "detector.mu": "-detector_abs",
-    "detector.oversample": "-oversample",
-    "detector.roi": "-roi",
-    "detector.mask": "-mask",
-    "detector.convention": "-convention",
-    "detector.pivot": "-pivot",
-    "detector.orientation": "-twotheta/-detector_rotx/-detector_roty/-detector_rotz/-odet_vector/-beam_vector",
-    "beam.wavelength": "-lambda/-energy",
-    "beam.fluence": "-fluence/-flux/-exposure/-beamsize",
-    "beam.beam_vector": "-beam_vector",
-    "beam.polar_vector": "-polar_vector",
-    "beam.polarization": "-polar",
-    "beam.hdivrange": "-hdivrange",
-    "beam.vdivrange": "-vdivrange",
-    "beam.hdivstep": "-hdivstep",
-    "beam.vdivstep": "-vdivstep",
-    "beam.hdivsteps": "-hdivsteps",
-    "beam.vdivsteps": "-vdivsteps",
-    "beam.dispersion": "-dispersion",
-    "beam.dispsteps": "-dispsteps",
-    "beam.sources": "-sourcefile",
-    "beam.water_size": "-water",
-    "crystal.cell": "-cell",
-    "crystal.reciprocal_matrix": "-mat",
-    "crystal.misset": "-misset",
-    "crystal.Na": "-N/-Na",
-    "crystal.Nb": "-N/-Nb",
-    "crystal.Nc": "-N/-Nc",
-    "crystal.sample_x": "-xtalsize/-samplesize",
-    "crystal.sample_y": "-xtalsize/-samplesize",
-    "crystal.sample_z": "-xtalsize/-samplesize",
-    "crystal.shape": "-square_xtal/-round_xtal/-gauss_xtal/-tophat_xtal",
-    "crystal.fudge": "-fudge",
-    "crystal.phi0": "-phi",
-    "crystal.osc": "-osc",
-    "crystal.phistep": "-phistep",
-    "crystal.phisteps": "-phisteps",
-    "crystal.spindle_axis": "-spindle_axis",
-    "crystal.mosaic_spread": "-mosaic",
-    "crystal.mosaic_domains": "-mosaic_domains",
-    "crystal.structure_factors": "-hkl/-dump",
-    "crystal.default_F": "-default_F",
-    "crystal.dmin": "-dmin",
-    "samples_per_chunk": "-chunk",
-    "device": "-device",
-    "dtype": "-dtype",
-    "beam.hdivsteps/vdivsteps/dispsteps": "-divsteps/-hdivsteps/-vdivsteps/-dispsteps",
-}
 
 # bytes a render holds per sample of a chunk: an upper estimate (about 30 live float64 work tensors)
 BYTES_PER_SAMPLE = 256
@@ -113,7 +40,8 @@ class ConfigError(InputError):
     def __init__(self, field: str, detail: str, flags: bool = False, files: dict[str, str] | None = None) -> None:
         self.field = field
         self.detail = detail
-        where = f"flag {FLAGS.get(field, field)}" if flags else f"config field {field}"
+        names = flags_setting(field) if flags else None
+        where = f"flag {names}" if names else f"config field {field}"
         if files and files.get(field):
             where = f"{files[field]} ({where})"
         super().__init__(f"{where}: {detail}")
