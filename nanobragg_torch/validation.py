@@ -1,12 +1,13 @@
 """One validation layer for finished configurations: the CLI and the API refuse the same things.
 
 `check_config` looks at a SimulationConfig field by field (finiteness, the ranges the physics needs, enum
-values, array shapes) and estimates the memory of the render before anything is allocated. A refusal is a
-`ConfigError` (a ValueError) naming the config field; the CLI passes `flags=True` and the message names the C
-flag instead (the flag table's `fields` column, `flagtable.flags_setting`). Values the C quietly replaces by its auto rule (`-phisteps 0`,
-`-mosaic_domains 0`, `-oversample -5`, N <= 1, a negative -lambda or -distance, ...) are accepted here and
-handled as the C does; values for which the C renders NaN or zeros are refused in both modes. Both lists are
-in the quirk registry (quirks.INVALID_VALUES_C_RULES, quirks.INVALID_VALUES_REFUSED).
+values, array shapes), checks the resolved detector and estimates the memory of the render before anything is
+allocated. A refusal is a `ConfigError` (a ValueError) naming the config field; the CLI passes `flags=True` and
+the message names the C flags instead (the flag table's `fields` column, `flagtable.flags_setting`). Values the
+C quietly replaces by its auto rule (`-phisteps 0`, `-mosaic_domains 0`, `-oversample -5`, N <= 1, a negative
+-lambda or -distance, ...) are accepted here and handled as the C does; values for which the C renders NaN or
+zeros are refused in both modes. Both lists are in the quirk registry (quirks.INVALID_VALUES_C_RULES,
+quirks.INVALID_VALUES_REFUSED).
 """
 
 from __future__ import annotations
