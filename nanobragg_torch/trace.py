@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 
 from . import kernel as K
-from .config import R_E_SQR
-from .engine import Plan, RenderResult, _flat_index, rendered_pixels
+from .constants import R_E_SQR
+from .engine import RenderResult, _flat_index
 from .lattice import square_factors
 from .panels import panel_geometry
+from .plan import Plan, rendered_pixels
 
 TraceValue = float | tuple[float, ...]
 # trace entries that are not factors of parity.schema: where in the sampling the "last" values come from
@@ -42,7 +43,7 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, ...] | None = None) -> d
     kept = result.trace if pixel is None else result.traces.get(tuple(pixel))
     if kept is None:
         raise ValueError(f"render() was not asked to trace pixel {pixel}")
-    return _factors(result.plan, kept["inter"], kept["value"], kept["pixel"])
+    return _factors(result.plan, kept.inter, kept.value, kept.pixel)
 
 
 def kernel_trace(plan: Plan, pixel: tuple[int, ...]) -> dict[str, TraceValue]:
@@ -55,8 +56,8 @@ def kernel_trace(plan: Plan, pixel: tuple[int, ...]) -> dict[str, TraceValue]:
         raise ValueError(f"pixel {tuple(pixel)} is not rendered (outside -roi or masked)")
     flat = _flat_index(plan.image_shape, pixel)
     idx = torch.tensor([flat], dtype=torch.int32, device=plan.device)
-    inter = K.kernel_intermediates(plan.kernel.spec, plan.kernel.inputs, idx)
-    return _factors(plan, inter, inter["value"][0], tuple(int(v) for v in pixel))
+    inter, value = K.kernel_intermediates(plan.kernel.spec, plan.kernel.inputs, idx)
+    return _factors(plan, inter, value[0], tuple(int(v) for v in pixel))
 
 
 def is_rendered(plan: Plan, pixel: tuple[int, ...]) -> bool:
@@ -70,7 +71,7 @@ def is_rendered(plan: Plan, pixel: tuple[int, ...]) -> bool:
     return ok is None or bool(ok[int(pixel[0]), int(pixel[1])])
 
 
-def _factors(plan: Plan, x: dict, value: torch.Tensor, pixel: tuple[int, ...]) -> dict[str, TraceValue]:
+def _factors(plan: Plan, x: K.Intermediates, value: torch.Tensor, pixel: tuple[int, ...]) -> dict[str, TraceValue]:
     """The trace entries from a one-pixel chunk's intermediates `x` (kernel layout) and its value."""
     inputs = plan.kernel.inputs
     g = plan.geom
@@ -82,9 +83,9 @@ def _factors(plan: Plan, x: dict, value: torch.Tensor, pixel: tuple[int, ...]) -
     def vec(v: tuple[torch.Tensor, ...], *at) -> torch.Tensor:  # a component tuple at one index
         return torch.stack([c[at] for c in v])
 
-    hkl = tuple(_last(h) for h in x["hkl"])
-    hkl0 = tuple(_last(h) for h in x["hkl0"])
-    diffracted = vec(x["dif"], -1, -1, 0)
+    hkl = tuple(_last(h) for h in x.hkl)
+    hkl0 = tuple(_last(h) for h in x.hkl0)
+    diffracted = vec(x.dif, -1, -1, 0)
     out: dict[str, TraceValue] = {  # in the schema's order (parity.schema, the C's order of computation)
         "pix0_vector": _v(g.pix0),
         "fdet_vector": _v(g.fdet),
@@ -102,37 +103,37 @@ def _factors(plan: Plan, x: dict, value: torch.Tensor, pixel: tuple[int, ...]) -
         "source_directions": _v(src.direction),
         "source_weights": _v(src.weight),
         "source_wavelengths": _v(src.wavelength),
-        "pixel_pos": _v(vec(x["pos"], -1, -1, 0)),
-        "airpath": _f(x["airpath"][-1, -1, 0]),
+        "pixel_pos": _v(vec(x.pos, -1, -1, 0)),
+        "airpath": _f(x.airpath[-1, -1, 0]),
         "diffracted": _v(diffracted),
     }
     # the C's variables after the pixel: the last value computed (cached ones from the first sub-pixel)
-    out["omega_pixel"] = _f(x["omega"][-1, -1, 0] if d.oversample_omega else x["omega_first"][0])
-    capture = x["capture"]
+    out["omega_pixel"] = _f(x.omega[-1, -1, 0] if d.oversample_omega else x.omega_first[0])
+    capture = x.capture
     if capture is None:  # no detector thickness: capture_fraction = 1
         out["capture_fraction"] = 1.0
     else:
-        out["capture_fraction"] = _f(capture[-1, -1, 0] if d.oversample_thick else x["capture_last"][0])
+        out["capture_fraction"] = _f(capture[-1, -1, 0] if d.oversample_thick else x.capture_last[0])
     out["incident"] = _v(inputs.incident[-1])
     out["lambda"] = _f(inputs.wavelength[-1])
-    out["scattering"] = _v(vec(x["scattering"], -1, -1, -1, 0))
-    out["stol"] = _f(x["stol"][-1, -1, -1, 0])
-    if x["polar_sample"] is not None:
-        out["polar"] = _f(x["polar_sample"][-1, -1, -1, 0])
+    out["scattering"] = _v(vec(x.scattering, -1, -1, -1, 0))
+    out["stol"] = _f(x.stol[-1, -1, -1, 0])
+    if x.polar_sample is not None:
+        out["polar"] = _f(x.polar_sample[-1, -1, -1, 0])
     else:
-        out["polar"] = 1.0 if x["polar_first"] is None else _f(x["polar_first"][0])
+        out["polar"] = 1.0 if x.polar_first is None else _f(x.polar_first[0])
     out["cos_2theta"] = _f((inputs.incident[-1] * diffracted).sum())
     cells = plan.cells[-1, -1] * 1e10
     out.update(a_vec=_v(cells[0]), b_vec=_v(cells[1]), c_vec=_v(cells[2]),
                hkl_frac=_v(torch.stack(hkl)), hkl_rounded=_v(torch.stack(hkl0)))
     if plan.cfg.crystal.shape == "SQUARE":
-        dhkl = tuple(_last(h) for h in x["dhkl"])
+        dhkl = tuple(_last(h) for h in x.dhkl)
         fa, fb, fc = square_factors(dhkl, hkl0, tuple(inputs.N), plan.N_active)
         out.update(F_latt_a=_f(fa), F_latt_b=_f(fb), F_latt_c=_f(fc))
-    I = _f(x["I"][0])
+    I = _f(x.I[0])
     out.update(
-        F_latt=_f(_last(x["F_latt"])),
-        F_cell=_f(_last(x["F_cell"])),
+        F_latt=_f(_last(x.F_latt)),
+        F_cell=_f(_last(x.F_cell)),
         I_before_scaling=I,
         r_e_sqr=R_E_SQR,
         fluence=_f(inputs.fluence),

@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 from nanobragg_torch.parity.drift import DriftRecord, group_records, summary_lines  # noqa: E402
 
 
-
 def _records(path: Path, key: str, kind: str | None) -> list[DriftRecord]:
     doc = json.loads(path.read_text())
     out = []

@@ -32,14 +32,16 @@ sys.path.insert(0, str(HERE))
 from perturb import PERTURBABLE, perturbed  # noqa: E402
 
 from nanobragg_torch.cli import config_from_flags  # noqa: E402
-from nanobragg_torch.engine import (  # noqa: E402
-    ChunkState,  # noqa: E402
-    build_plan,
-    needs_state,
-    render,
-)
+from nanobragg_torch.engine import ChunkState, needs_state, render  # noqa: E402
 from nanobragg_torch.parity.fingerprint import fingerprint, fingerprint_changes  # noqa: E402
-from nanobragg_torch.parity.goldens import golden_dir, load_cases, load_golden, load_manifest, shared_data_dir  # noqa: E402
+from nanobragg_torch.parity.goldens import (  # noqa: E402
+    golden_dir,
+    load_cases,
+    load_golden,
+    load_manifest,
+    shared_data_dir,
+)
+from nanobragg_torch.plan import build_plan  # noqa: E402
 from nanobragg_torch.trace import pixel_trace  # noqa: E402
 
 FACTORS = (*sorted(PERTURBABLE), "fluence")

@@ -12,9 +12,10 @@ from perturb import perturbed, traced
 from verdict import verdict
 
 from nanobragg_torch.cli import config_from_flags
-from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.engine import render
 from nanobragg_torch.parity.compare import compare_traces
 from nanobragg_torch.parity.goldens import golden_dir, load_golden, shared_data_dir
+from nanobragg_torch.plan import build_plan
 from nanobragg_torch.trace import LOCATION_KEYS, is_rendered, kernel_trace, pixel_trace
 
 
