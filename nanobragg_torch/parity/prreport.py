@@ -77,13 +77,19 @@ class Git:
         except GitError:
             return None
 
-    def changed(self, base: str, head: str) -> list[tuple[str, str]]:
-        """(status letter A/D/M/T, path) of every file that differs."""
-        out = self.run("diff", "--name-status", "--no-renames", "-z", base, head).split("\0")
-        return [(out[i][0], out[i + 1]) for i in range(0, len(out) - 1, 2)]
+    def changed(self, base: str, head: str) -> dict[str, tuple[str, str | None, str | None]]:
+        """path -> (status letter A/D/M/T, old blob sha, new blob sha) of every file that differs."""
+        out = self.run("diff", "--raw", "--no-renames", "--abbrev=40", "-z", base, head).split("\0")
+        found = {}
+        for i in range(0, len(out) - 1, 2):
+            _, _, old, new, status = out[i].lstrip(":").split()
+            zero = set("0")
+            found[out[i + 1]] = (status[0], None if set(old) == zero else old, None if set(new) == zero else new)
+        return found
 
     def blobs(self, specs: Sequence[str]) -> dict[str, bytes | None]:
-        """Contents of ``rev:path`` specs in one ``git cat-file --batch`` (None: no such object)."""
+        """Contents of objects (blob shas, or ``rev:path``) in one ``git cat-file --batch`` (None: no such
+        object). Blob shas are fast; ``rev:path`` walks the tree for each spec."""
         if not specs:
             return {}
         proc = subprocess.run(["git", "-C", str(self.repo), "cat-file", "--batch"],
@@ -245,8 +251,8 @@ def _build(entry: Mapping[str, Any]) -> str:
     return f"{entry.get('c_binary_env', 'C')} {str(entry.get('c_binary_sha256', '?'))[:12]}, {entry.get('cflags', '?')}"
 
 
-def golden_changes(git: Git, base: str, head: str, pictures: dict[str, tuple[np.ndarray, np.ndarray]],
-                   max_pictures: int) -> list[Change]:
+def golden_changes(git: Git, base: str, head: str, diff: Mapping[str, tuple[str, str | None, str | None]],
+                   pictures: dict[str, tuple[np.ndarray, np.ndarray]], max_pictures: int) -> list[Change]:
     """Changed manifest entries, with the printout factor and the image metrics of each."""
     from .regen import UNATTRIBUTED, printout_drift
     from .schema import order_index
@@ -262,13 +268,14 @@ def golden_changes(git: Git, base: str, head: str, pictures: dict[str, tuple[np.
         elif k not in new_m:
             out.append(Change("golden", k, "deleted", "(deleted)", None, f"golden/{k}", [_build(old_m[k])]))
     # the files that changed in changed entries: printouts (for the factor) and images (for the metrics)
-    wanted = []
-    for k in changed:
-        fa, fb = old_m[k].get("files", {}), new_m[k].get("files", {})
-        for name in fb:
-            if fa.get(name) != fb.get(name) and name in fa and (name.startswith("printout_") or name in IMAGE_FILES):
-                wanted += [f"{base}:golden/{k}/{name}", f"{head}:golden/{k}/{name}"]
-    blobs = git.blobs(wanted)
+    wanted = [sha for path, (_, a, b) in diff.items() if path.startswith("golden/") and
+              (Path(path).name.startswith("printout_") or Path(path).name in IMAGE_FILES) for sha in (a, b) if sha]
+    got = git.blobs(wanted)
+
+    def pair(k: str, name: str) -> tuple[bytes | None, bytes | None]:
+        _, a, b = diff.get(f"golden/{k}/{name}", ("", None, None))
+        return (got.get(a) if a else None), (got.get(b) if b else None)
+
     ranked: list[tuple[float, str, np.ndarray, np.ndarray]] = []
     for k in changed:
         old, new = old_m[k], new_m[k]
@@ -277,7 +284,7 @@ def golden_changes(git: Git, base: str, head: str, pictures: dict[str, tuple[np.
         found = []
         for n in names:
             if n.startswith("printout_"):
-                a, b = blobs.get(f"{base}:golden/{k}/{n}"), blobs.get(f"{head}:golden/{k}/{n}")
+                a, b = pair(k, n)
                 if a is not None and b is not None:
                     f = printout_drift(a, b)
                     if f is not None:
@@ -291,8 +298,8 @@ def golden_changes(git: Git, base: str, head: str, pictures: dict[str, tuple[np.
         ch = Change("golden", k, "changed", factor, rel, f"golden/{k}", details)
         for n in names:
             if n in IMAGE_FILES:
-                a = _npz(blobs.get(f"{base}:golden/{k}/{n}"))
-                b = _npz(blobs.get(f"{head}:golden/{k}/{n}"))
+                raw_a, raw_b = pair(k, n)
+                a, b = _npz(raw_a), _npz(raw_b)
                 if a is None or b is None:
                     ch.metrics["unreadable"] = n
                     continue
@@ -346,16 +353,15 @@ def build_report(repo: str | Path, base: str, head: str = "HEAD", drift: Path | 
     if mb is None:
         rep.notes.append(f"No merge base between {base} and {head} (a shallow clone? fetch with full history).")
         return rep
-    paths = git.changed(mb, head_sha)
-    snaps = [(s, p) for s, p in paths if SNAPSHOT_RE.search(p)]
-    blobs = git.blobs([f"{mb}:{p}" for s, p in snaps if s != "A"] + [f"{head_sha}:{p}" for s, p in snaps if s != "D"])
-    for s, p in snaps:
-        old = blobs.get(f"{mb}:{p}") if s != "A" else None
-        new = blobs.get(f"{head_sha}:{p}") if s != "D" else None
+    diff = git.changed(mb, head_sha)
+    snaps = {p: v for p, v in diff.items() if SNAPSHOT_RE.search(p)}
+    blobs = git.blobs([sha for _, a, b in snaps.values() for sha in (a, b) if sha])
+    for p, (_, a, b) in snaps.items():
+        old, new = (blobs.get(a) if a else None), (blobs.get(b) if b else None)
         rep.changes.append(snapshot_change(p, old.decode() if old is not None else None,
                                            new.decode() if new is not None else None))
-    if any(p == MANIFEST for _, p in paths):
-        rep.changes += golden_changes(git, mb, head_sha, rep.pictures, max_pictures)
+    if MANIFEST in diff:
+        rep.changes += golden_changes(git, mb, head_sha, diff, rep.pictures, max_pictures)
     return rep
 
 
