@@ -48,6 +48,8 @@ def _report(tmp_path, cases: int = 3):
 def test_drift_page_in_headless_chromium(tmp_path):
     browser = _chromium()
     if browser is None:
+        if os.environ.get("NB_REQUIRE_CHROMIUM"):  # .ci/run installs it: there the test must run
+            pytest.fail("NB_REQUIRE_CHROMIUM is set but no Chromium is installed (apt-get install chromium)")
         pytest.skip("no Chromium installed (Debian: apt-get install chromium; or set NB_CHROMIUM)")
     page = _report(tmp_path)
     text = page.read_text()
