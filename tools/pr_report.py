@@ -16,6 +16,7 @@ a version change is flagged. Only committed changes count (the working tree is n
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except (GitError, FileNotFoundError, ValueError) as exc:
         print(f"pr_report: {exc}", file=sys.stderr)
         return 2
-    run_page = ""
+    run_page = ""  # the test run's own drift page, linked relative to ours (as they lie in the CI artifact)
     if args.drift is not None and (args.drift / "index.html").is_file():
-        run_page = str(Path("..") / args.drift.name / "index.html") if args.drift.parent == args.out.parent else ""
+        run_page = os.path.relpath(args.drift.resolve() / "index.html", args.out.resolve())
     sizes = write_outputs(rep, args.out, link=args.link, run_page=run_page)
     dirty = subprocess.run(["git", "-C", str(args.repo), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.strip()
