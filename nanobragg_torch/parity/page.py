@@ -213,8 +213,8 @@ def render_page(
                 f"<details id='case-{_anchor(c.case)}-{i}'{' open' if i == 0 else ''}>"
                 f"<summary>{html.escape(c.case)}: {head}</summary>"
             )
-            if c.note:
-                parts.append(f"<p>{html.escape(c.note)}</p>")
+            if c.note:  # "; "-separated facts, one per line
+                parts.append("<p>" + "<br>".join(html.escape(x) for x in c.note.split("; ")) + "</p>")
             if c.ref is not None and c.ours is not None and drawn < max_pictures:
                 ref, ours = shrink(c.ref), shrink(c.ours)
                 fig = diff_figure_png(ref, ours, title=c.caption or c.case, ref_label=c.ref_label,

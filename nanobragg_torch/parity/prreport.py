@@ -240,7 +240,7 @@ def _entry_details(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     for key in ("flags", "traced_pixels"):
         if old.get(key) != new.get(key):
             out.append(_changed_tokens(key, old.get(key), new.get(key)))
-    for key in ("c_binary_sha256", "c_source_sha256", "cflags"):
+    for key in ("c_source_sha256",):  # the binary and its flags: the "C build" line
         if old.get(key) != new.get(key):
             a, b = str(old.get(key))[:16], str(new.get(key))[:16]
             out.append(f"{key}: {a} -> {b}")
