@@ -40,10 +40,13 @@ def _commands(script: str) -> list[list[str]]:
     text = re.sub(r"\\\n\s*", " ", script)
     out = []
     for line in text.splitlines():
-        line = line.split(" #", 1)[0].strip()
+        line = line.strip()
+        if line.startswith("#"):
+            continue
+        line = line.split(" #", 1)[0]
         for part in re.split(r"\s*(?:&&|\|\||;|\|)\s*", line):
             words = shlex.split(part, posix=True) if part else []
-            while words and words[0] in ("if", "then", "else", "fi", "do", "done", "!"):
+            while words and words[0] in ("if", "then", "elif", "else", "fi", "do", "done", "!"):
                 words = words[1:]
             if words:
                 out.append(words)
