@@ -38,6 +38,20 @@ def _commit(repo, files: dict[str, bytes | str | None], message: str):
     _git(repo, "commit", "-q", "--allow-empty", "-m", message)
 
 
+def _fast_import(repo, commits: list[tuple[str, dict[str, str]]]):
+    """Commits of whole trees in one `git fast-import` (10,000 files in a second); each on its own branch,
+    the second a child of the first."""
+    out = []
+    for i, (branch, files) in enumerate(commits):
+        out.append(f"commit refs/heads/{branch}\ncommitter t <t@t> {1700000000 + i} +0000\ndata 1\nc\n")
+        if i:
+            out.append(f"from refs/heads/{commits[i - 1][0]}\n")
+        out.append("deleteall\n")
+        for path, text in files.items():
+            out.append(f"M 100644 inline {path}\ndata {len(text.encode())}\n{text}\n")
+    subprocess.run(["git", "-C", str(repo), "fast-import", "--quiet"], input="".join(out).encode(), check=True)
+
+
 def _npz(**arrays) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -181,12 +195,11 @@ def test_ten_thousand_changed_goldens_keep_the_comment_short(tmp_path):
         return json.dumps({"format": 1, "entries": {f"pinned/case{i:05d}": _entry(f"case{i:05d}", "pinned", {},
                                                                                 flags=("-N", flag)) for i in range(n)}})
 
-    _commit(r, {**{f"{SNAP}/s[pinned-case{i:05d}].txt": snap(i, 1.0) for i in range(n)},
-                "golden/manifest.json": manifest("5")}, "base")
-    _git(r, "checkout", "-q", "-b", "branch")
-    _commit(r, {**{f"{SNAP}/s[pinned-case{i:05d}].txt": snap(i, 1.00001) for i in range(n)},
-                "golden/manifest.json": manifest("6")}, "drift")
-    rep = build_report(r, "main")
+    _fast_import(r, [("main", {**{f"{SNAP}/s[pinned-case{i:05d}].txt": snap(i, 1.0) for i in range(n)},
+                               "golden/manifest.json": manifest("5")}),
+                     ("branch", {**{f"{SNAP}/s[pinned-case{i:05d}].txt": snap(i, 1.00001) for i in range(n)},
+                                 "golden/manifest.json": manifest("6")})])
+    rep = build_report(r, "main", "branch")
     assert sum(c.kind == "snapshot" for c in rep.changes) == n and sum(c.kind == "golden" for c in rep.changes) == n
     out = tmp_path / "out"
     sizes = prreport.write_outputs(rep, out)
