@@ -7,9 +7,10 @@ snapshot updates (:meth:`DriftNote.change`). At the end of the run:
 * a terminal section ``drift summary``: failures grouped by first divergent factor (cases, tests, max
   relative error, an example case and pixel, worst image metrics), at most :data:`MAX_LINES` lines;
 * with ``--drift-report DIR``: ``DIR/report.md`` (the grouped table, the worst cases, what to run next:
-  short enough for a PR comment), ``DIR/index.html`` (one self-contained page: per drifted case C golden |
-  ours | signed difference drawn by matplotlib, the metrics and the trace table of the worst traced pixel)
-  and ``DIR/drift.json`` (the records, read by ``tools/review.py``).
+  short enough for a PR comment), ``DIR/index.html`` (one self-contained page, :mod:`.page`: contents by
+  factor; per drifted case C golden | ours | signed difference drawn by matplotlib, a blink/swipe comparer,
+  the metrics and the trace table of the worst traced pixel) and ``DIR/drift.json`` (the records and the
+  environment stamp, read by ``tools/review.py`` and ``tools/pr_report.py``).
 """
 
 from __future__ import annotations
