@@ -457,7 +457,7 @@ def _run_lines(rep: Report, limit: int | None) -> list[str]:
     from .drift import DriftRecord, group_records
 
     out = []
-    for key, title in (("failures", "failed golden tests"), ("changes", "snapshot changes recorded by the test run")):
+    for key, title in (("failures", "failed golden tests"), ("changes", "snapshot updates")):
         recs = [DriftRecord(**{**d, "pixel": tuple(d["pixel"]) if d.get("pixel") else None})
                 for d in rep.run.get(key, [])]
         if not recs:
