@@ -496,6 +496,7 @@ def _commands(rep: Report) -> list[str]:
     head, mb = rep.head_sha[:12], (rep.merge_base or rep.base_sha or rep.base)[:12]
     factors = sorted({c.factor for c in rep.changes if c.kind == "snapshot" and not c.factor.startswith("(")})
     accept = ",".join(factors[:3]) or "FACTOR"
+    pending = any(d.get("kind") == "snapshot" for d in rep.run.get("failures", []))  # CI made a patch
     return [
         "<details><summary>Reproduce and accept</summary>", "",
         "Reproduce this report and the test run at this commit:", "",
@@ -503,10 +504,11 @@ def _commands(rep: Report) -> list[str]:
         f"python tools/pr_report.py --base {mb} --out drift-pr      # this report, from git alone",
         "tox -e py -- tests/golden                                 # the golden tests, with the drift page",
         "```", "",
-        "Accept what CI saw (the snapshot updates its run would make, from the artifact of this run):", "",
-        "```", f"python tools/snapshot_patch.py apply drift-report/snapshots.patch   # checked against {head}",
-        "```", "",
-        "or re-run and accept by factor or case:", "",
+        *(["Accept what CI saw (the snapshot updates its run would make: `drift-report/snapshots.patch` in "
+           "the artifact of this run):", "",
+           "```", f"python tools/snapshot_patch.py apply drift-report/snapshots.patch   # checked against {head}",
+           "```", "", "or re-run and accept by factor or case:", ""] if pending else
+          ["Re-run and accept snapshot changes by factor or case:", ""]),
         "```", f"tox -e review -- --accept {accept}", "tox -e update-snapshots", "```", "",
         "</details>", "",
     ]

@@ -165,6 +165,18 @@ def test_environment_change_is_flagged(repo, tmp_path):
     rep = build_report(r, "main", drift=tmp_path / "head", base_drift=tmp_path / "base")
     text = prreport.comment_markdown(rep)
     assert "coincides with a change of torch" in text and "| torch | 2.13.0 | 2.14.0 |" in text
+    assert "snapshot_patch.py apply" not in text  # the run had no failed snapshot test: CI made no patch
+
+
+def test_the_patch_command_when_the_run_failed_snapshot_tests(repo, tmp_path):
+    r, _, _ = repo
+    fail = {"nodeid": "tests/golden/test_golden_parity.py::test_fingerprint_snapshot[pinned-c0]",
+            "kind": "snapshot", "case": "pinned/c0", "factor": "polar", "rel": 1e-5}
+    (tmp_path / "drift.json").write_text(json.dumps({"failures": [fail], "changes": []}))
+    rep = build_report(r, "main", drift=tmp_path)
+    text = prreport.comment_markdown(rep)
+    assert f"snapshot_patch.py apply drift-report/snapshots.patch   # checked against {rep.head_sha[:12]}" in text
+    assert "**Test run: 1 failed golden tests** in 1 cases" in text
 
 
 def test_image_metrics_by_hand():
