@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(bad)} previews out of step" if bad else "previews in step")
         return 1 if bad else 0
     entries = load_manifest(root).get("entries", {})
-    written = [write_preview(root, e["variant"], e["case"]) for e in entries.values()]
+    written = [write_preview(root, *key.split("/", 1)) for key in entries]
     for path in sorted(p for p in (root / "previews").rglob("*.png")):
         if f"{path.parent.name}/{path.stem}" not in entries:
             path.unlink()

@@ -107,9 +107,10 @@ def out_of_step(root: Path) -> list[str]:
     root = Path(root)
     entries = load_manifest(root).get("entries", {})
     bad = []
-    for key, e in entries.items():
-        arrays = golden_arrays(root / e["variant"] / e["case"])
-        path = preview_path(root, e["variant"], e["case"])
+    for key in entries:
+        variant, case = key.split("/", 1)
+        arrays = golden_arrays(root / variant / case)
+        path = preview_path(root, variant, case)
         want = preview_levels(arrays) if arrays is not None else None
         if want is None:
             if path.exists():
