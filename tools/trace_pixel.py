@@ -39,8 +39,9 @@ import torch  # noqa: E402
 
 from nanobragg_torch.cflags import strip_own_flags  # noqa: E402
 from nanobragg_torch.cli import config_from_flags  # noqa: E402
-from nanobragg_torch.engine import build_plan, render  # noqa: E402
+from nanobragg_torch.engine import render  # noqa: E402
 from nanobragg_torch.parity.goldens import get_case, golden_dir, has_golden, load_golden, shared_data_dir  # noqa: E402
+from nanobragg_torch.plan import build_plan  # noqa: E402
 from nanobragg_torch.trace import dark_note, format_trace, order_note, pixel_trace  # noqa: E402
 
 
@@ -105,7 +106,8 @@ def trace_text(argv: list[str], pixel: tuple[int, int], dtype: str, device: torc
     if result.trace is None:
         raise SystemExit(f"pixel {pixel} is not rendered (outside the ROI or masked)")
     trace = pixel_trace(result)
-    text = order_note(*pixel) + f"\nTRACE_PY: pixel {pixel[0]} {pixel[1]}\n" + format_trace(trace) + "\n"
+    text = (order_note(*pixel) + f"\nTRACE_PY: pixel {pixel[0]} {pixel[1]}\n"
+            + format_trace(trace, plan.dtype, plan.device) + "\n")
     value = float(result.image[pixel].double())
     dark = dark_note(value, float(result.image.max()))
     return text + (dark + "\n" if dark else ""), {"trace": trace, "image_value": value, "dark": dark}
