@@ -10,17 +10,13 @@ before use. A syrupy fingerprint of each case (float64) catches drift of our own
 from __future__ import annotations
 
 import math
-import os
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from renders import golden_render
 from verdict import verdict
 
-from nanobragg_torch.cli import config_from_flags
-from nanobragg_torch.engine import render
 from nanobragg_torch.images import image_statistics, int_image, pgm_image
 from nanobragg_torch.io.pgm import pgm_bytes
 from nanobragg_torch.io.smv import read_smv
@@ -29,14 +25,10 @@ from nanobragg_torch.parity.compare import compare_traces
 from nanobragg_torch.parity.fingerprint import FingerprintExtension, fingerprint, fingerprint_changes
 from nanobragg_torch.parity.goldens import (
     GoldenIntegrityError,
-    golden_dir,
     load_cases,
-    load_golden,
     load_manifest,
-    shared_data_dir,
 )
 from nanobragg_torch.parity.printout import G6
-from nanobragg_torch.plan import build_plan
 from nanobragg_torch.trace import pixel_trace
 
 CASES = {c.name: c for c in load_cases()}
@@ -62,19 +54,7 @@ def _params():
 PARAMS = _params()
 
 
-@cache
-def _render(name: str, variant: str, dtype_name: str, device_name: str):
-    case = CASES[name]
-    golden = load_golden(case, variant)
-    argv = case.argv(inputs=golden_dir() / "inputs", shared=shared_data_dir())
-    if variant == "pinned":
-        argv = argv + ["--c-compat"]
-    cfg, _ = config_from_flags(argv, cwd=os.devnull)
-    dtype = torch.float64 if dtype_name == "float64" else torch.float32
-    plan = build_plan(cfg, dtype, torch.device(device_name))
-    with torch.no_grad():
-        result = render(plan, trace_pixels=golden.traced_pixels if dtype_name == "float64" else None)
-    return golden, plan, result
+_render = golden_render  # one render per case, variant, dtype and device for the session (tests/renders.py)
 
 
 def _pictures(golden, image) -> tuple[np.ndarray, np.ndarray]:
