@@ -11,8 +11,15 @@ and marks its users needs_c.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
+import packages
 import pytest
 import torch
 
@@ -56,7 +63,61 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.cuda)
 
 
+# ---- compiled-kernel packages built ahead (tests/packages.py) ------------------------------------------------
+
+
+def _package_groups(item) -> tuple[str, ...]:
+    if item.get_closest_marker("slow") is None or os.environ.get("NB_DEVICE", "cpu") != "cpu":
+        return ()
+    return packages.groups_for(item.path.name, item.nodeid)
+
+
+def pytest_collection_finish(session) -> None:
+    """The slow tests that render with compiled packages run last (in their order; test_docs' stay, its blocks
+    share a folder per file), and a background process builds the packages they need meanwhile."""
+    items = session.items
+    late = [it for it in items if _package_groups(it) and it.path.name != "test_docs.py"]
+    if late:
+        ids = {id(it) for it in late}
+        items[:] = [it for it in items if id(it) not in ids] + late
+    wanted = {g for it in items for g in _package_groups(it)}
+    if not wanted or session.config.option.collectonly:
+        return
+    status = tempfile.mkdtemp(prefix="nb_prebuild_")
+    groups = [g for g in packages.ORDER if g in wanted]
+    proc = subprocess.Popen([sys.executable, packages.__file__, status, *groups], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=open(os.path.join(status, "log"), "w"))  # noqa: SIM115
+    _PREBUILD.update(proc=proc, status=Path(status))
+
+
+_PREBUILD: dict = {}
+
+
+def _wait_for_packages(item) -> None:
+    """A slow compiled test waits for its groups' packages (or for the builder to end, whatever happened)."""
+    proc, status = _PREBUILD.get("proc"), _PREBUILD.get("status")
+    if proc is None:
+        return
+    for group in _package_groups(item):
+        while not (status / f"{group}.done").exists() and proc.poll() is None:
+            time.sleep(0.2)
+
+
+def pytest_sessionfinish(session) -> None:
+    proc = _PREBUILD.pop("proc", None)
+    if proc is not None and proc.poll() is None:  # an aborted run: the builder stops (its temp files go)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if "status" in _PREBUILD:
+        shutil.rmtree(_PREBUILD.pop("status"), ignore_errors=True)
+
+
 def pytest_runtest_setup(item) -> None:
+    _wait_for_packages(item)
     for mark in item.iter_markers("needs_c"):
         missing = [var for var in (mark.args or ("NB_C_BIN",)) if not _executable(var)]
         if missing:

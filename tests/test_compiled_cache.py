@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from packages import STALE_CACHE
 
 from nanobragg_torch import compiled
 from nanobragg_torch.cli import config_from_flags
@@ -205,11 +206,14 @@ STALE_SCRIPT = textwrap.dedent(
 )
 
 
+STALE_FLAGS = f"{BASE} -curved_det -detector_rotx 3 -twotheta 5"
+
+
 @pytest.mark.slow
 def test_stale_kernel_reproduction(package_copy, tmp_path):
     """The issue's reproduction: build a package, edit a helper the kernel imports (vectors.rotate_axis_xyz,
     used by the curved detector), render compiled and eager: they agree (the edit gave a new package)."""
-    flags = f"{BASE} -curved_det -detector_rotx 3 -twotheta 5"
+    flags = STALE_FLAGS
     env = {**os.environ, "PYTHONPATH": str(package_copy.parent), "NB_KERNEL_CACHE": str(tmp_path / "kernels"),
            "OMP_NUM_THREADS": "2"}
     env.pop("NB_COMPILE", None)
@@ -222,7 +226,7 @@ def test_stale_kernel_reproduction(package_copy, tmp_path):
 
     # the package of the unedited sources: built here on a clean checkout, kept (by source digest, as any
     # package is) in the checkout's .kernel_cache for later runs; the edit below always builds a new one
-    kept = Path(__file__).resolve().parents[1] / ".kernel_cache" / "stale_reproduction"
+    kept = STALE_CACHE
     folder = f"torch-{torch.__version__}-{compiled.source_digest(package_copy)}"
     if (kept / folder).is_dir():
         shutil.copytree(kept / folder, tmp_path / "kernels" / folder)

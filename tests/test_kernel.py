@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from packages import KERNEL_TESTS_CACHE
 
 from nanobragg_torch import compiled, engine
 from nanobragg_torch.cli import config_from_flags
@@ -113,7 +113,7 @@ def kernel_cache():
     see these packages (a cached package would turn their small renders compiled). A build from scratch on
     every run is test_compiled_cache.test_stale_kernel_reproduction's."""
     old = os.environ.get("NB_KERNEL_CACHE")
-    os.environ["NB_KERNEL_CACHE"] = str(Path(__file__).resolve().parents[1] / ".kernel_cache" / "test_kernel")
+    os.environ["NB_KERNEL_CACHE"] = str(KERNEL_TESTS_CACHE)
     yield
     if old is None:
         os.environ.pop("NB_KERNEL_CACHE")
@@ -131,12 +131,16 @@ AOT_CASES = {
 }
 
 
+def aot_flags(name: str) -> str:
+    return f"{BASE} {AOT_CASES[name]}".replace("{inputs}", str(golden_dir() / "inputs"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(AOT_CASES))
 def test_aot_package_equals_eager(name, kernel_cache):
     """Built once into the cache (or loaded from it), loaded by a fresh runner without a rebuild, equal to the
     eager kernel; chunks of 1 pixel too."""
-    flags = f"{BASE} {AOT_CASES[name]}".replace("{inputs}", str(golden_dir() / "inputs"))
+    flags = aot_flags(name)
     truth = render(plan_for(flags)).image  # float64 eager
     scale = float(truth.abs().max())
     for dtype in (torch.float64, torch.float32):
@@ -299,7 +303,7 @@ def test_aot_package_serves_other_plans_of_its_variant(kernel_cache):
     and inputs that the set-up produced with other strides (mosaic cells come out transposed). The variant is
     test_aot_package_equals_eager's grid_sources_mosaic (float64): its package, built for that plan, serves."""
     variant = "-hkl {inputs}/p1_h4.hkl -dispersion 2 -dispsteps 2".replace("{inputs}", str(golden_dir() / "inputs"))
-    shared = plan_for(f"{BASE} {AOT_CASES['grid_sources_mosaic']}".replace("{inputs}", str(golden_dir() / "inputs")))
+    shared = plan_for(aot_flags("grid_sources_mosaic"))
     phi_only = plan_for(f"{BASE} {variant} -phi 0 -osc 3 -phisteps 3")
     mosaic_only = plan_for(f"{BASE} {variant} -mosaic 1 -mosaic_domains 5 -detpixels 20")
     paths = {package_path(p.kernel.spec, p.kernel.inputs) for p in (shared, phi_only, mosaic_only)}
