@@ -43,8 +43,9 @@ from torch.func import jvp, vmap
 
 from . import kernel as K
 from .config import SimulationConfig
-from .engine import ChunkState, Plan, build_plan, chunk_pixels, needs_state
-from .kernel import KernelInputs, KernelSpec
+from .engine import ChunkState, chunk_pixels, needs_state
+from .kernel import KernelInputs, KernelSpec, PixelFactors
+from .plan import Plan, build_plan
 
 Tensor = torch.Tensor
 
@@ -344,17 +345,22 @@ def _split_params(spec: KernelSpec, tan: Tangents, order: int, Kn: int) -> tuple
     return [k for k in range(Kn) if k not in general], general
 
 
-def _floats(f: dict) -> dict[str, Tensor]:
-    """The floating tensors among pixel_factors' entries (what carries a tangent)."""
-    return {k: v for k, v in f.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+def _floats(f: PixelFactors) -> dict[str, Tensor]:
+    """The floating tensor fields of the pixel factors (what carries a tangent)."""
+    out = {}
+    for field in dataclasses.fields(f):
+        v = getattr(f, field.name)
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            out[field.name] = v
+    return out
 
 
-def _scattering(f: dict, x: KernelInputs) -> tuple[Tensor, Tensor, Tensor]:
+def _scattering(f: PixelFactors, x: KernelInputs) -> tuple[Tensor, Tensor, Tensor]:
     """q = (diffracted - incident)/lambda of every (T, O2, S, C): h = a . q (kernel.sample_indices)."""
-    return tuple((f["dif_hi"][i][:, :, None, :] - f["inc_hi"][i]) / x.wavelength[:, None] for i in range(3))
+    return tuple((f.dif_hi[i][:, :, None, :] - f.inc_hi[i]) / x.wavelength[:, None] for i in range(3))
 
 
-def pixel_values(spec: KernelSpec, x: KernelInputs, hkl, f: dict) -> Tensor:
+def pixel_values(spec: KernelSpec, x: KernelInputs, hkl, f: PixelFactors) -> Tensor:
     """The pixel values from the samples' Miller indices and the pixel factors: the stages of
     kernel.pixel_kernel after sample_indices."""
     dhkl, hkl0 = K.reduced(x, hkl, K.rounded(hkl))
@@ -381,7 +387,7 @@ def _chunk_fast(spec: KernelSpec, x: KernelInputs, idx: Tensor, tan: Tangents,
     with torch.enable_grad():
         hkl = tuple(h.detach().requires_grad_() for h in K.sample_indices(x.cells, f, x))
         leaves = {k: v.detach().requires_grad_() for k, v in _floats(f).items()}
-        value = pixel_values(spec, x, hkl, {**f, **leaves})
+        value = pixel_values(spec, x, hkl, dataclasses.replace(f, **leaves))
         wanted = list(hkl) + list(leaves.values())
         grads = torch.autograd.grad(value.sum(), wanted, allow_unused=True)
     g_h, g_f = grads[:3], dict(zip(leaves, grads[3:], strict=True))
