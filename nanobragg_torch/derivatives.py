@@ -33,19 +33,21 @@ discrete state machine.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.func import jvp, vmap
+from torch.func import jvp, vjp, vmap
 
 from . import kernel as K
 from .config import SimulationConfig
 from .engine import ChunkState, chunk_pixels, needs_state
 from .kernel import KernelInputs, KernelSpec, PixelFactors
-from .plan import Plan, build_plan
+from .plan import COMPILE_THRESHOLD, Plan, build_plan
 
 Tensor = torch.Tensor
 
@@ -85,11 +87,15 @@ def derivative_images(
     device: torch.device | str | None = None,
     samples_per_chunk: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    compile: bool | None = None,
 ) -> DerivativeImages:
     """d(image)/d(param) for every dotted path in `params` (see `resolve_param`): a DerivativeImages mapping
     path -> tensor of the image's shape (per SI unit of the parameter: per metre, per radian, ...); with
     `order=2` each value is (first, second) derivative. `device`: where the render runs (default: the CPU,
-    or the device of a tensor in the config). `progress(done, total)` is called after every chunk."""
+    or the device of a tensor in the config). `progress(done, total)` is called after every chunk.
+    `compile`: run the fast path's per-sample reverse pass through torch.compile (a one-off compile of
+    ~15 s per process and kernel variant, then several times faster); None: for renders above the engine's
+    COMPILE_THRESHOLD samples, or as env NB_COMPILE=0/1 says."""
     if order not in (1, 2):
         raise ValueError(f"derivative_images: order must be 1 or 2, not {order!r}")
     if isinstance(params, str):
@@ -109,7 +115,11 @@ def derivative_images(
                              "nearest-neighbour F (interpolate=False) and c_compat=False")
         tangents = _input_tangents(plan.kernel.inputs, p, order)
     x = KernelInputs(*(t.detach() for t in plan.kernel.inputs))
-    image, derivs = _sweep(plan, x, tangents, order, samples_per_chunk, progress)
+    if compile is None:
+        env = os.environ.get("NB_COMPILE")
+        samples = plan.samples_per_pixel * plan.pixel_order.numel()
+        compile = env == "1" if env in ("0", "1") else samples > COMPILE_THRESHOLD
+    image, derivs = _sweep(plan, x, tangents, order, samples_per_chunk, progress, compile)
     out = DerivativeImages()
     k = 0
     for q in resolved:
@@ -303,7 +313,7 @@ def _input_tangents(x: KernelInputs, p: Tensor, order: int) -> Tangents:
 
 
 def _sweep(plan: Plan, x: KernelInputs, tan: Tangents, order: int, samples_per_chunk: int | None,
-           progress) -> tuple[Tensor, list[Tensor]]:
+           progress, compiled: bool) -> tuple[Tensor, list[Tensor]]:
     """The image and its derivative images (order 1: [first (K, *shape)]; order 2: [first, second])."""
     spec = plan.kernel.spec
     Kn = next(iter(tan.first.values())).shape[0] if tan.first else 0
@@ -319,7 +329,7 @@ def _sweep(plan: Plan, x: KernelInputs, tan: Tangents, order: int, samples_per_c
         idx = order_idx[start : start + per_chunk]
         pos = idx.long()
         with torch.no_grad():
-            value, d_fast = _chunk_fast(spec, x, idx, tan, fast)
+            value, d_fast = _chunk_fast(spec, x, idx, tan, fast, compiled)
         image.index_copy_(0, pos, value.detach())
         for j, k in enumerate(fast):
             outs[0][k].index_copy_(0, pos, d_fast[j].to(plan.dtype))
@@ -370,10 +380,14 @@ def pixel_values(spec: KernelSpec, x: KernelInputs, hkl, f: PixelFactors) -> Ten
     return K.photons(spec, x, I, f)
 
 
-def _chunk_fast(spec: KernelSpec, x: KernelInputs, idx: Tensor, tan: Tangents,
-                fast: list[int]) -> tuple[Tensor, Tensor | None]:
-    """The chunk's values (C,) and their first derivatives along the `fast` parameters (K_fast, C)."""
-    names = tan.names
+def fast_derivatives(spec: KernelSpec, x: KernelInputs, idx: Tensor, tangents: dict[str, Tensor]
+                     ) -> tuple[Tensor, Tensor]:
+    """The chunk's values (C,) and their first derivatives (K, C) along the parameters whose input tangents
+    are `tangents` (name -> (K, *shape)): one reverse pass through value(h, f) (pixels are independent, so
+    the gradient of the chunk's sum is every pixel's own), contracted over the sample axes
+    (M = sum_X dvalue/dh_v q_i per R, Nq = sum_R,v dvalue/dh_v a_R,v,i per X), and forward tangents of the
+    pixel factors and q (no orientation axis) for the K parameters."""
+    names = tuple(tangents)
 
     def per_pixel(*vals):
         xx = x._replace(**dict(zip(names, vals, strict=True)))
@@ -381,43 +395,52 @@ def _chunk_fast(spec: KernelSpec, x: KernelInputs, idx: Tensor, tan: Tangents,
         return _floats(f), _scattering(f, xx)
 
     f = K.pixel_factors(spec, x, idx)
-    if not fast:
-        return K.pixel_kernel(spec, x, idx)[0], None
-    # reverse pass through value(h, f): every sample's d value/dh and every pixel factor's d value/df
-    with torch.enable_grad():
-        hkl = tuple(h.detach().requires_grad_() for h in K.sample_indices(x.cells, f, x))
-        leaves = {k: v.detach().requires_grad_() for k, v in _floats(f).items()}
-        value = pixel_values(spec, x, hkl, dataclasses.replace(f, **leaves))
-        wanted = list(hkl) + list(leaves.values())
-        grads = torch.autograd.grad(value.sum(), wanted, allow_unused=True)
-    g_h, g_f = grads[:3], dict(zip(leaves, grads[3:], strict=True))
-    # forward tangents of the pixel factors and of q along the fast parameters (no orientation axis)
-    primals = tuple(getattr(x, n) for n in names)
-    tangents = tuple(tan.first[n][fast].to(getattr(x, n).dtype) for n in names)
-    f_dot, q_dot = vmap(lambda *t: jvp(per_pixel, primals, t)[1])(*tangents)
-    C = idx.shape[0]
-    Kf = len(fast)
-    d = torch.zeros(Kf, C, dtype=value.dtype, device=value.device)
-    for k, g in g_f.items():
-        if g is None or k not in f_dot:
-            continue
-        if g.shape[-1] != C:
-            raise RuntimeError(f"derivative_images: pixel factor {k} {tuple(g.shape)} has no pixel axis")
-        d = d + (g * f_dot[k]).reshape(Kf, -1, C).sum(1).to(d.dtype)
-    gh = torch.stack([g if g is not None else torch.zeros_like(hkl[0]) for g in g_h])  # (3, R, T, O2, S, C)
-    gh = gh.expand(3, *torch.broadcast_shapes(*(h.shape for h in hkl)))
+    hkl = K.sample_indices(x.cells, f, x)
+
+    def values(hkl, leaves):
+        return pixel_values(spec, x, hkl, dataclasses.replace(f, **leaves))
+
+    value, pullback = vjp(values, hkl, _floats(f))
+    g_h, g_f = pullback(torch.ones_like(value))
+    C = value.shape[-1]
+    gh = torch.stack(torch.broadcast_tensors(*g_h))  # (v, R, T, O2, S, C)
     R_n = gh.shape[1]
     gh = gh.reshape(3, R_n, -1, C)  # (v, R, X = T*O2*S, C)
-    q = torch.stack(torch.broadcast_tensors(*_scattering(f, x))).reshape(3, -1, C).to(gh.dtype)  # (i, X, C)
-    cells = x.cells.reshape(-1, 3, 3).to(gh.dtype)  # (R, v, i)
-    if "cells" in tan.first:  # sum_R,v,i da_k[R, v, i] M[R, v, i, C], M = sum_X gh[v, R, X, C] q[i, X, C]
+    primals = tuple(getattr(x, n) for n in names)
+    f_dot, q_dot = vmap(lambda *t: jvp(per_pixel, primals, t)[1])(*(tangents[n] for n in names))
+    Kn = q_dot[0].shape[0]
+    d = torch.zeros(Kn, C, dtype=value.dtype, device=value.device)
+    for k, g in g_f.items():  # through the pixel factors (solid angle, polarization, ...); omega_sum has no
+        if k in f_dot and g.dim() and g.shape[-1] == C:  # pixel axis and no part in the values
+            d = d + (g * f_dot[k]).reshape(Kn, -1, C).sum(1).to(d.dtype)
+    if "cells" in tangents:  # sum_R,v,i da_k[R, v, i] M[v, R, C, i]
+        q = torch.stack(torch.broadcast_tensors(*_scattering(f, x))).reshape(3, -1, C).to(gh.dtype)  # (i, X, C)
         M = torch.stack([(gh * q[i]).sum(2) for i in range(3)], -1)  # (v, R, C, i)
-        a_dot = tan.first["cells"][fast].reshape(Kf, -1, 3, 3).to(gh.dtype)  # (k, R, v, i)
-        d = d + (a_dot.permute(0, 2, 1, 3).reshape(Kf, -1) @ M.permute(0, 1, 3, 2).reshape(-1, C)).to(d.dtype)
-    q_dot = torch.stack(q_dot, 1).reshape(Kf, 3, -1, C).to(gh.dtype)  # (k, i, X, C)
-    if bool(q_dot.ne(0).any()):  # sum_X,i dq_k[i, X, C] Nq[i, X, C], Nq = sum_R,v gh[v, R, X, C] a[R, v, i]
-        Nq = cells.permute(1, 0, 2).reshape(-1, 3).T @ gh.reshape(3 * R_n, -1)  # (i, X*C)
-        d = d + (q_dot * Nq.reshape(1, 3, -1, C)).sum((1, 2)).to(d.dtype)
+        a_dot = tangents["cells"].reshape(Kn, -1, 3, 3).to(M.dtype)  # (k, R, v, i)
+        d = d + (a_dot.permute(0, 2, 1, 3).reshape(Kn, -1) @ M.permute(0, 1, 3, 2).reshape(-1, C)).to(d.dtype)
+    # sum_X,i dq_k[i, X, C] Nq[i, X, C]
+    cells = x.cells.reshape(-1, 3, 3).to(gh.dtype)  # (R, v, i)
+    Nq = (cells.permute(1, 0, 2).reshape(-1, 3).T @ gh.reshape(3 * R_n, -1)).reshape(1, 3, -1, C)
+    q_dot = torch.stack(q_dot, 1).reshape(Kn, 3, -1, C).to(Nq.dtype)  # (k, i, X, C)
+    d = d + (q_dot * Nq).sum((1, 2)).to(d.dtype)
+    return value, d
+
+
+@functools.cache
+def _compiled_fast():
+    return torch.compile(fast_derivatives, dynamic=True)
+
+
+def _chunk_fast(spec: KernelSpec, x: KernelInputs, idx: Tensor, tan: Tangents, fast: list[int],
+                compiled: bool) -> tuple[Tensor, Tensor | None]:
+    """The chunk's values (C,) and their first derivatives along the `fast` parameters (K_fast, C)."""
+    if not fast:
+        return K.pixel_kernel(spec, x, idx)[0], None
+    tangents = {n: tan.first[n][fast].to(getattr(x, n).dtype) for n in tan.names}
+    if compiled:  # the lattice sines as polynomials, as the compiled render has them (compiled.py)
+        value, d = _compiled_fast()(dataclasses.replace(spec, poly_sin=True), x, idx, tangents)
+    else:
+        value, d = fast_derivatives(spec, x, idx, tangents)
     return value.detach(), d
 
 

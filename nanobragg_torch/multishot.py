@@ -5,14 +5,16 @@ the derivative images (`derivatives.derivative_images`) or by L-BFGS through the
 The model of shot s is scale_s * render(config_s), config_s being the shot's configuration with the shared
 parameters set and its crystal turned by its orientation; the cost is the sum over shots and pixels of the
 squared Anscombe residuals r = 2 (sqrt(model + 3/8) - sqrt(observed + 3/8)), which have unit variance for
-Poisson counts whatever their level (a weight 1/observed would bias the model low where counts are few). Parameters are in SI units (metres, radians); per-shot orientations
-are kept as x-y-z misset angles rebuilt after each step from the rotation matrix exp([delta]) U (the
-update itself is a rotation vector at zero, so no gimbal lock in the step).
+Poisson counts whatever their level (a weight 1/observed would bias the model low where counts are few).
+Parameters are in SI units (metres, radians); per-shot orientations are kept as x-y-z misset angles
+rebuilt after each step from the rotation matrix exp([delta]) U (the update itself is a rotation vector at
+zero, so no gimbal lock in the step); scales are refined as log(scale) (they stay positive).
 
-Levenberg-Marquardt: J_s = d r_s / d (shared, rotation_s, log scale_s) = d model_s / d(...) / sqrt(model_s + 3/8)
-from one derivative render per shot (K shared + 3 columns; the log-scale column is the model itself), the normal matrix sum_s J_s^T W J_s
-(shared block dense, per-shot blocks on the diagonal; tiny: K + 4 x shots), Marquardt's damping
-lambda diag(H) (scale-free), a step accepted when the cost falls.
+Levenberg-Marquardt: J_s = d r_s / d (shared, rotation_s, log scale_s) = d model_s / d(...) / sqrt(model_s +
+3/8) from one derivative render per shot (K shared + 3 columns; the log-scale column is the model itself),
+the normal matrix H = sum_s J_s^T J_s (shared block dense, per-shot blocks on the diagonal; tiny: K + 4 x
+shots), Jacobi-scaled (SI units span 20 orders of magnitude), Marquardt's damping lambda diag(H), a step
+accepted when the cost falls (lambda / 10), else lambda x 10.
 """
 
 from __future__ import annotations
@@ -98,15 +100,17 @@ class MultiShotResult:
     history: list[Iteration]
     seconds: float
 
-    def table(self, names: Sequence[str] | None = None) -> str:
-        """The per-iteration table (markdown)."""
+    def table(self, names: Sequence[str] | None = None, factors: Sequence[float] | None = None) -> str:
+        """The per-iteration table (markdown); `names` head the shared columns (default: their paths), whose
+        values are multiplied by `factors` (e.g. 1e10 for Angstrom; default 1: SI)."""
         names = list(names or self.shots.shared_paths)
+        factors = list(factors or [1.0] * len(names))
         head = "| iter | cost | lambda | accepted | max rel step | " + " | ".join(names) + " | s |"
         rule = "|" + "---|" * (6 + len(names))
         rows = [head, rule]
         for it in self.history:
             lam = "-" if math.isnan(it.damping) else f"{it.damping:.1e}"
-            vals = " | ".join(f"{v:.6g}" for v in it.shared)
+            vals = " | ".join(f"{v * f:.6g}" for v, f in zip(it.shared, factors, strict=True))
             rows.append(f"| {it.iteration} | {it.cost:.6g} | {lam} | {'yes' if it.accepted else 'no'} | "
                         f"{it.step:.2e} | {vals} | {it.seconds:.1f} |")
         return "\n".join(rows)

@@ -236,3 +236,17 @@ def test_refused_for_interpolated_structure_factors():
     cfg = dataclasses.replace(cfg, crystal=dataclasses.replace(cfg.crystal, structure_factors=sf, interpolate=True))
     with pytest.raises(ValueError, match="per-image state"):
         derivative_images(cfg, ["detector.distance"])
+
+
+@pytest.mark.slow
+def test_compiled_fast_path_matches_eager(one_thread):
+    """compile=True (torch.compile of the fast path, polynomial lattice sines): the eager derivatives to
+    float32 precision (a one-off compile of ~30 s)."""
+    cfg = _cfg(SMALL)
+    paths = ["detector.distance", "beam.wavelength", "crystal.cell.1", "crystal.misset.1"]
+    a = derivative_images(cfg, paths, compile=False)
+    b = derivative_images(cfg, paths, compile=True)
+    torch.testing.assert_close(a.image, b.image, rtol=1e-5, atol=1e-6 * float(a.image.abs().max()))
+    for p in paths:
+        err = float((a[p] - b[p]).abs().max() / a[p].abs().max())
+        assert err < 1e-4, (p, err)

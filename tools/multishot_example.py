@@ -51,7 +51,8 @@ def make_problem(shots: int, pixels: int, seed: int, dtype=torch.float64, device
     shared = list(shared or SHARED)
     g = torch.Generator().manual_seed(seed)
     pixel = 0.5
-    base, _ = config_from_flags(FLAGS.format(n=pixels, p=pixel, x=pixels * pixel / 2 + 0.3, y=pixels * pixel / 2 - 0.4).split())
+    centre = pixels * pixel / 2
+    base, _ = config_from_flags(FLAGS.format(n=pixels, p=pixel, x=centre + 0.3, y=centre - 0.4).split())
     missets = (torch.rand(shots, 3, generator=g, dtype=torch.float64) * 2 - 1) * math.pi
     missets[:, 1] *= 0.45  # |roty| < 81 deg: misset angles stay a good chart
     scales = 0.7 + 0.6 * torch.rand(shots, generator=g, dtype=torch.float64)
@@ -126,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
                           device=args.device, log=None if args.markdown else print)
     seconds = time.perf_counter() - t0
     if args.markdown:
-        print(result.table(["a", "b", "c", "alpha", "beta", "gamma", "distance", "Xbeam", "Ybeam"]))
+        units = {"crystal.cell.0": ("a (A)", 1e10), "crystal.cell.1": ("b (A)", 1e10),
+                 "crystal.cell.2": ("c (A)", 1e10), "crystal.cell.3": ("alpha (deg)", 1 / DEG),
+                 "crystal.cell.4": ("beta (deg)", 1 / DEG), "crystal.cell.5": ("gamma (deg)", 1 / DEG),
+                 "detector.distance": ("distance (mm)", 1e3), "detector.Xbeam": ("Xbeam (mm)", 1e3),
+                 "detector.Ybeam": ("Ybeam (mm)", 1e3)}
+        print(result.table(*zip(*(units[p] for p in truth.shared_paths), strict=True)))
     err0, err = errors(start, truth, pixel), errors(result.shots, truth, pixel)
     ok = True
     print(f"\n{'':16s} {'start':>10s} {'refined':>10s} {'tolerance':>10s}")

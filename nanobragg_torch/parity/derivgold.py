@@ -178,7 +178,7 @@ def load_derivative_goldens(root: Path | None = None) -> list[DerivGolden]:
     """Every committed derivative golden (sha256-checked against the manifest)."""
     root = Path(root if root is not None else golden_dir())
     out = []
-    for key, entry in sorted(load_manifest(root).get(SECTION, {}).items()):
+    for _, entry in sorted(load_manifest(root).get(SECTION, {}).items()):
         f = root / SECTION / entry["file"]
         data = f.read_bytes()
         if sha256_bytes(data) != entry["sha256"]:
