@@ -67,30 +67,42 @@ def _c_image(binary: str, argv: list[str]) -> np.ndarray:
 
 @pytest.mark.needs_c("NB_C_FIXED_BIN")
 def test_done_when_case_against_fixed_c(one_thread):
-    """Triclinic, mosaic, multi-phi (not a golden): distance, wavelength, a cell length and a misset angle
-    correlate >= 0.999 with the fixed C's central differences, summed magnitudes within 2 %; and the C's
-    central-difference error shrinks quadratically with the step until the float32 round-off."""
+    """Triclinic, mosaic, multi-phi (not a golden): the first derivatives of distance, wavelength, a cell
+    length and a misset angle correlate >= 0.999 with the fixed C's central differences and their summed
+    magnitudes agree within 2 %; the second derivatives likewise with the C's second differences; and the
+    C's difference quotients approach ours as theory says: the central one's error quarters and the
+    one-sided one's halves with the step (until float32 round-off)."""
     import os
 
     binary = os.environ["NB_C_FIXED_BIN"]
     flags = tuple(DONE_WHEN.split())
-    ours = derivative_images(_cfg(flags), list(DONE_WHEN_STEPS), dtype=torch.float64)
+    ours = derivative_images(_cfg(flags), list(DONE_WHEN_STEPS), order=2, dtype=torch.float64)
+
+    def c_at(path, step, m):
+        return _c_image(binary, G.moved_flags(flags, path, m * step))
+
+    def agree(a, b):
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1]), float(np.abs(a).sum() / np.abs(b).sum())
+
     for path, step in DONE_WHEN_STEPS.items():
-        d = ours[path].numpy()
+        d1, d2 = (t.numpy() for t in ours[path])
         h = G.step_si(path, step)
-        cd = G.central_difference(*(_c_image(binary, G.moved_flags(flags, path, m * step)) for m in (-1, 1)), h)
-        corr = float(np.corrcoef(d.ravel(), cd.ravel())[0, 1])
-        ratio = float(np.abs(d).sum() / np.abs(cd).sum())
+        corr, ratio = agree(d1, (c_at(path, step, 1) - c_at(path, step, -1)) / (2 * h))
         assert corr >= 0.999 and abs(ratio - 1) <= 0.02, (path, corr, ratio)
-    # the step law on the C: errors at 4 steps from truncation-dominated down (distance, mm)
-    d = ours["detector.distance"].numpy()
-    errs = []
-    for step in (0.32, 0.16, 0.08):
-        cd = G.central_difference(*(_c_image(binary, G.moved_flags(flags, "detector.distance", m * step))
-                                    for m in (-1, 1)), G.step_si("detector.distance", step))
-        errs.append(np.abs(cd - d).sum())
-    for big, small in zip(errs, errs[1:], strict=False):
-        assert 3.0 < big / small < 5.0, errs  # quadratic: halving the step quarters the error
+        big, H = 8 * step, 8 * h  # second differences need a larger step (float32 images)
+        corr, ratio = agree(d2, (c_at(path, big, 1) - 2 * c_at(path, big, 0) + c_at(path, big, -1)) / H**2)
+        assert corr >= 0.999 and abs(ratio - 1) <= 0.02, (path, "second", corr, ratio)
+    d = ours["detector.distance"][0].numpy()
+    central, one = [], []
+    for step in (0.32, 0.16, 0.08):  # mm: truncation-dominated
+        h = G.step_si("detector.distance", step)
+        plus, minus, base = (c_at("detector.distance", step, m) for m in (1, -1, 0))
+        central.append(np.abs((plus - minus) / (2 * h) - d).sum())
+        one.append(np.abs((plus - base) / h - d).sum())
+    for a, b in zip(central, central[1:], strict=False):
+        assert 3.0 < a / b < 5.0, central
+    for a, b in zip(one, one[1:], strict=False):
+        assert 1.6 < a / b < 2.4, one
 
 
 def _fd_errors(cfg, path: str, steps, analytic: np.ndarray) -> tuple[list[float], list[float]]:
