@@ -119,7 +119,7 @@ def derivative_images(
         env = os.environ.get("NB_COMPILE")
         samples = plan.samples_per_pixel * plan.pixel_order.numel()
         compile = env == "1" if env in ("0", "1") else samples > COMPILE_THRESHOLD
-    image, derivs = _sweep(plan, x, tangents, order, samples_per_chunk, progress, compile)
+    image, derivs = _sweep(plan, x, tangents, order, samples_per_chunk, progress, compile, len(field_params))
     out = DerivativeImages()
     k = 0
     for q in resolved:
@@ -313,10 +313,10 @@ def _input_tangents(x: KernelInputs, p: Tensor, order: int) -> Tangents:
 
 
 def _sweep(plan: Plan, x: KernelInputs, tan: Tangents, order: int, samples_per_chunk: int | None,
-           progress, compiled: bool) -> tuple[Tensor, list[Tensor]]:
-    """The image and its derivative images (order 1: [first (K, *shape)]; order 2: [first, second])."""
+           progress, compiled: bool, Kn: int) -> tuple[Tensor, list[Tensor]]:
+    """The image and its derivative images (order 1: [first (K, *shape)]; order 2: [first, second]); a
+    parameter that no kernel input depends on has a zero image."""
     spec = plan.kernel.spec
-    Kn = next(iter(tan.first.values())).shape[0] if tan.first else 0
     n_img = math.prod(plan.image_shape)
     image = torch.zeros(n_img, dtype=plan.dtype, device=plan.device)
     outs = [torch.zeros(Kn, n_img, dtype=plan.dtype, device=plan.device) for _ in range(order)]
@@ -348,11 +348,16 @@ def _sweep(plan: Plan, x: KernelInputs, tan: Tangents, order: int, samples_per_c
 def _split_params(spec: KernelSpec, tan: Tangents, order: int, Kn: int) -> tuple[list[int], list[int]]:
     """(fast, general) parameter indices: the fast path takes first derivatives whose tangents stay out of
     the kernel's global inputs (`_GLOBAL_INPUTS`, and the reciprocal cell for the non-SQUARE shapes)."""
+    def moves(k: int, names) -> bool:
+        return any(bool(tan.first[n][k].ne(0).any()) or (tan.second is not None and bool(tan.second[n][k].ne(0).any()))
+                   for n in names)
+
+    live = [k for k in range(Kn) if moves(k, tan.names)]  # the others: zero images
     if order == 2:
-        return [], list(range(Kn))
-    globals_ = set(_GLOBAL_INPUTS) | ({"a_star"} if spec.shape != "SQUARE" else set())
-    general = [k for k in range(Kn) if any(bool(tan.first[n][k].ne(0).any()) for n in tan.names if n in globals_)]
-    return [k for k in range(Kn) if k not in general], general
+        return [], live
+    globals_ = [n for n in tan.names if n in _GLOBAL_INPUTS or (n == "a_star" and spec.shape != "SQUARE")]
+    general = [k for k in live if moves(k, globals_)]
+    return [k for k in live if k not in general], general
 
 
 def _floats(f: PixelFactors) -> dict[str, Tensor]:

@@ -57,6 +57,9 @@ class Panels:
 
 
 def _vec(x, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A panel field as a tensor; a tuple holding tensors is stacked, so that their gradients flow."""
+    if isinstance(x, tuple | list) and any(isinstance(v, Tensor) for v in x):
+        return torch.stack([torch.as_tensor(v, dtype=dtype, device=device) for v in x])
     return torch.as_tensor(x, dtype=dtype, device=device)
 
 
