@@ -205,7 +205,10 @@ def test_chunking_does_not_change_derivatives(one_thread):
     cfg = _cfg(SMALL)
     paths = ["detector.distance", "crystal.misset.1", "crystal.Nb"]
     a = derivative_images(cfg, paths, dtype=torch.float64)
-    b = derivative_images(cfg, paths, dtype=torch.float64, samples_per_chunk=97)
+    calls = []
+    b = derivative_images(cfg, paths, dtype=torch.float64, samples_per_chunk=97,
+                          progress=lambda done, total: calls.append((done, total)))
+    assert len(calls) > 10 and calls[-1] == (24 * 24, 24 * 24)
     for p in paths:
         torch.testing.assert_close(a[p], b[p], rtol=1e-12, atol=1e-12 * float(a[p].abs().max()))
 
