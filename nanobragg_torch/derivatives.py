@@ -7,7 +7,7 @@ image's shape, in SI units (per metre, per radian). `order=2` adds the diagonal 
 
 How (chunk by chunk, so memory is bounded like the render's):
 
-* The set-up (float64, `engine.build_plan`) is a small graph from the K parameters to the kernel's input
+* The set-up (float64, `plan.build_plan`) is a small graph from the K parameters to the kernel's input
   tensors (`kernel.KernelInputs`); their tangents dx/dp_k (and d2x/dp_k^2) come from it by the double-vjp
   identity (forward-mode derivatives through reverse-mode autograd), so every set-up resolver is reused as it
   is.
@@ -16,18 +16,20 @@ How (chunk by chunk, so memory is bounded like the render's):
   S) and its per-pixel factors f (solid angle, polarization, capture fraction); pixels are independent, so
   one reverse pass through value(h, f) gives every sample's d value/dh. The parameters enter h = a_R . q
   (a_R the rotated cell rows, q = (diffracted - incident)/lambda) through the per-R cells and the per-pixel
-  q, hence d value/dp_k = sum_R (dh/dq)... contracts as two small einsums, [sum_{T,O2,S} dv/dh q] . da_k/dp
-  and [sum_R dv/dh a] . dq_k/dp: per sample the cost does not grow with K. The per-pixel factors' tangents
+  q, so d value/dp_k = [sum_{T,O2,S} dv/dh q] . da_R/dp_k + [sum_R dv/dh a_R] . dq/dp_k: two contractions
+  formed once per chunk; per sample the cost does not grow with K. The per-pixel factors' tangents
   come from forward mode (`torch.func.jvp` under `vmap` over the K tangents) of `kernel.pixel_factors`, which
   has no orientation axis.
 * Parameters that also reach the kernel's global inputs (N, fluence, structure factors, ...) and every second
   derivative (the *general* path): `torch.func.jvp` of the fused `kernel.pixel_kernel` under `vmap` over the
   K tangents, nested jvp (forward over forward) for order 2.
 
-Both paths run the kernel eager (the compiled forms have no forward-mode AD). Renders that need the engine's
-per-image state (tricubic F interpolation's one-way switch, the pinned C's first-evaluation and
-running-product quirks in --c-compat) are refused with a one-line error: their derivative is that of a
-discrete state machine.
+The fused forward's AOTInductor packages have no autograd: both paths run the kernel's stages eager, or,
+with `compile=True` (large renders by default), the fast path's whole chunk through torch.compile (the
+forward-mode, vmap and reverse passes fused, with the compiled render's polynomial lattice sines). Renders
+that need the engine's per-image state (tricubic F interpolation's one-way switch, the pinned C's
+first-evaluation and running-product quirks in --c-compat) are refused with a one-line error: their
+derivative is that of a discrete state machine.
 """
 
 from __future__ import annotations
