@@ -26,11 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from nanobragg_torch.cli import config_from_flags  # noqa: E402
+from nanobragg_torch.constants import RTD  # noqa: E402
 from nanobragg_torch.multishot import Shots, cost_of, refine_shots  # noqa: E402
 from nanobragg_torch.refine import misset_rotation, rotation_angle_between  # noqa: E402
 from nanobragg_torch.simulate import simulate  # noqa: E402
 
-DEG = math.pi / 180
+DEG = 1 / RTD  # radians per degree (the C's RTD)
 FLAGS = ("-cell 40 50 60 88 100 92 -N 4 -default_F 100 -lambda 1.0 -distance 40 -detpixels {n} -pixel {p} "
          "-Xbeam {x} -Ybeam {y} -oversample 2 -fluence 1e29")
 SHARED = ["crystal.cell.0", "crystal.cell.1", "crystal.cell.2", "crystal.cell.3", "crystal.cell.4",
