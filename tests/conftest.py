@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# the drift report (fixture `drift`, option --drift-report): loaded by this suite only, never by installing the
+# package (docs/golden.md gives the line another project adds)
+pytest_plugins = ["nanobragg_torch.parity.drift"]
+
 # compiled kernels used by the tests live in the checkout, not in the user's cache: whether a render runs
 # compiled (a cached package is used whatever the render size) must not depend on what the user ran before
 os.environ["NB_KERNEL_CACHE"] = str(Path(__file__).resolve().parents[1] / ".kernel_cache" / "tests")
