@@ -105,7 +105,11 @@ def evaluate_chunk(plan: Plan, flat_idx: Tensor, state: ChunkState, keep: bool =
     else:
         I = K.sample_sum(x, K.sample_terms(terms, f))
     value = K.photons(spec, x, I, f)
-    inter = K.Intermediates.of(f, hkl=hkl, hkl0=hkl0, dhkl=dhkl, F_latt=F_latt, F_cell=F_cell, I=I) if keep else None
+    inter = None
+    if keep:  # a trace: every stage, and the per-axis lattice factors of a SQUARE crystal
+        axes = K.lattice_axes(spec, x, dhkl, hkl0_lo) if spec.shape == "SQUARE" else None
+        inter = K.Intermediates.of(f, hkl=hkl, hkl0=hkl0, dhkl=dhkl, F_latt_axes=axes, F_latt=F_latt, F_cell=F_cell,
+                                   I=I)
     return ChunkResult(value, f.omega_sum, switch_pixel, first_pixel, inter)
 
 

@@ -15,7 +15,6 @@ import torch
 from .advisories import advisories
 from .config import DetectorConfig, SimulationConfig, scalar_value
 from .constants import RTD
-from .detector import Geometry, resolve_geometry
 from .engine import RenderResult, render
 from .errors import InputError
 from .images import format_statistics_lines, image_statistics, int_image, intfile_scale_rule, pgm_image
@@ -108,18 +107,9 @@ def smv_header(result: RenderResult) -> SMVHeader:
     )
 
 
-def _geometry64(plan: Plan) -> Geometry:
-    """The plan's detector geometry in float64 (a float32 render rounds pix0 by ~1e-10 m; files carry the
-    geometry asked for, as the C's doubles)."""
-    g = plan.geom
-    if g.pix0.dtype == torch.float64:
-        return g
-    return resolve_geometry(plan.cfg, torch.float64, torch.device("cpu"))
-
-
 def cbf_header(plan: Plan, exposure_time: float = 1.0) -> CBFHeader:
     """The PILATUS header values of a single-panel plan (io/cbf.py)."""
-    g = _geometry64(plan)
+    g = plan.geom64
     return CBFHeader(
         pixel_size=_g(g.pixel_size),
         wavelength=_g(plan.cfg.beam.wavelength),
@@ -151,7 +141,7 @@ def write_nexus(path: str, plan: Plan, image: np.ndarray, exposure_time: float =
         write_nxmx,
     )
 
-    g = _geometry64(plan)
+    g = plan.geom64
     d = plan.cfg.detector
     if d.panels:
         panels = d.panels
