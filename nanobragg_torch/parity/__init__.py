@@ -7,7 +7,7 @@ blocks and our TRACE_PY lines as Trace objects), ``cstdout`` (the C's stdout as 
 See docs/golden.md.
 
 Nothing here is loaded by importing the package. The test extra's libraries (pytest, syrupy, deepdiff,
-matplotlib) are imported where a parity module uses them, through `import_extra`, which names what to install
+matplotlib, markdown) are imported where a parity module uses them, through `import_extra`, which names what to install
 when one is missing.
 """
 
