@@ -23,7 +23,8 @@ import torch
 from . import sampling
 from .config import DetectorConfig, PanelConfig, SimulationConfig, scalar_value
 from .detector import Geometry, resolve_geometry
-from .validation import BYTES_PER_PIXEL, ConfigError, allocation_problem
+from .errors import ConfigError
+from .memory import BYTES_PER_PIXEL, allocation_problem
 from .vectors import cross, dot, unitize
 
 Tensor = torch.Tensor
