@@ -27,6 +27,7 @@ from .config import (
     CrystalConfig,
     DetectorConfig,
     SimulationConfig,
+    SparseGrid,
     StructureFactors,
     scalar_value,
 )
@@ -38,6 +39,7 @@ from .io.mosflm import read_mosflm_matrix
 from .io.reflections import file_kind, read_structure_factors
 from .io.smv import read_smv, smv_value
 from .io.textcolumns import read_text_columns
+from .memory import allocation_failure, check_allocation
 from .options import RunOptions
 from .outputs import Terminated, run, signals_as_exceptions
 from .validation import check_config
@@ -266,6 +268,11 @@ def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str, notes: li
         sf = StructureFactors(grid, meta["h_min"], meta["k_min"], meta["l_min"], meta["hkls"])
         if c_compat or "-dump" in argv:
             dumpfile = v["dumpfilename"]
+            if isinstance(grid, SparseGrid):  # the Fdump file is the C's dense grid, padded, made in memory
+                padded = math.prod(n + 1 for n in grid.shape)
+                check_allocation(8.0 * grid.cells + 24.0 * padded,
+                                 f"{dumpfile} (the dense {'x'.join(map(str, grid.shape))} F grid)",
+                                 "flag -dump" if "-dump" in argv else "--c-compat (writes Fdump.bin)")
     else:
         dump_path = os.path.join(cwd, v["dumpfilename"]) if not os.path.isabs(v["dumpfilename"]) else v["dumpfilename"]
         if (c_compat or "-dump" in argv) and os.path.exists(dump_path):
@@ -562,7 +569,14 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"nanobragg: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a file the readers and writers did not name themselves
+    except (MemoryError, RuntimeError, OSError) as exc:
+        why = allocation_failure(exc)  # a failed allocation anywhere (memory.py); the outputs are removed
+        if why is not None:
+            print(f"nanobragg: error: {why}", file=sys.stderr)
+            return 2
+        if not isinstance(exc, OSError):
+            raise
+        # a file the readers and writers did not name themselves
         print(f"nanobragg: error: {exc.filename or 'file'}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     return 0

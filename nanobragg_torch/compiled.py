@@ -341,6 +341,8 @@ def choose_mode(
 
     compile=None: compiled when the render is large, or (without gradients only: a package is free to load,
     a torch.compile is not) when the variant's package is already cached; env NB_COMPILE=0/1 overrides."""
+    if spec.sparse_F:  # a sparse F store (a binary search per sample) renders eager
+        return "eager", "eager"
     env = os.environ.get("NB_COMPILE")
     if env in ("0", "1"):
         compile = env == "1"

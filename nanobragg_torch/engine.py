@@ -33,7 +33,7 @@ from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, r
 from .detector import Geometry, Layers, resolve_geometry, resolve_layers
 from .kernel import KernelInputs, KernelSpec
 from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
-from .structure_factors import FGrid, wide_index
+from .structure_factors import FGrid
 from .validation import check_chunk, check_config
 from .vectors import norm
 
@@ -235,7 +235,8 @@ def _build_plan(
         oversample_thick=d.oversample_thick,
         oversample_omega=d.oversample_omega,
         has_grid=fgrid.hkls > 0,
-        wide_index=wide_index(fgrid.grid),
+        wide_index=fgrid.wide_index,
+        sparse_F=fgrid.sparse,
         precise_hkl=precise,
         panels=0 if panel_set is None else panel_set.count,
     )
@@ -266,7 +267,7 @@ def _build_plan(
         fudge=t(c.fudge),
         a_star=crystal.a_star,
         F_table=fgrid.table,
-        grid_shape=t(fgrid.grid.shape),
+        grid_shape=t(fgrid.shape),
         grid_lo=t(fgrid.lo),
         grid_hi=t(fgrid.hi),
         default_F=fgrid.default_F,
@@ -276,6 +277,7 @@ def _build_plan(
         steps=t(float(steps)),
         dmin=t(c.dmin),
         panel_pixels=torch.tensor(d.spixels * d.fpixels, dtype=torch.int64, device=device),
+        F_index=fgrid.index,
     )
     if panel_set is not None:
         inputs = inputs._replace(**PN.panel_inputs(panel_set, oversample, dtype, index_dtype))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .advisories import advisories
-from .config import RTD, DetectorConfig, SimulationConfig, scalar_value
+from .config import RTD, DetectorConfig, SimulationConfig, SparseGrid, scalar_value
 from .detector import Geometry, resolve_geometry
 from .engine import Plan, RenderResult, build_plan, render, rendered_pixels
 from .errors import InputError
@@ -388,7 +388,7 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
         print(f"wrote noise image {options.noisefile}")
     if options.dumpfile and cfg.crystal.structure_factors is not None:
         sf = cfg.crystal.structure_factors
-        grid = np.asarray(sf.grid)
+        grid = sf.grid.dense() if isinstance(sf.grid, SparseGrid) else np.asarray(sf.grid)  # checked: cli
         meta = dict(
             h_min=sf.h_min,
             h_max=sf.h_max,

@@ -22,7 +22,8 @@ import torch
 
 from .config import DetectorConfig, PanelConfig, SimulationConfig, scalar_value
 from .detector import Geometry, resolve_geometry
-from .validation import BYTES_PER_PIXEL, ConfigError, allocation_problem
+from .memory import allocation_problem
+from .validation import BYTES_PER_PIXEL, ConfigError
 from .vectors import cross, dot, unitize
 
 Tensor = torch.Tensor

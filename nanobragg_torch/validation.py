@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import time
 import typing
 
 import numpy as np
 import torch
 
-from .config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, scalar_value
+from .config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, SparseGrid, scalar_value
 from .errors import InputError
+from .memory import allocation_problem
 from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
 
 # config field -> the C flag(s) that set it (CLI messages)
@@ -114,54 +113,6 @@ class ConfigError(InputError):
         if files and files.get(field):
             where = f"{files[field]} ({where})"
         super().__init__(f"{where}: {detail}")
-
-
-_MEMINFO: list[float] = [-1.0, 0.0]  # (time read, MemAvailable bytes): /proc/meminfo read at most once a second
-
-
-def memory_budget(device: torch.device | str = "cpu") -> int:
-    """Bytes a render may allocate: env NB_MEMORY_LIMIT, else the free memory of the device (CPU: MemAvailable,
-    re-read at most once a second: a plan asks twice)."""
-    env = os.environ.get("NB_MEMORY_LIMIT")
-    if env:
-        return int(float(env))
-    device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_available():
-        return int(torch.cuda.mem_get_info(device)[0])
-    now = time.monotonic()
-    if now - _MEMINFO[0] < 1.0:
-        return int(_MEMINFO[1])
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    _MEMINFO[:] = [now, int(line.split()[1]) * 1024]
-                    return int(_MEMINFO[1])
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
-
-
-def size_text(nbytes: float) -> str:
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.3g} {unit}"
-    return f"{nbytes:.0f} B"
-
-
-def allocation_problem(nbytes: float, what: str, device: torch.device | str = "cpu") -> str | None:
-    """Why an allocation of `nbytes` for `what` is refused (None: it fits the memory budget)."""
-    budget = memory_budget(device)
-    if nbytes > budget:
-        return f"{what} would take {size_text(nbytes)} (more than the {size_text(budget)} available)"
-    return None
-
-
-def check_allocation(nbytes: float, what: str, where: str, device: torch.device | str = "cpu") -> None:
-    """Refuse an allocation of `nbytes` that does not fit the memory budget; `where` names the flag or file:line."""
-    problem = allocation_problem(nbytes, what, device)
-    if problem:
-        raise InputError(f"{where}: {problem}")
 
 
 def _value(x) -> float:
@@ -407,7 +358,9 @@ def _check_crystal(ck: _Checker, c: CrystalConfig) -> None:
     ck.vector("crystal.spindle_axis", c.spindle_axis)
     ck.choice("crystal.shape", c.shape, _literal_values(CrystalConfig, "shape"))
     sf = c.structure_factors
-    if sf is not None:
+    if sf is not None and isinstance(sf.grid, SparseGrid):
+        _check_sparse(ck, sf)
+    elif sf is not None:
         grid = sf.grid.detach().cpu().numpy() if isinstance(sf.grid, torch.Tensor) else np.asarray(sf.grid)
         if grid.ndim != 3 or 0 in grid.shape:
             ck.fail("crystal.structure_factors", f"expected a non-empty 3-D grid, got shape {grid.shape}")
@@ -415,6 +368,31 @@ def _check_crystal(ck: _Checker, c: CrystalConfig) -> None:
             bad = np.argwhere(~np.isfinite(grid))[0]
             hkl = (bad[0] + sf.h_min, bad[1] + sf.k_min, bad[2] + sf.l_min)
             ck.fail("crystal.structure_factors", f"F of h k l {hkl[0]} {hkl[1]} {hkl[2]} is not finite")
+
+
+def _check_sparse(ck, sf) -> None:
+    """A SparseGrid: a box of positive sizes under 2^62 cells, distinct sorted int64 keys inside it, one finite
+    value per key, a finite fill."""
+    store = sf.grid
+    field = "crystal.structure_factors"
+    shape = tuple(store.shape)
+    if len(shape) != 3 or any(isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0 for n in shape):
+        ck.fail(field, f"expected a sparse grid of 3 positive sizes, got shape {shape}")
+    if math.prod(int(n) for n in shape) >= 2**62:
+        ck.fail(field, f"a sparse grid of shape {shape} has more cells than int64 keys index")
+    keys = np.asarray(store.keys)
+    values = store.values.detach().cpu().numpy() if isinstance(store.values, torch.Tensor) else np.asarray(
+        store.values)
+    if keys.ndim != 1 or keys.dtype != np.int64 or values.shape != keys.shape or len(keys) == 0:
+        ck.fail(field, f"expected n int64 keys and n values (n > 0), got {keys.dtype} {keys.shape} and {values.shape}")
+    if (np.diff(keys) <= 0).any() or keys[0] < 0 or keys[-1] >= math.prod(int(n) for n in shape):
+        ck.fail(field, "the sparse grid's keys must be distinct, sorted and inside its box")
+    if not np.isfinite(values).all() or not math.isfinite(store.fill):
+        bad = int(np.argmax(~np.isfinite(values))) if not np.isfinite(values).all() else None
+        where = "the fill" if bad is None else "F of h k l " + " ".join(
+            str(int(i) + lo) for i, lo in zip(np.unravel_index(keys[bad], shape), (sf.h_min, sf.k_min, sf.l_min),
+                                               strict=True))
+        ck.fail(field, f"{where} is not finite")
 
 
 # a detector farther than this many pixels from the sample: its solid angles underflow float32
