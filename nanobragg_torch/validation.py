@@ -438,6 +438,13 @@ def _check_memory(ck, cfg: SimulationConfig, dtype, device, samples_per_chunk) -
             ck.fail(field, problem)
 
     guard(pixels * BYTES_PER_PIXEL, f"the {d.fpixels}x{d.spixels} image", "detector.fpixels")
+    sf = c.structure_factors
+    if sf is not None and sf.hkls:  # the render's copy of the grid and its table (structure_factors.FGrid)
+        size = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 8
+        sparse = isinstance(sf.grid, SparseGrid)
+        cells = len(sf.grid.keys) if sparse else math.prod(sf.grid.shape)
+        guard(2.0 * cells * (size + (8 if sparse else 0)), f"the F grid in the render ({cells} cells, {dtype}, "
+              "twice)", "crystal.structure_factors")
     if b.sources is not None:
         sources = len(b.sources)
     else:
