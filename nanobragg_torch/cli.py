@@ -135,7 +135,7 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         "crystal.structure_factors": v["hklfilename"] or dump_read,
     }
     if expt is not None:
-        cfg = experiment_config(cfg, expt, argv, own["expt"])
+        cfg = experiment_config(cfg, expt, argv, own["expt"], v["maskfilename"])
         files["detector.panels"] = own["expt"]
         if v["matfilename"] is None and not v["user_cell"]:
             files["crystal.reciprocal_matrix"] = own["expt"]
@@ -358,7 +358,8 @@ def _read_expt(own: dict) -> Experiment:
     return exp
 
 
-def experiment_config(cfg: SimulationConfig, exp: Experiment, argv: list[str], path: str) -> SimulationConfig:
+def experiment_config(cfg: SimulationConfig, exp: Experiment, argv: list[str], path: str,
+                      mask_file: str | None = None) -> SimulationConfig:
     """cfg (from the C's flags) with what -expt describes, except where a C flag names the same quantity:
     the beam (-lambda/-energy, -beam_vector, -polar_vector, -polar), -spindle_axis, -phi, -osc, the crystal
     (-mat, -cell) and the sensor (-detector_thick, -detector_abs). Detector-placement flags are an error."""
@@ -391,6 +392,13 @@ def experiment_config(cfg: SimulationConfig, exp: Experiment, argv: list[str], p
     if sensor:
         panels = detector.panels and tuple(dataclasses.replace(p, **sensor) for p in detector.panels)
         detector = dataclasses.replace(detector, panels=panels, **sensor)
+    if detector.panels and d.mask is not None:  # -mask: the panels stacked along slow, as -floatfile writes them
+        P, S, F = (len(detector.panels), max(p.spixels for p in detector.panels),
+                   max(p.fpixels for p in detector.panels))
+        if np.shape(d.mask) != (P * S, F):
+            raise InputError(f"{mask_file}: a {np.shape(d.mask)[1]}x{np.shape(d.mask)[0]} mask; the {P} panels of "
+                             f"{path} stacked along slow are {F}x{P * S} (the -floatfile layout)")
+        detector = dataclasses.replace(detector, mask=np.asarray(d.mask).reshape(P, S, F))
     return dataclasses.replace(cfg, detector=detector, beam=new_beam,
                                crystal=dataclasses.replace(cfg.crystal, **crystal))
 
@@ -506,15 +514,18 @@ def _check_traced(cfg: SimulationConfig, flag: str, *pixel: int) -> None:
         if not (0 <= slow < p.spixels and 0 <= fast < p.fpixels):
             raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is off panel {panel} "
                              f"({p.fpixels}x{p.spixels})")
-        return
-    slow, fast = pixel
-    if not (0 <= slow < d.spixels and 0 <= fast < d.fpixels):
-        raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is off the {d.fpixels}x{d.spixels} detector")
+        mask = None if d.mask is None else np.asarray(d.mask)[panel]
+    else:
+        slow, fast = pixel
+        if not (0 <= slow < d.spixels and 0 <= fast < d.fpixels):
+            raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is off the {d.fpixels}x{d.spixels} "
+                             "detector")
+        mask = d.mask
     if d.roi is not None:
         xmin, xmax, ymin, ymax = d.roi
         if not (xmin <= fast <= xmax and ymin <= slow <= ymax):
             raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is outside -roi")
-    if d.mask is not None and d.mask[slow, fast] == 0:
+    if mask is not None and mask[slow, fast] == 0:
         raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is masked")
 
 

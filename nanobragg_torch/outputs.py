@@ -26,6 +26,7 @@ from .io.pgm import write_pgm
 from .io.png import write_png
 from .io.smv import SMVHeader, write_smv
 from .options import RunOptions
+from .panels import rendered_stack
 from .progress import progress_bar
 from .trace import dark_note, format_c_printout, format_trace, order_note, pixel_trace
 
@@ -134,8 +135,9 @@ def cbf_header(plan: Plan, exposure_time: float = 1.0) -> CBFHeader:
 
 
 def excluded_pixels(d: DetectorConfig) -> np.ndarray | None:
-    """Pixels of a single-panel detector that the render skips (outside `-roi`, `-mask` 0); None if none is."""
-    ok = None if d.panels else rendered_pixels(d)
+    """Pixels that the render skips (outside `-roi`, `-mask` 0): (S, F), or (P, S_max, F_max) for panels; None
+    if none is."""
+    ok = rendered_stack(d) if d.panels else rendered_pixels(d)
     return None if ok is None else ~ok
 
 
@@ -206,6 +208,8 @@ def output_paths(options: RunOptions) -> list[str]:
     ]
 
 
+# a multi-panel noise image is NeXus/NXmx: -noisefile names ending so (any case)
+NEXUS_SUFFIXES = (".nxs", ".nx5", ".nexus", ".h5", ".hdf5")
 # room a temporary name takes beyond the output's own name (atomic_write: ".NAME.PID.XXXXXXXX.nbtmp")
 _TEMP_NAME_EXTRA = 40
 
@@ -213,13 +217,16 @@ _TEMP_NAME_EXTRA = 40
 def check_output_paths(options: RunOptions, cfg: SimulationConfig | None = None) -> None:
     """Refuse, before rendering, outputs that cannot be written or would clobber: an empty name, a folder, a
     parent that is a file or unwritable, a name too long, the same file twice, an output that is an input; a
-    single-image format (SMV, PGM, PNG, CBF) of a multi-panel detector."""
+    single-image format (SMV, PGM, PNG, CBF) of a multi-panel detector (its noise image is NeXus)."""
     if cfg is not None and cfg.detector.panels:
         for flag in ("intfile", "noisefile", "pgmfile", "pngfile", "cbffile"):
             path = getattr(options, flag)
+            if flag == "noisefile" and path is not None and path.lower().endswith(NEXUS_SUFFIXES):
+                continue
             if path is not None:
+                extra = "; its noise image is NeXus: -noisefile NAME.nxs" if flag == "noisefile" else ""
                 raise InputError(f"output {path}: -{flag} holds one panel; a multi-panel detector writes -nxsfile "
-                                 "(every panel) or -floatfile (the (panel, slow, fast) stack)")
+                                 f"(every panel) or -floatfile (the (panel, slow, fast) stack){extra}")
     seen: dict[str, str] = {}
     inputs = {os.path.realpath(p): p for p in options.inputs}
     for path in output_paths(options):
@@ -338,7 +345,8 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
             dark = dark_note(float(image[options.trace_pixel]), float(image.max()))
             if dark:
                 print(dark)
-    stats = image_statistics(image, d.roi, d.mask, plan.oversample, _g(plan.geom.pixel_size))
+    roi, mask = (None, rendered_stack(d)) if d.panels else (d.roi, d.mask)  # panels: the rendered pixels
+    stats = image_statistics(image, roi, mask, plan.oversample, _g(plan.geom.pixel_size))
     print("\n".join(format_statistics_lines(stats)))
     header = smv_header(result)
     if options.floatfile:
@@ -380,11 +388,20 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
     if options.noisefile:
         from .noise import noise_image  # numba: imported only when a noise image is wanted (start-up time)
 
-        noisy, photons, overloads = noise_image(image, options.seed, options.adc_offset, d.roi)
+        if d.panels:  # one stream through the panels (noise.noise_stack), written as NeXus
+            from .noise import noise_stack
+
+            noisy, photons, overloads = noise_stack(image, result.plan.panels.spixels, result.plan.panels.fpixels,
+                                                    options.seed, options.adc_offset, d.roi)
+        else:
+            noisy, photons, overloads = noise_image(image, options.seed, options.adc_offset, d.roi)
         print(format_statistics_lines(stats, photons=photons, overloads=overloads)[-1])
         with _writing(options.noisefile):
             group.makedirs(Path(options.noisefile).parent)
-            write_smv(options.noisefile, noisy, header, "noise", options.c_compat)
+            if d.panels:
+                write_nexus(options.noisefile, result.plan, noisy, options.exposure_time)
+            else:
+                write_smv(options.noisefile, noisy, header, "noise", options.c_compat)
         print(f"wrote noise image {options.noisefile}")
     if options.dumpfile and cfg.crystal.structure_factors is not None:
         sf = cfg.crystal.structure_factors

@@ -267,6 +267,8 @@ def _check_detector(ck: _Checker, d: DetectorConfig) -> None:
         ck.integer("detector.oversample", d.oversample, 1)
     ck.choice("detector.convention", d.convention, _literal_values(DetectorConfig, "convention"))
     ck.choice("detector.pivot", d.pivot, _literal_values(DetectorConfig, "pivot"))
+    if d.panels:  # -roi and the mask of a multi-panel detector: panels.check_panels
+        return
     if d.roi is not None:
         if len(d.roi) != 4 or not all(isinstance(v, int | np.integer) for v in d.roi):
             ck.fail("detector.roi", f"expected four integers (xmin, xmax, ymin, ymax), got {d.roi!r}")
