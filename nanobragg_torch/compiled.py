@@ -270,7 +270,7 @@ class KernelRunner:
         self._jit = None
 
     def __call__(self, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
-        flat_idx = flat_idx.to(torch.int32)  # the packages' index type (engine.Plan.pixel_order)
+        flat_idx = flat_idx.to(torch.int32)  # the packages' index type (plan.Plan.pixel_order)
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in self.inputs)
         mode = self.grad_mode if grad and self.mode != "eager" else self.mode
         if mode == "eager":

@@ -15,7 +15,7 @@ import torch
 from .advisories import advisories
 from .config import RTD, DetectorConfig, SimulationConfig, SparseGrid, scalar_value
 from .detector import Geometry, resolve_geometry
-from .engine import Plan, RenderResult, build_plan, render, rendered_pixels
+from .engine import RenderResult, render
 from .errors import InputError
 from .images import format_statistics_lines, image_statistics, int_image, intfile_scale_rule, pgm_image
 from .io.atomic import OutputGroup, output_group, sweep_stale_temporaries
@@ -27,6 +27,7 @@ from .io.png import write_png
 from .io.smv import SMVHeader, write_smv
 from .options import RunOptions
 from .panels import rendered_stack
+from .plan import Plan, build_plan, rendered_pixels
 from .progress import progress_bar
 from .trace import dark_note, format_c_printout, format_trace, order_note, pixel_trace
 

@@ -18,9 +18,12 @@ import typing
 import numpy as np
 import torch
 
+from .beam import BEAM_STEPS
 from .config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, SparseGrid, scalar_value
+from .detector import Geometry, geometry_key, resolve_geometry
 from .errors import InputError
 from .memory import allocation_problem
+from .sampling import auto_steps
 from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
 
 # config field -> the C flag(s) that set it (CLI messages)
@@ -198,9 +201,10 @@ def check_config(
     device: torch.device | str = "cpu",
     samples_per_chunk: int | None = None,
     files: dict[str, str] | None = None,
-) -> None:
+) -> Geometry:
     """Refuse an invalid configuration (ConfigError naming the field, or with `flags` the C flag; `files` maps
-    fields read from a file to its name, for the message)."""
+    fields read from a file to its name, for the message). Returns the lab-frame detector it checked, resolved
+    in float64 on `device` (the plan's geometry: resolved once)."""
     if not isinstance(cfg, SimulationConfig):
         raise ConfigError("config", f"expected a SimulationConfig, got {type(cfg).__name__}", flags)
     ck = _Checker(flags, files)
@@ -216,11 +220,10 @@ def check_config(
     _once("beam", cfg.beam, lambda: _check_beam(ck, cfg.beam))
     _once("crystal", cfg.crystal, lambda: _check_crystal(ck, cfg.crystal))
     check_chunk(samples_per_chunk, flags)
-    from .detector import geometry_key
-
-    cpu = torch.device("cpu")
-    _once("geometry", lambda: geometry_key(cfg, torch.float64, cpu), lambda: _check_geometry(ck, cfg))
+    geom = resolve_geometry(cfg, torch.float64, device)
+    _once("geometry", lambda: geometry_key(cfg, torch.float64, device), lambda: _check_geometry(ck, geom))
     _check_memory(ck, cfg, dtype, device, samples_per_chunk)
+    return geom
 
 
 # sections that passed, by the value of what they read (setup_cache.value_key): a dataset that changes only the
@@ -401,13 +404,10 @@ def _check_sparse(ck, sf) -> None:
 MAX_DISTANCE_IN_PIXELS = 1e12
 
 
-def _check_geometry(ck: _Checker, cfg: SimulationConfig) -> None:
+def _check_geometry(ck: _Checker, g: Geometry) -> None:
     """The resolved detector (float64, as the set-up runs): finite, not edge-on to the beam, not so far away
     that the solid angle of a pixel underflows."""
-    from .detector import resolve_geometry
-
     with torch.no_grad():
-        g = resolve_geometry(cfg, torch.float64, torch.device("cpu"))
         parts = (g.pix0, g.fdet, g.sdet, g.odet, g.beam, g.distance)
         if not all(bool(torch.isfinite(v).all()) for v in parts):
             ck.fail("detector.orientation", "the detector position or axes are not finite")
@@ -419,9 +419,6 @@ def _check_geometry(ck: _Checker, cfg: SimulationConfig) -> None:
 
 def _count_steps(steps, rng, step) -> int:
     """The C's step count of a divergence/dispersion axis (sampling.auto_steps with beam's sanity check)."""
-    from .beam import BEAM_STEPS
-    from .sampling import auto_steps
-
     def given(x):
         return None if x is None else scalar_value(x)
 

@@ -54,8 +54,9 @@ def child(args) -> dict:
 
     import torch
 
-    from nanobragg_torch.engine import build_plan, render
+    from nanobragg_torch.engine import render
     from nanobragg_torch.panels import panel_detector
+    from nanobragg_torch.plan import build_plan
 
     if args.threads:
         torch.set_num_threads(args.threads)
