@@ -122,6 +122,8 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     c_compat = own["c_compat"]
     notes: list[str] = []
     expt = _read_expt(own) if own["expt"] else None
+    if expt is not None:
+        notes.extend(expt.ignored)  # what the file holds and the simulation does not use (io/dxtbx_models.py)
     detector = detector_config(v, argv, c_compat, own["pix0_override"], notes)
     crystal, dumpfile, dump_read = crystal_config(v, argv, c_compat, cwd, notes,
                                                   expt_crystal=expt is not None and expt.real_space is not None)
@@ -361,7 +363,7 @@ def _read_expt(own: dict) -> Experiment:
 def experiment_config(cfg: SimulationConfig, exp: Experiment, argv: list[str], path: str,
                       mask_file: str | None = None) -> SimulationConfig:
     """cfg (from the C's flags) with what -expt describes, except where a C flag names the same quantity:
-    the beam (-lambda/-energy, -beam_vector, -polar_vector, -polar), -spindle_axis, -phi, -osc, the crystal
+    the beam (-lambda/-energy, -dispersion, -beam_vector, -polar_vector, -polar), -spindle_axis, -phi, -osc, the crystal
     (-mat, -cell) and the sensor (-detector_thick, -detector_abs). Detector-placement flags are an error."""
     given = {a for _, a, _ in walk(argv)}
     clash = [f for f in EXPT_DETECTOR_FLAGS if f in given]
@@ -375,6 +377,8 @@ def experiment_config(cfg: SimulationConfig, exp: Experiment, argv: list[str], p
             beam[key] = getattr(exp, key)
     if exp.wavelength is not None and not given.intersection(WAVELENGTH_FLAGS):
         beam["wavelength"] = exp.wavelength
+    if exp.dispersion is not None and "-dispersion" not in given:  # a polychromatic beam's band
+        beam["dispersion"] = exp.dispersion
     new_beam = dataclasses.replace(cfg.beam, **beam)
     crystal: dict = {}
     for key, flag in (("spindle_axis", "-spindle_axis"), ("phi0", "-phi"), ("osc", "-osc")):

@@ -216,3 +216,60 @@ def test_trace_of_a_pixel_the_panels_do_not_render_is_refused(tmp_path, monkeypa
     expt = str(_expt(tmp_path))
     assert main(["-expt", expt, *CLI, "-roi", "2", "9", "1", "8", "-trace_pixel", "0", "0", "-trace_panel", "2"]) == 2
     assert "is outside -roi" in capsys.readouterr().err
+
+
+# ---- a dxtbx experiment's spectrum, and what it holds that is not simulated -------------------------------------
+
+
+def _rich_expt(tmp_path: Path) -> Path:
+    """The three-panel list with a polychromatic beam (1.25-1.35 A), beam divergence, a gaussian_rs profile
+    and a crystal with ML mosaicity."""
+    import json
+
+    path = _expt(tmp_path)
+    obj = json.loads(path.read_text())
+    beam = obj["beam"][0]
+    beam.update({"__id__": "polychromatic", "wavelength_range": [1.25, 1.35], "divergence": 0.01,
+                 "sigma_divergence": 0.002})
+    beam.pop("wavelength", None)
+    obj["profile"] = [{"__id__": "gaussian_rs", "n_sigma": 3.0, "sigma_b": 0.04, "sigma_m": 0.06}]
+    obj["experiment"][0]["profile"] = 0
+    obj["crystal"] = [{"__id__": "crystal", "real_space_a": [80, 0, 0], "real_space_b": [0, 90, 0],
+                       "real_space_c": [0, 0, 100], "space_group_hall_symbol": " P 1",
+                       "ML_half_mosaicity_deg": 0.05, "ML_domain_size_ang": 1000.0}]
+    obj["experiment"][0]["crystal"] = 0
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def test_expt_spectrum_is_the_c_band_and_the_rest_is_named(tmp_path, monkeypatch, capsys):
+    from nanobragg_torch.cli import config_from_flags
+    from nanobragg_torch.io.dxtbx_models import read_experiments
+
+    _rich_expt(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    exp = read_experiments("three.expt")
+    assert exp.wavelength == pytest.approx(1.3e-10, rel=1e-15) and exp.dispersion == pytest.approx(0.1 / 1.3)
+    ignored = "\n".join(exp.ignored)
+    for words in ("profile model gaussian_rs (sigma_m 0.06, sigma_b 0.04)", "ML_half_mosaicity_deg 0.05",
+                  "ML_domain_size_ang 1000", "divergence 0.01, sigma_divergence 0.002", "-mosaic DEG"):
+        assert words in ignored
+    assert len(exp.ignored) == 3 and all(line.startswith("three.expt: ") for line in exp.ignored)
+    flags = ["-beam_vector", "0", "0", "-1", "-N", "5", "-default_F", "100", "-oversample", "1", "-noprogress"]
+    cfg, options = config_from_flags(["-expt", "three.expt", *flags])
+    assert scalar(cfg.beam.dispersion) == pytest.approx(0.1 / 1.3) and scalar(cfg.beam.wavelength) == pytest.approx(
+        1.3e-10)
+    assert all(line in options.notes for line in exp.ignored)
+    plan = build_plan(cfg, torch.float64, compile=False)
+    lam = plan.sources.wavelength
+    assert float(lam.min()) == pytest.approx(1.25e-10) and float(lam.max()) == pytest.approx(1.35e-10)
+    # a flag wins over the file, as for every beam quantity
+    cfg, _ = config_from_flags(["-expt", "three.expt", *flags, "-dispersion", "2"])
+    assert scalar(cfg.beam.dispersion) == pytest.approx(0.02)
+    assert main(["-expt", "three.expt", *flags, "-floatfile", "f.bin"]) == 0
+    out = capsys.readouterr().out
+    assert all(out.count(line) == 1 for line in exp.ignored)
+
+
+def scalar(x) -> float:
+    return float(x)
