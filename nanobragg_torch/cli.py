@@ -42,7 +42,8 @@ from .io.textcolumns import read_text_columns
 from .memory import allocation_failure, check_allocation
 from .options import RunOptions
 from .outputs import Terminated, run, signals_as_exceptions
-from .validation import check_config
+from .panels import check_panels
+from .validation import ConfigError, check_config
 
 
 def _header_values(path: str, for_mask: bool, v: dict) -> np.ndarray:
@@ -143,6 +144,11 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
             files["crystal.reciprocal_matrix"] = own["expt"]
     dtype = torch.float64 if own["dtype"] == "float64" else torch.float32
     check_config(cfg, flags=True, dtype=dtype, device=own["device"], samples_per_chunk=own["chunk"], files=files)
+    if cfg.detector.panels:  # -roi and -mask of the panels (panels.check_panels), named by their flags
+        try:
+            check_panels(cfg)
+        except ConfigError as exc:
+            raise ConfigError(exc.field, exc.detail, flags=True, files=files) from None
     inputs = tuple(v[k] for k in ("hklfilename", "matfilename", "sourcefilename", "imginfilename", "maskfilename",
                                   "stolfilename") if v.get(k)) + ((dump_read,) if dump_read else ())
     options = run_options(v, own, cfg, dumpfile, notes, inputs)
