@@ -31,6 +31,7 @@ from .config import (
     StructureFactors,
     scalar_value,
 )
+from .constants import RTD
 from .errors import InputError
 from .flagtable import USAGE, help_text
 from .io.dxtbx_models import Experiment, read_experiments, write_experiments
@@ -79,7 +80,6 @@ def _header_values(path: str, for_mask: bool, v: dict) -> np.ndarray:
         x = val(key)
         if not math.isnan(x):
             v[key] = x
-    RTD = 180.0 * 0.31830988618379067154
     for key, var in (("PHI", "phi0"), ("OSC_RANGE", "osc")):
         x = val(key)
         if not math.isnan(x):
@@ -152,6 +152,9 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     inputs = tuple(v[k] for k in ("hklfilename", "matfilename", "sourcefilename", "imginfilename", "maskfilename",
                                   "stolfilename") if v.get(k)) + ((dump_read,) if dump_read else ())
     options = run_options(v, own, cfg, dumpfile, notes, inputs)
+    if own["demo"]:  # where the demo put its inputs and where its outputs go (the next command reuses them)
+        written = [f for f in (options.floatfile, options.intfile, options.pngfile) if f]
+        options.notes.insert(0, demo.announcement(own["outdir"] or "out", written))
     shown = [a for a in argv if a in ("-progress", "-noprogress")]  # the last one wins, as in the C
     options.progress = None if not shown else shown[-1] == "-progress"
     return cfg, options

@@ -8,12 +8,12 @@ demo's detector).
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 import torch
 
+from .constants import RTD
 from .io.atomic import atomic_write
 from .io.mosflm import mosflm_matrix_text
 from .vectors import rotate_xyz
@@ -37,7 +37,7 @@ def demo_args(outdir: str) -> list[str]:
 
 def matrix() -> np.ndarray:
     """Rows a*, b*, c* (× λ) of the cubic cell rotated as the C's -misset (rotate about x, y, z)."""
-    angles = [torch.tensor(math.radians(a), dtype=torch.float64) for a in MISSET_DEG]
+    angles = [torch.tensor(a / RTD, dtype=torch.float64) for a in MISSET_DEG]
     star = torch.eye(3, dtype=torch.float64) * (LAMBDA_A / CELL_A)
     return rotate_xyz(star, *angles).numpy()
 
@@ -57,3 +57,11 @@ def write_inputs(outdir: str) -> None:
     for name, text in ((MAT, mosflm_matrix_text(matrix())), (HKL, hkl_text())):
         with atomic_write(os.path.join(outdir, name)) as f:
             f.write(text.encode())
+
+
+def announcement(outdir: str, outputs: list[str]) -> str:
+    """The line `nanobragg -demo` opens with: the folder, the inputs written there and the outputs to come."""
+    folder = os.path.abspath(outdir)
+    names = ", ".join(os.path.basename(f) for f in outputs)
+    return (f"demo: wrote its inputs {MAT} and {HKL} to {folder}/ (reuse them: -mat {os.path.join(outdir, MAT)} "
+            f"-hkl {os.path.join(outdir, HKL)}); the outputs {names} go to the same folder")

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from .advisories import advisories
-from .config import RTD, DetectorConfig, SimulationConfig, SparseGrid, scalar_value
+from .config import DetectorConfig, SimulationConfig, SparseGrid, scalar_value
+from .constants import RTD
 from .detector import Geometry, resolve_geometry
 from .engine import RenderResult, render
 from .errors import InputError
@@ -342,7 +343,7 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
             if len(options.trace_pixel) == 3:
                 print(f"# panel {options.trace_pixel[0]} of {len(cfg.detector.panels)} (-trace_panel)")
             print(order_note(*options.trace_pixel[-2:]))
-            print(format_trace(trace))
+            print(format_trace(trace, plan.dtype, plan.device))
             dark = dark_note(float(image[options.trace_pixel]), float(image.max()))
             if dark:
                 print(dark)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -24,10 +23,12 @@ from . import kernel as K
 from . import panels as PN
 from .beam import Sources, build_sources
 from .compiled import KernelRunner, choose_mode
-from .config import AVOGADRO, R_E_SQR, WATER_F, WATER_MW, SimulationConfig, scalar_value
+from .config import SimulationConfig, scalar_value
+from .constants import AVOGADRO, R_E_SQR, WATER_F, WATER_MW
 from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, resolve_phi, rotated_cells
 from .detector import Geometry, Layers, resolve_layers
 from .kernel import KernelInputs, KernelSpec
+from .sampling import recommended_oversample
 from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
 from .structure_factors import FGrid
 from .validation import check_config
@@ -149,83 +150,115 @@ def _build_plan(
     samples_per_chunk: int | None,
     precise_hkl: bool | None,
 ) -> Plan:
-    # a multi-panel detector is set up (and checked) through its reference panel's single-detector form
-    # (anything that is not a config with a DetectorConfig goes straight to check_config, which names it)
+    # 1. validate. A multi-panel detector is set up (and checked) through its reference panel's single-detector
+    # form (anything that is not a config with a DetectorConfig goes straight to check_config, which names it);
+    # the detector check_config checked is the plan's, resolved once in float64
     multi = isinstance(cfg, SimulationConfig) and getattr(cfg.detector, "panels", None) is not None
     setup = PN.reference_config(cfg) if multi else cfg
-    # validation.py; the detector it checked, resolved in float64 as the whole set-up is (then cast)
     geom = check_config(setup, dtype=dtype, device=device, samples_per_chunk=samples_per_chunk)
     device = torch.device(device)
 
-    def t(x):
-        return torch.as_tensor(x, dtype=dtype, device=device)
-
-    # the set-up (3-vectors and 3x3 matrices) runs in float64, as the C does, and is cast to the render dtype
-    # afterwards: discrete choices (N from -xtalsize, step counts, oversampling) never see float32 rounding
+    # 2. resolve the set-up (3-vectors and 3x3 matrices) in float64, as the C does; it is cast to the render
+    # dtype afterwards: discrete choices (N from -xtalsize, step counts, oversampling) never see float32 rounding
     hi = torch.float64
     layers = resolve_layers(setup, hi, device)
     sources = build_sources(setup, geom, hi, device)
-    panel_set = PN.resolve_panels(cfg, geom.beam, hi, device) if setup is not cfg else None
+    panel_set = PN.resolve_panels(cfg, geom.beam, hi, device) if multi else None
     crystal = build_crystal(cfg, hi, device)
     phi = resolve_phi(cfg, hi, device)
     mosaic = resolve_mosaic(cfg, hi, device)
     cells = rotated_cells(crystal, phi, mosaic, geom.spindle, cfg.c_compat)
-    c = cfg.crystal
-    fgrid = FGrid(c.structure_factors, t(c.default_F), dtype, device)
+    fgrid = FGrid(cfg.crystal.structure_factors, torch.as_tensor(cfg.crystal.default_F, dtype=dtype, device=device),
+                  dtype, device)
 
-    # interpolation auto-selection (the C's `interpolate > 1` rule) and the no-data override
-    N = (crystal.Na, crystal.Nb, crystal.Nc)
-    if c.interpolate is None:
-        interpolate = any(scalar_value(n) <= 2 for n in (c.Na, c.Nb, c.Nc))
+    # 3. the C's discrete choices
+    interpolate = _interpolate(cfg, fgrid)
+    lengths = tuple(float(x) for x in norm(crystal.a0).detach())
+    N = tuple(float(n.detach()) for n in (crystal.Na, crystal.Nb, crystal.Nc))
+    xtal_max = max(a * n for a, n in zip(lengths, N, strict=True))
+    lambda0 = scalar_value(cfg.beam.wavelength)
+    if panel_set is None:  # the C's recommended oversampling (of the most demanding panel)
+        recip_pixel = lambda0 * float(geom.distance.detach()) / float(geom.pixel_size.detach())
+        recommended = recommended_oversample(xtal_max, recip_pixel)
     else:
-        interpolate = c.interpolate
-    if fgrid.hkls == 0:
-        interpolate = False
-
-    # oversampling: recommended = ceil(3 * xtalsize_max / (lambda0 * distance / pixel))
-    lengths = norm(crystal.a0).detach()
-    xtal_max = max(float(lengths[i]) * float(N[i].detach()) for i in range(3))
-    recip_pixel = scalar_value(cfg.beam.wavelength) * float(geom.distance.detach()) / float(geom.pixel_size.detach())
-    recommended = math.ceil(3.0 * xtal_max / recip_pixel)
-    if recommended <= 0:
-        recommended = 1
-    if panel_set is not None:  # the most demanding panel's
-        recommended = PN.recommended_oversample(panel_set, scalar_value(cfg.beam.wavelength), xtal_max)
+        recommended = PN.recommended_oversample(panel_set, lambda0, xtal_max)
     oversample = cfg.detector.oversample if (cfg.detector.oversample or 0) > 0 else recommended
     steps = len(sources.wavelength) * mosaic.domains * phi.steps * oversample * oversample
-    # the Miller indices and the geometry under them stay float64 in a lower-precision render where the lattice
-    # transform is sharp (kernel.reduced)
-    if precise_hkl is None:
+    if precise_hkl is None:  # Miller indices in float64 where the lattice transform is sharp (kernel.reduced)
         lam_min = float(sources.wavelength.detach().min())
-        n_float = tuple(float(n.detach()) for n in N)
-        error = K.index_phase_error(n_float, tuple(float(x) for x in lengths), lam_min, torch.finfo(dtype).eps)
+        error = K.index_phase_error(N, lengths, lam_min, torch.finfo(dtype).eps)
         precise_hkl = error > K.INDEX_PHASE_TOLERANCE
     precise = precise_hkl and dtype != hi
-    index_dtype = hi if precise else dtype
-    geom_hi, layers_hi, sources_hi, cells_hi = geom, layers, sources, cells
 
-    def ix(x):  # an input of kernel.INDEX_FIELDS
-        return torch.as_tensor(x, dtype=index_dtype, device=device)
+    # 4. the kernel: its switches, its tensors (the index geometry from the float64 set-up) and compiled form
+    crystal_lo, phi_lo, layers_lo = _cast(crystal, dtype), _cast(phi, dtype), _cast(layers, dtype)
+    N_active = tuple(float(n.detach()) > 1.0 for n in (crystal_lo.Na, crystal_lo.Nb, crystal_lo.Nc))
+    spec = _kernel_spec(cfg, layers_lo, N_active, fgrid, precise, panel_set)
+    inputs = _kernel_inputs(cfg, dtype, hi if precise else dtype, geom, layers, sources, crystal, cells, fgrid,
+                            oversample, steps, panel_set)
+    pixel_order = _pixel_order(cfg, device) if panel_set is None else PN.pixel_order(panel_set, device)
+    samples = layers.count * oversample**2 * len(sources.wavelength) * phi.steps * mosaic.domains
+    samples *= pixel_order.numel()
+    kernel = KernelRunner(spec, inputs, *choose_mode(spec, inputs, compile, samples, COMPILE_THRESHOLD))
 
-    geom, layers, sources, crystal, phi, mosaic = (
-        _cast(x, dtype) for x in (geom, layers, sources, crystal, phi, mosaic)
+    # 5. the plan, in the render dtype
+    d = cfg.detector
+    return Plan(
+        cfg=cfg,
+        dtype=dtype,
+        device=device,
+        geom=_cast(geom, dtype),
+        layers=layers_lo,
+        sources=_cast(sources, dtype),
+        crystal=crystal_lo,
+        phi=phi_lo,
+        mosaic=_cast(mosaic, dtype),
+        cells=cells.to(dtype),
+        fgrid=fgrid,
+        oversample=oversample,
+        recommended_oversample=recommended,
+        steps=steps,
+        interpolate=interpolate,
+        N_active=spec.N_active,
+        water_on=float(torch.as_tensor(cfg.beam.water_size, dtype=dtype).detach()) != 0.0,
+        any_toggle=d.oversample_thick or d.oversample_polar or d.oversample_omega,
+        pixel_order=pixel_order,
+        first_eval_phi_step=_first_eval_phi_step(cfg, phi_lo),
+        kernel=kernel,
+        samples_per_chunk=samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK,
+        panels=None if panel_set is None else _cast(panel_set, dtype),
     )
-    cells = cells.to(dtype)
-    N = (crystal.Na, crystal.Nb, crystal.Nc)
-    N_active = tuple(float(n.detach()) > 1.0 for n in N)
 
-    fluence = t(cfg.beam.fluence)
-    water = t(cfg.beam.water_size)
-    I_bg = WATER_F * WATER_F * R_E_SQR * fluence * water**3 * 1e6 * AVOGADRO / WATER_MW
 
-    d, b = cfg.detector, cfg.beam
-    thick_on = float(layers.thickness.detach()) != 0.0
-    spec = KernelSpec(
+def _interpolate(cfg: SimulationConfig, fgrid: FGrid) -> bool:
+    """Tricubic F: the C's auto-selection (`interpolate > 1`: some N <= 2) unless given; never without data."""
+    c = cfg.crystal
+    if fgrid.hkls == 0:
+        return False
+    if c.interpolate is None:
+        return any(scalar_value(n) <= 2 for n in (c.Na, c.Nb, c.Nc))
+    return c.interpolate
+
+
+def _first_eval_phi_step(cfg: SimulationConfig, phi: PhiSweep) -> int | None:
+    """Pinned C (c_compat): the phi step that the image's first evaluation takes unrotated (engine._first_evaluation):
+    step 0 when phi is 0 there and not everywhere (a zero at a later step reuses the previous step anyway)."""
+    if not cfg.c_compat:
+        return None
+    zero = (phi.phi.detach() == 0.0).cpu().numpy()
+    return 0 if zero[0] and not zero.all() else None
+
+
+def _kernel_spec(cfg: SimulationConfig, layers: Layers, N_active: tuple[bool, bool, bool], fgrid: FGrid,
+                 precise: bool, panel_set: PN.Panels | None) -> KernelSpec:
+    """The kernel's discrete switches (`layers` in the render dtype, as the kernel sees the thickness)."""
+    c, d, b = cfg.crystal, cfg.detector, cfg.beam
+    return KernelSpec(
         shape=c.shape,
         N_active=N_active,
         curved=d.curved,
         point_pixel=d.point_pixel,
-        thick_on=thick_on,
+        thick_on=float(layers.thickness.detach()) != 0.0,
         dmin_on=c.dmin > 0.0,
         polar="off" if (b.nopolar and not d.oversample_polar) else ("sample" if d.oversample_polar else "pixel"),
         oversample_thick=d.oversample_thick,
@@ -236,32 +269,51 @@ def _build_plan(
         precise_hkl=precise,
         panels=0 if panel_set is None else panel_set.count,
     )
+
+
+def _kernel_inputs(cfg: SimulationConfig, dtype: torch.dtype, index_dtype: torch.dtype, geom: Geometry,
+                   layers: Layers, sources: Sources, crystal: Crystal, cells: Tensor, fgrid: FGrid, oversample: int,
+                   steps: int, panel_set: PN.Panels | None) -> KernelInputs:
+    """The kernel's tensors from the float64 set-up: the inputs of kernel.INDEX_FIELDS in `index_dtype` (float64
+    in a precise_hkl plan), the rest in the render dtype; contiguous (a compiled package assumes the strides it
+    was built with, and mosaic cells come out transposed)."""
+    device = geom.pix0.device
+    c, d, b = cfg.crystal, cfg.detector, cfg.beam
+
+    def t(x):
+        return torch.as_tensor(x, dtype=dtype, device=device)
+
+    def ix(x):  # an input of kernel.INDEX_FIELDS
+        return torch.as_tensor(x, dtype=index_dtype, device=device)
+
+    fluence = t(b.fluence)
+    I_bg = WATER_F * WATER_F * R_E_SQR * fluence * t(b.water_size) ** 3 * 1e6 * AVOGADRO / WATER_MW
     o = torch.arange(oversample, dtype=index_dtype, device=device)
     subS, subF = torch.meshgrid(o, o, indexing="ij")
     inputs = KernelInputs(
         fpixels=torch.tensor(d.fpixels, dtype=torch.int64, device=device),
         oversample=ix(float(oversample)),
-        subpixel=ix(geom_hi.pixel_size / oversample),
+        subpixel=ix(geom.pixel_size / oversample),
         sub_f=subF.reshape(-1),
         sub_s=subS.reshape(-1),
         layer_t=torch.arange(layers.count, dtype=index_dtype, device=device),
-        pixel_size=geom.pixel_size,
-        close_distance=geom.close_distance,
-        distance=ix(geom_hi.distance),
-        fdet=ix(geom_hi.fdet),
-        sdet=ix(geom_hi.sdet),
-        odet=ix(geom_hi.odet),
-        pix0=ix(geom_hi.pix0),
-        beam=ix(geom_hi.beam),
-        polar_vector=geom.polar_vector,
-        layer_step=ix(layers_hi.step),
-        layer_mu=layers.mu,
-        incident=ix(-sources_hi.direction),
-        wavelength=ix(sources_hi.wavelength),
-        cells=ix(cells_hi.reshape(-1, 3, 3)),
-        N=torch.stack(N),
+        pixel_size=t(geom.pixel_size),
+        close_distance=t(geom.close_distance),
+        distance=ix(geom.distance),
+        fdet=ix(geom.fdet),
+        sdet=ix(geom.sdet),
+        odet=ix(geom.odet),
+        pix0=ix(geom.pix0),
+        beam=ix(geom.beam),
+        polar_vector=t(geom.polar_vector),
+        layer_step=ix(layers.step),
+        layer_mu=t(layers.mu),
+        incident=ix(-sources.direction),
+        wavelength=ix(sources.wavelength),
+        cells=ix(cells.reshape(-1, 3, 3)),
+        N=torch.stack([t(crystal.Na), t(crystal.Nb), t(crystal.Nc)]),
         fudge=t(c.fudge),
-        a_star=crystal.a_star,
+        a_star=t(crystal.a_star),
         F_table=fgrid.table,
         grid_shape=t(fgrid.shape),
         grid_lo=t(fgrid.lo),
@@ -277,42 +329,7 @@ def _build_plan(
     )
     if panel_set is not None:
         inputs = inputs._replace(**PN.panel_inputs(panel_set, oversample, dtype, index_dtype))
-    # contiguous: a compiled package assumes the strides it was built with (mosaic cells come out transposed)
-    inputs = KernelInputs(*(x.contiguous() for x in inputs))
-
-    pixel_order = _pixel_order(cfg, device) if panel_set is None else PN.pixel_order(panel_set, device)
-    first_step = None
-    if cfg.c_compat:
-        zero = (phi.phi.detach() == 0.0).cpu().numpy()
-        if zero[0] and not zero.all():
-            first_step = 0  # a zero at a later step reuses the previous step even in the first evaluation
-    samples = layers.count * oversample**2 * len(sources.wavelength) * phi.steps * mosaic.domains
-    samples *= pixel_order.numel()
-    return Plan(
-        cfg=cfg,
-        dtype=dtype,
-        device=device,
-        geom=geom,
-        layers=layers,
-        sources=sources,
-        crystal=crystal,
-        phi=phi,
-        mosaic=mosaic,
-        cells=cells,
-        fgrid=fgrid,
-        oversample=oversample,
-        recommended_oversample=recommended,
-        steps=steps,
-        interpolate=interpolate,
-        N_active=N_active,
-        water_on=float(water.detach()) != 0.0,
-        any_toggle=d.oversample_thick or d.oversample_polar or d.oversample_omega,
-        pixel_order=pixel_order,
-        first_eval_phi_step=first_step,
-        kernel=KernelRunner(spec, inputs, *choose_mode(spec, inputs, compile, samples, COMPILE_THRESHOLD)),
-        samples_per_chunk=samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK,
-        panels=None if panel_set is None else _cast(panel_set, dtype),
-    )
+    return KernelInputs(*(x.contiguous() for x in inputs))
 
 
 def _cast(obj, dtype: torch.dtype):

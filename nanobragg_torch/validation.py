@@ -1,12 +1,13 @@
 """One validation layer for finished configurations: the CLI and the API refuse the same things.
 
 `check_config` looks at a SimulationConfig field by field (finiteness, the ranges the physics needs, enum
-values, array shapes) and estimates the memory of the render before anything is allocated. A refusal is a
-`ConfigError` (a ValueError) naming the config field; the CLI passes `flags=True` and the message names the C
-flag instead (`FLAGS` maps fields to flags). Values the C quietly replaces by its auto rule (`-phisteps 0`,
-`-mosaic_domains 0`, `-oversample -5`, N <= 1, a negative -lambda or -distance, ...) are accepted here and
-handled as the C does; values for which the C renders NaN or zeros are refused in both modes. Both lists are
-in the quirk registry (quirks.INVALID_VALUES_C_RULES, quirks.INVALID_VALUES_REFUSED).
+values, array shapes), checks the resolved detector and estimates the memory of the render before anything is
+allocated. A refusal is a `ConfigError` (a ValueError) naming the config field; the CLI passes `flags=True` and
+the message names the C flags instead (the flag table's `fields` column, `flagtable.flags_setting`). Values the
+C quietly replaces by its auto rule (`-phisteps 0`, `-mosaic_domains 0`, `-oversample -5`, N <= 1, a negative
+-lambda or -distance, ...) are accepted here and handled as the C does; values for which the C renders NaN or
+zeros are refused in both modes. Both lists are in the quirk registry (quirks.INVALID_VALUES_C_RULES,
+quirks.INVALID_VALUES_REFUSED).
 """
 
 from __future__ import annotations
@@ -22,83 +23,10 @@ from .beam import BEAM_STEPS
 from .config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, SparseGrid, scalar_value
 from .detector import Geometry, geometry_key, resolve_geometry
 from .errors import InputError
+from .flagtable import flags_setting
 from .memory import allocation_problem
-from .sampling import auto_steps
+from .sampling import auto_steps, recommended_oversample
 from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
-
-# config field -> the C flag(s) that set it (CLI messages)
-FLAGS: dict[str, str] = {
-    "detector.fpixels": "-detpixels",
-    "detector.spixels": "-detpixels",
-    "detector.pixel_size": "-pixel",
-    "detector.distance": "-distance/-close_distance",
-    "detector.close_distance": "-close_distance",
-    "detector.Xbeam": "-Xbeam",
-    "detector.Ybeam": "-Ybeam",
-    "detector.Xclose": "-Xclose",
-    "detector.Yclose": "-Yclose",
-    "detector.ORGX": "-ORGX",
-    "detector.ORGY": "-ORGY",
-    "detector.fdet_vector": "-fdet_vector",
-    "detector.sdet_vector": "-sdet_vector",
-    "detector.odet_vector": "-odet_vector",
-    "detector.twotheta_axis": "-twotheta_axis",
-    "detector.pix0_vector": "-pix0_vector",
-    "detector.rotx": "-detector_rotx",
-    "detector.roty": "-detector_roty",
-    "detector.rotz": "-detector_rotz",
-    "detector.twotheta": "-twotheta",
-    "detector.thickness": "-detector_thick",
-    "detector.thickstep": "-detector_thickstep",
-    "detector.thicksteps": "-detector_thicksteps",
-    "detector.mu": "-detector_abs",
-    "detector.oversample": "-oversample",
-    "detector.roi": "-roi",
-    "detector.mask": "-mask",
-    "detector.convention": "-convention",
-    "detector.pivot": "-pivot",
-    "detector.orientation": "-twotheta/-detector_rotx/-detector_roty/-detector_rotz/-odet_vector/-beam_vector",
-    "beam.wavelength": "-lambda/-energy",
-    "beam.fluence": "-fluence/-flux/-exposure/-beamsize",
-    "beam.beam_vector": "-beam_vector",
-    "beam.polar_vector": "-polar_vector",
-    "beam.polarization": "-polar",
-    "beam.hdivrange": "-hdivrange",
-    "beam.vdivrange": "-vdivrange",
-    "beam.hdivstep": "-hdivstep",
-    "beam.vdivstep": "-vdivstep",
-    "beam.hdivsteps": "-hdivsteps",
-    "beam.vdivsteps": "-vdivsteps",
-    "beam.dispersion": "-dispersion",
-    "beam.dispsteps": "-dispsteps",
-    "beam.sources": "-sourcefile",
-    "beam.water_size": "-water",
-    "crystal.cell": "-cell",
-    "crystal.reciprocal_matrix": "-mat",
-    "crystal.misset": "-misset",
-    "crystal.Na": "-N/-Na",
-    "crystal.Nb": "-N/-Nb",
-    "crystal.Nc": "-N/-Nc",
-    "crystal.sample_x": "-xtalsize/-samplesize",
-    "crystal.sample_y": "-xtalsize/-samplesize",
-    "crystal.sample_z": "-xtalsize/-samplesize",
-    "crystal.shape": "-square_xtal/-round_xtal/-gauss_xtal/-tophat_xtal",
-    "crystal.fudge": "-fudge",
-    "crystal.phi0": "-phi",
-    "crystal.osc": "-osc",
-    "crystal.phistep": "-phistep",
-    "crystal.phisteps": "-phisteps",
-    "crystal.spindle_axis": "-spindle_axis",
-    "crystal.mosaic_spread": "-mosaic",
-    "crystal.mosaic_domains": "-mosaic_domains",
-    "crystal.structure_factors": "-hkl/-dump",
-    "crystal.default_F": "-default_F",
-    "crystal.dmin": "-dmin",
-    "samples_per_chunk": "-chunk",
-    "device": "-device",
-    "dtype": "-dtype",
-    "beam.hdivsteps/vdivsteps/dispsteps": "-divsteps/-hdivsteps/-vdivsteps/-dispsteps",
-}
 
 # bytes a render holds per sample of a chunk: an upper estimate (about 30 live float64 work tensors)
 BYTES_PER_SAMPLE = 256
@@ -112,7 +40,8 @@ class ConfigError(InputError):
     def __init__(self, field: str, detail: str, flags: bool = False, files: dict[str, str] | None = None) -> None:
         self.field = field
         self.detail = detail
-        where = f"flag {FLAGS.get(field, field)}" if flags else f"config field {field}"
+        names = flags_setting(field) if flags else None
+        where = f"flag {names}" if names else f"config field {field}"
         if files and files.get(field):
             where = f"{files[field]} ({where})"
         super().__init__(f"{where}: {detail}")
@@ -479,7 +408,8 @@ def _check_memory(ck, cfg: SimulationConfig, dtype, device, samples_per_chunk) -
 
 
 def _recommended_oversample(cfg: SimulationConfig) -> int:
-    """The C's recommended oversampling, ceil(3 * xtalsize_max / (lambda * distance / pixel)), in float64."""
+    """The C's recommended oversampling (sampling.recommended_oversample) estimated from the config, in float64:
+    enough to refuse a render whose automatic oversampling would not fit."""
     c = cfg.crystal
     if c.cell is not None:
         lengths = [scalar_value(x) for x in c.cell[:3]]
@@ -495,8 +425,5 @@ def _recommended_oversample(cfg: SimulationConfig) -> int:
         for s, length, n in zip(sizes, lengths, (c.Na, c.Nb, c.Nc), strict=True)
     )
     d = cfg.detector
-    recip = abs(scalar_value(cfg.beam.wavelength) * scalar_value(d.distance) / scalar_value(d.pixel_size))
-    ratio = 3.0 * xtal / recip if recip else math.inf
-    if not math.isfinite(ratio) or ratio > 1e9:  # an estimate only: enough to refuse such a render
-        return 10**9
-    return max(1, math.ceil(ratio))
+    return recommended_oversample(xtal, abs(scalar_value(cfg.beam.wavelength) * scalar_value(d.distance)
+                                            / scalar_value(d.pixel_size)))

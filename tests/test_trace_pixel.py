@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from nanobragg_torch.cli import config_from_flags, main
-from nanobragg_torch.config import R_E_SQR
+from nanobragg_torch.constants import R_E_SQR
 from nanobragg_torch.engine import render
 from nanobragg_torch.parity.goldens import get_case, has_golden, load_golden, shared_data_dir
 from nanobragg_torch.plan import build_plan
