@@ -32,7 +32,7 @@ from .config import (
     scalar_value,
 )
 from .constants import RTD
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .flagtable import USAGE, help_text
 from .io.dxtbx_models import Experiment, read_experiments, write_experiments
 from .io.fdump import read_fdump, write_fdump
@@ -44,7 +44,7 @@ from .memory import allocation_failure, check_allocation
 from .options import RunOptions
 from .outputs import Terminated, run, signals_as_exceptions
 from .panels import check_panels
-from .validation import ConfigError, check_config
+from .validation import check_config
 
 
 def _header_values(path: str, for_mask: bool, v: dict) -> np.ndarray:

@@ -24,6 +24,10 @@ import torch
 
 from .errors import InputError
 
+# bytes a render holds per sample of a chunk: an upper estimate (about 30 live float64 work tensors)
+BYTES_PER_SAMPLE = 256
+# bytes per image pixel: the image, its statistics copies and the pixel order (float64 upper bound)
+BYTES_PER_PIXEL = 48
 # a cgroup limit at or above this is "no limit" (v1 writes 2^63 rounded down to a page)
 _UNLIMITED = 1 << 60
 _CACHE: dict[str, tuple[float, list[tuple[int, str]]]] = {}  # the limits, re-read at most once a second
@@ -191,5 +195,5 @@ def allocation_failure(exc: BaseException) -> str | None:
             "-oversample, or a higher limit); no output written")
 
 
-__all__ = ["address_space_room", "allocation_failure", "allocation_problem", "available_memory", "cgroup_room",
-           "check_allocation", "memory_budget", "memory_limit", "size_text"]
+__all__ = ["BYTES_PER_PIXEL", "BYTES_PER_SAMPLE", "address_space_room", "allocation_failure", "allocation_problem",
+           "available_memory", "cgroup_room", "check_allocation", "memory_budget", "memory_limit", "size_text"]

@@ -262,7 +262,7 @@ INVALID_VALUES_REFUSED = Quirk(
     "whatever an index range or a step count asks for.",
     "Exit 0 with a NaN or empty image hides the mistake; the statistics print max_I = 0.",
     "Refused before rendering, in both modes: exit 2 with one line naming the flag or file:line (CLI), "
-    "ValueError subclass validation.ConfigError naming the config field (API). Renders, HKL/Fdump grids that "
+    "ValueError subclass errors.ConfigError naming the config field (API). Renders, HKL/Fdump grids that "
     "would not fit in memory (memory.memory_budget: ulimit -v, cgroup, free memory, env NB_MEMORY_LIMIT) are "
     "refused with their size; an allocation that fails anyway is one line, exit 2, no output. A "
     "UTF-8 byte-order mark at the start of a text input is skipped (the C would misread the first value).",

@@ -22,29 +22,10 @@ import torch
 from .beam import BEAM_STEPS
 from .config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, SparseGrid, scalar_value
 from .detector import Geometry, geometry_key, resolve_geometry
-from .errors import InputError
-from .flagtable import flags_setting
-from .memory import allocation_problem
+from .errors import ConfigError
+from .memory import BYTES_PER_PIXEL, BYTES_PER_SAMPLE, allocation_problem
 from .sampling import auto_steps, recommended_oversample
 from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
-
-# bytes a render holds per sample of a chunk: an upper estimate (about 30 live float64 work tensors)
-BYTES_PER_SAMPLE = 256
-# bytes per image pixel: the image, its statistics copies and the pixel order (float64 upper bound)
-BYTES_PER_PIXEL = 48
-
-
-class ConfigError(InputError):
-    """A configuration field with an invalid value; `field` is its dotted name (e.g. "beam.wavelength")."""
-
-    def __init__(self, field: str, detail: str, flags: bool = False, files: dict[str, str] | None = None) -> None:
-        self.field = field
-        self.detail = detail
-        names = flags_setting(field) if flags else None
-        where = f"flag {names}" if names else f"config field {field}"
-        if files and files.get(field):
-            where = f"{files[field]} ({where})"
-        super().__init__(f"{where}: {detail}")
 
 
 def _value(x) -> float:

@@ -21,6 +21,7 @@ import torch
 from nanobragg_torch.cli import main
 from nanobragg_torch.config import DetectorConfig, SimulationConfig
 from nanobragg_torch.engine import render
+from nanobragg_torch.errors import ConfigError
 from nanobragg_torch.io.dxtbx_models import write_experiments
 from nanobragg_torch.noise import noise_image, noise_stack
 from nanobragg_torch.panels import panel_detector, rendered_stack
@@ -28,7 +29,6 @@ from nanobragg_torch.parity.compare import check_image, image_metrics
 from nanobragg_torch.parity.goldens import has_golden, load_golden
 from nanobragg_torch.plan import build_plan
 from nanobragg_torch.simulate import simulate
-from nanobragg_torch.validation import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_panels import BEAM, CSPAD_CASES, MM, _case_config, _crystal, _panel, panel_of_case  # noqa: E402
