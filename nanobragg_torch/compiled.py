@@ -6,6 +6,9 @@
   CPU only (untested elsewhere). Used for renders without gradients.
 * ``jit``: torch.compile of the same function (dynamic shapes): renders with gradients (of large or explicitly
   compiled plans), and other devices.
+* ``triton``: on a CUDA device with `triton` installed (the `gpu` extra), the hand-written fused kernel of
+  `gpu_kernel.py` (every sample loop inside one launch) for renders without gradients; with gradients the plan
+  takes its ``grad_mode`` (torch.compile or eager: the autograd-capable forms of the same function).
 * ``eager``: the function op by op.
 
 A variant is (KernelSpec, which sample axes have length 1, dtype, device type): the sample counts and the
@@ -268,6 +271,8 @@ class KernelRunner:
         self.grad_mode = grad_mode  # with gradients: eager | jit
         self._aot = None
         self._jit = None
+        self._gpu_params = None  # gpu_kernel.packed(inputs), once per plan
+        self.gpu_sin = "poly"  # the Triton kernel's lattice sines (gpu_kernel.SIN_MODES; a benchmark switch)
 
     def __call__(self, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
         flat_idx = flat_idx.to(torch.int32)  # the packages' index type (engine.Plan.pixel_order)
@@ -277,6 +282,8 @@ class KernelRunner:
             return pixel_kernel(self.spec, self.inputs, flat_idx)
         if mode == "aot":
             return self._run_aot(flat_idx)
+        if mode == "triton":
+            return self.run_triton(flat_idx, self.inputs.cells)
         first = self._jit is None
         if first:  # note: torch.compile has no double backward; second derivatives need compile=False
             self._jit = torch.compile(pixel_kernel, dynamic=True)
@@ -287,6 +294,23 @@ class KernelRunner:
                 raise
             _fall_back(self, exc)
             return pixel_kernel(self.spec, self.inputs, flat_idx)
+
+    def run_triton(self, flat_idx: Tensor, cells: Tensor) -> tuple[Tensor, Tensor]:
+        """The Triton kernel for these cells ((R, 3, 3), or (B, R, 3, 3): batch.py); a first call that fails
+        (no compiler for this device) falls back to eager with a warning, as the other compiled forms."""
+        from . import gpu_kernel
+
+        first = self._gpu_params is None
+        if first:
+            self._gpu_params = gpu_kernel.packed(self.inputs)
+        try:
+            return gpu_kernel.pixel_kernel_triton(self.spec, self.inputs._replace(cells=cells), flat_idx,
+                                                  self._gpu_params, self.gpu_sin)
+        except Exception as exc:
+            if not first:
+                raise
+            _fall_back(self, exc)
+            return pixel_kernel(self.spec, self.inputs._replace(cells=cells), flat_idx)
 
     def _run_aot(self, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
         n = flat_idx.shape[0]
@@ -337,10 +361,11 @@ def _fall_back(runner: KernelRunner, exc: Exception) -> None:
 def choose_mode(
     spec: KernelSpec, inputs: KernelInputs, compile: bool | None, samples: int, threshold: int
 ) -> tuple[str, str]:
-    """(mode without gradients: eager | aot | jit, mode with gradients: eager | jit).
+    """(mode without gradients: eager | aot | jit | triton, mode with gradients: eager | jit).
 
     compile=None: compiled when the render is large, or (without gradients only: a package is free to load,
-    a torch.compile is not) when the variant's package is already cached; env NB_COMPILE=0/1 overrides."""
+    a torch.compile is not) when the variant's package is already cached; env NB_COMPILE=0/1 overrides. On a
+    CUDA device with triton, renders without gradients take the Triton kernel unless compile is False."""
     env = os.environ.get("NB_COMPILE")
     if env in ("0", "1"):
         compile = env == "1"
@@ -352,9 +377,20 @@ def choose_mode(
             return "aot", "eager"
         elif cpu and not any(t.requires_grad for t in inputs):
             _note_eager(spec, inputs)
+    if compile is not False and _triton_ready(spec, inputs):
+        return "triton", ("jit" if compile else "eager")
     if not compile:
         return "eager", "eager"
     return ("aot" if cpu else "jit"), "jit"
+
+
+def _triton_ready(spec: KernelSpec, inputs: KernelInputs) -> bool:
+    """A CUDA plan that the Triton kernel renders (gpu_kernel.unsupported), with triton installed."""
+    if inputs.pixel_size.device.type != "cuda":
+        return False
+    from . import gpu_kernel
+
+    return gpu_kernel.unsupported(spec, inputs) is None
 
 
 # ---- background builds: a variant rendered eager again and again gets its package without a wait ---------

@@ -469,7 +469,14 @@ def _first_evaluation(plan: Plan, hkl, f: dict):
     return tuple(out), c
 
 
+# the Triton kernel (compiled.py mode "triton") keeps every sample in registers: a chunk costs only its pixels'
+# outputs (16 MB at float32), so the sample budget does not apply and a 1024^2 image is one launch
+GPU_CHUNK_PIXELS = 1 << 22
+
+
 def chunk_pixels(plan: Plan, samples_per_chunk: int | None = None) -> int:
+    if plan.kernel.mode == "triton":
+        return GPU_CHUNK_PIXELS
     per_pixel = plan.samples_per_pixel
     budget = samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK
     return max(1, budget // max(1, per_pixel))
