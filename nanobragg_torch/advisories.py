@@ -9,7 +9,7 @@ quirk `advisories-on-stdout` (quirks.ADVISORIES_ON_STDOUT).
 from __future__ import annotations
 
 from .config import scalar_value
-from .engine import Plan
+from .plan import Plan
 
 
 def advisories(plan: Plan) -> list[str]:
@@ -29,7 +29,7 @@ def advisories(plan: Plan) -> list[str]:
         out.append("WARNING: no mosaic spread specified.  setting mosaic_domains = 1")
     elif domains is not None and domains > 0 and spread == 0.0:
         out.append("WARNING: zero mosaic spread specified.  setting mosaic_domains = 1")
-    if plan.oversample < plan.recommended_oversample:  # the C's recommended_oversample rule (engine.build_plan)
+    if plan.oversample < plan.recommended_oversample:  # the C's recommended_oversample rule (plan.build_plan)
         cr = plan.crystal
         lengths = cr.a0.detach().double().norm(dim=1)
         xtal_max = max(float(lengths[i]) * scalar_value(n) for i, n in enumerate((cr.Na, cr.Nb, cr.Nc)))

@@ -6,7 +6,7 @@ tensors.
 
 Two strategies:
   * vectorized: when the elements differ only in the crystal's orientation/cell (misset, reciprocal matrix,
-    cell, phi0/phistep/osc, spindle axis... anything that only changes the rotated cells of engine.Plan) and
+    cell, phi0/phistep/osc, spindle axis... anything that only changes the rotated cells of plan.Plan) and
     the render takes the fused kernel (nearest-neighbour F, SQUARE or ROUND shape, no pinned-C
     first-evaluation or oversample-toggle order), the elements' cell sets go to `kernel.pixel_kernel` as a
     leading axis of its cells: the pixel factors of each chunk are computed once and the lattice sum is
@@ -24,13 +24,14 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from .config import SimulationConfig
-from .engine import DEFAULT_SAMPLES_PER_CHUNK, GPU_CHUNK_PIXELS, Plan, build_plan
+from .engine import EAGER_SAMPLES_PER_CHUNK, GPU_CHUNK_PIXELS
 from .kernel import pixel_kernel
+from .plan import Plan, build_plan
 from .simulate import simulate
 
 Tensor = torch.Tensor
 
-# config fields that only change engine.Plan.cells (with the checks in `_compatible` on the plans)
+# config fields that only change plan.Plan.cells (with the checks in `_compatible` on the plans)
 CELL_ONLY_FIELDS = {("crystal", n) for n in ("misset", "reciprocal_matrix", "cell", "phi0", "phistep", "osc",
                                              "misset_random", "misset_seed", "mosaic_spread", "mosaic_seed",
                                              "spindle_axis")}
@@ -155,7 +156,7 @@ def _render_shared(plans: list[Plan], samples_per_chunk: int | None) -> Tensor:
     shape = p0.image_shape  # (spixels, fpixels), or (P, S_max, F_max) for a multi-panel detector
     B = len(plans)
     cells = torch.stack([p.kernel.inputs.cells for p in plans])  # (B, R, 3, 3), the index dtype
-    budget = samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK
+    budget = samples_per_chunk or EAGER_SAMPLES_PER_CHUNK  # the eager kernel (engine.chunk_pixels)
     per_chunk = max(1, budget // max(1, p0.samples_per_pixel * B))
     if p0.kernel.mode == "triton":  # samples in registers: a chunk is its outputs (engine.GPU_CHUNK_PIXELS)
         per_chunk = max(1, GPU_CHUNK_PIXELS // B)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import SOURCE_DISTANCE, SimulationConfig, scalar_value
+from .config import SimulationConfig, scalar_value
+from .constants import SOURCE_DISTANCE
 from .detector import Geometry
 from .sampling import StepRule, Steps, auto_steps
 from .setup_cache import cached, fields_key

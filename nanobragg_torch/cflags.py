@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from .config import DEFAULT_FLUENCE, RTD
+from .constants import DEFAULT_FLUENCE, RTD
 from .errors import InputError
 from .flagtable import ARITY, C_FLAGS, OWN_FLAGS
 from .io.textcolumns import c_atof

@@ -2,7 +2,7 @@
 
 The CLI is a thin layer: `cflags` parses (strictly, by the kinds of `flagtable.FLAGS`, then as the C does),
 `config_from_flags` converts the C's variables to a SI-unit SimulationConfig, one builder per config object
-(reading HKL/matrix/SMV/source files at this edge), and `outputs.run` renders (engine.build_plan, render),
+(reading HKL/matrix/SMV/source files at this edge), and `outputs.run` renders (plan.build_plan, render),
 writes the files and prints the C's statistics (images.format_statistics_lines). Exit status: 0 on success, 2
 on bad input (one line on stderr naming the flag or file:line; no output file left behind).
 """
@@ -30,6 +30,7 @@ from .config import (
     StructureFactors,
     scalar_value,
 )
+from .constants import RTD
 from .errors import InputError
 from .flagtable import USAGE, help_text
 from .io.dxtbx_models import Experiment, read_experiments, write_experiments
@@ -76,7 +77,6 @@ def _header_values(path: str, for_mask: bool, v: dict) -> np.ndarray:
         x = val(key)
         if not math.isnan(x):
             v[key] = x
-    RTD = 180.0 * 0.31830988618379067154
     for key, var in (("PHI", "phi0"), ("OSC_RANGE", "osc")):
         x = val(key)
         if not math.isnan(x):

@@ -275,7 +275,7 @@ class KernelRunner:
         self.gpu_sin = "poly"  # the Triton kernel's lattice sines (gpu_kernel.SIN_MODES; a benchmark switch)
 
     def __call__(self, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
-        flat_idx = flat_idx.to(torch.int32)  # the packages' index type (engine.Plan.pixel_order)
+        flat_idx = flat_idx.to(torch.int32)  # the packages' index type (plan.Plan.pixel_order)
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in self.inputs)
         mode = self.grad_mode if grad and self.mode != "eager" else self.mode
         if mode == "eager":

@@ -14,21 +14,14 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .constants import DEFAULT_FLUENCE
+
 Scalar = float | torch.Tensor
 Vec3 = tuple[float, float, float] | torch.Tensor
 
 Convention = Literal["MOSFLM", "XDS", "ADXV", "DENZO", "DIALS", "CUSTOM"]
 Pivot = Literal["BEAM", "SAMPLE"]
 Shape = Literal["SQUARE", "ROUND", "GAUSS", "TOPHAT"]
-
-# nanoBragg.c constants
-R_E_SQR = 7.94079248018965e-30  # r_e_sqr: Thomson cross section (m^2)
-DEFAULT_FLUENCE = 125932015286227086360700780544.0  # fluence default (photons/m^2)
-AVOGADRO = 6.02214179e23
-WATER_F = 2.57  # water_F: forward structure factor of water (electrons)
-WATER_MW = 18.0  # water_MW (g/mol)
-SOURCE_DISTANCE = 10.0  # source_distance (m)
-RTD = 180.0 * 0.31830988618379067154  # the C's RTD = 180.0*M_1_PI: degrees = radians*RTD (not math.degrees)
 
 
 def scalar_value(x: Scalar) -> float:

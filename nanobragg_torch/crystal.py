@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import RTD, SimulationConfig, scalar_value
+from .config import SimulationConfig, scalar_value
+from .constants import RTD
 from .sampling import StepRule, auto_steps
 from .setup_cache import cached
 from .vectors import axis_rotation_matrix, cross, dot, norm, rotate_xyz
@@ -156,7 +157,7 @@ def _cell_parameters(rows: Tensor) -> tuple[float, ...]:
 
     def ang(u, v, lu, lv):
         cosv = dot3(u, v) / lu / lv
-        return math.degrees(math.acos(max(-1.0, min(1.0, cosv))))
+        return math.acos(max(-1.0, min(1.0, cosv))) * RTD
 
     return (la, lb, lc, ang(b, c, lb, lc), ang(a, c, la, lc), ang(a, b, la, lb))
 

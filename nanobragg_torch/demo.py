@@ -8,12 +8,12 @@ demo's detector).
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 import torch
 
+from .constants import RTD
 from .io.atomic import atomic_write
 from .io.mosflm import mosflm_matrix_text
 from .vectors import rotate_xyz
@@ -37,7 +37,7 @@ def demo_args(outdir: str) -> list[str]:
 
 def matrix() -> np.ndarray:
     """Rows a*, b*, c* (× λ) of the cubic cell rotated as the C's -misset (rotate about x, y, z)."""
-    angles = [torch.tensor(math.radians(a), dtype=torch.float64) for a in MISSET_DEG]
+    angles = [torch.tensor(a / RTD, dtype=torch.float64) for a in MISSET_DEG]
     star = torch.eye(3, dtype=torch.float64) * (LAMBDA_A / CELL_A)
     return rotate_xyz(star, *angles).numpy()
 

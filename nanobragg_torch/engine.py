@@ -1,4 +1,5 @@
-"""The render: nanoBragg.c's pixel loop over chunks of pixels, each chunk one call of the per-pixel pipeline.
+"""The sweep: nanoBragg.c's pixel loop over a `Plan` (plan.py), chunks of pixels, each chunk one call of the
+per-pixel pipeline.
 
 For a chunk of C pixels every sample is evaluated at once, broadcasting over (orientation R = phi step x
 mosaic domain, layer T, sub-pixel O2, source S, pixel C); the intensity is reduced over the samples inside
@@ -14,10 +15,8 @@ evaluation, for
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,338 +25,10 @@ from torch.utils.checkpoint import checkpoint
 
 from . import kernel as K
 from . import panels as PN
-from .beam import Sources, build_sources
-from .compiled import KernelRunner, choose_mode
-from .config import AVOGADRO, R_E_SQR, WATER_F, WATER_MW, SimulationConfig, scalar_value
-from .crystal import Crystal, Mosaic, PhiSweep, build_crystal, resolve_mosaic, resolve_phi, rotated_cells
-from .detector import Geometry, Layers, resolve_geometry, resolve_layers
-from .kernel import KernelInputs, KernelSpec
-from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
-from .structure_factors import FGrid, wide_index
-from .validation import check_chunk, check_config
-from .vectors import norm
+from .plan import DEFAULT_SAMPLES_PER_CHUNK, Plan
+from .validation import check_chunk
 
 Tensor = torch.Tensor
-
-DEFAULT_SAMPLES_PER_CHUNK = 1 << 20
-COMPILE_THRESHOLD = 20_000_000  # samples: below this the one-off compile costs more than it saves
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything the pixel loop needs, resolved once (the C's set-up before `sweep over detector`); complete
-    and immutable when `build_plan` returns it. The tensors the pipeline reads are `kernel.inputs`."""
-
-    cfg: SimulationConfig
-    dtype: torch.dtype
-    device: torch.device
-    geom: Geometry
-    layers: Layers
-    sources: Sources
-    crystal: Crystal
-    phi: PhiSweep
-    mosaic: Mosaic
-    cells: Tensor  # (P, M, 3, 3)
-    fgrid: FGrid
-    oversample: int
-    recommended_oversample: int
-    steps: int
-    interpolate: bool
-    N_active: tuple[bool, bool, bool]  # the C skips sincg on an axis with N <= 1
-    water_on: bool  # -water background (then F_latt == 0 samples are not skipped)
-    any_toggle: bool  # any of -oversample_thick/polar/omega
-    pixel_order: Tensor  # (n,) int32 flat indices of the rendered pixels in the C's raster order
-    first_eval_phi_step: int | None  # c_compat: the phi step that the image's first evaluation takes unrotated
-    kernel: KernelRunner  # the per-pixel pipeline of this plan (its switches, tensors and compiled form)
-    samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
-    panels: PN.Panels | None = None  # a multi-panel detector (render dtype); plan.geom is its reference panel
-
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        """(spixels, fpixels), or (P, S_max, F_max) for a multi-panel detector."""
-        if self.panels is not None:
-            return self.panels.shape
-        return (self.cfg.detector.spixels, self.cfg.detector.fpixels)
-
-    @property
-    def compiled(self) -> bool:
-        return self.kernel.mode != "eager"
-
-    @property
-    def fluence(self) -> Tensor:
-        return self.kernel.inputs.fluence
-
-    @property
-    def running_product(self) -> bool:
-        """The pinned C multiplies the running sum by the -oversample_* factors (kernel.running_product_sum)."""
-        return self.any_toggle and self.cfg.c_compat
-
-    @property
-    def samples_per_pixel(self) -> int:
-        return (
-            self.layers.count * self.oversample**2 * len(self.sources.wavelength) * self.phi.steps * self.mosaic.domains
-        )
-
-
-def build_plan(
-    cfg: SimulationConfig,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-    compile: bool | None = None,
-    samples_per_chunk: int | None = None,
-    precise_hkl: bool | None = None,
-) -> Plan:
-    """Resolve the configuration for rendering. `compile`: run the fused kernel compiled (compiled.py; None:
-    when its package is already cached or the render has more than COMPILE_THRESHOLD samples; env NB_COMPILE=0/1
-    overrides). `precise_hkl`: Miller indices in float64 in a lower-precision render (None: where the render
-    dtype would put more than kernel.INDEX_PHASE_TOLERANCE into the phase of sin(N pi h)).
-
-    A config equal in value to one of the last few planned (no tensor requiring grad) reuses that plan's
-    resolved set-up (`_PLANS`); only the kernel's compiled form is chosen anew (a package built since)."""
-    key = _plan_key(cfg, dtype, device, samples_per_chunk, precise_hkl)
-    if key is not None and key in _PLANS.entries:
-        plan = _PLANS.get(key, lambda: None)
-        spec, inputs = plan.kernel.spec, plan.kernel.inputs
-        modes = choose_mode(spec, inputs, compile, _samples(plan), COMPILE_THRESHOLD)
-        return dataclasses.replace(plan, cfg=cfg, kernel=KernelRunner(spec, inputs, *modes))
-    plan = _build_plan(cfg, dtype, device, compile, samples_per_chunk, precise_hkl)
-    if key is not None:
-        _PLANS.get(key, lambda: plan)
-    return plan
-
-
-# the last few plans by the value of what they were built from (setup_cache.value_key): a dataset or a noise
-# series re-planning one config pays a key (~50 us) instead of the set-up's few hundred small tensor operations
-_PLANS = CACHES.setdefault("plan", ValueCache(size=4))
-
-
-def _plan_key(cfg, dtype, device, samples_per_chunk, precise_hkl) -> Hashable | None:
-    """The memo key of a plan, or None when it must be built afresh (a tensor requires grad; not a config)."""
-    if not isinstance(cfg, SimulationConfig):
-        return None
-    try:
-        return (value_key(cfg), str(dtype), str(device), samples_per_chunk, precise_hkl)
-    except NotCacheable:
-        return None
-
-
-def _samples(plan: Plan) -> int:
-    return plan.samples_per_pixel * plan.pixel_order.numel()
-
-
-def _build_plan(
-    cfg: SimulationConfig,
-    dtype: torch.dtype,
-    device: torch.device | str,
-    compile: bool | None,
-    samples_per_chunk: int | None,
-    precise_hkl: bool | None,
-) -> Plan:
-    # a multi-panel detector is set up (and checked) through its reference panel's single-detector form
-    # (anything that is not a config with a DetectorConfig goes straight to check_config, which names it)
-    multi = isinstance(cfg, SimulationConfig) and getattr(cfg.detector, "panels", None) is not None
-    setup = PN.reference_config(cfg) if multi else cfg
-    check_config(setup, dtype=dtype, device=device, samples_per_chunk=samples_per_chunk)  # validation.py
-    device = torch.device(device)
-
-    def t(x):
-        return torch.as_tensor(x, dtype=dtype, device=device)
-
-    # the set-up (3-vectors and 3x3 matrices) runs in float64, as the C does, and is cast to the render dtype
-    # afterwards: discrete choices (N from -xtalsize, step counts, oversampling) never see float32 rounding
-    hi = torch.float64
-    geom = resolve_geometry(setup, hi, device)
-    layers = resolve_layers(setup, hi, device)
-    sources = build_sources(setup, geom, hi, device)
-    panel_set = PN.resolve_panels(cfg, geom.beam, hi, device) if setup is not cfg else None
-    crystal = build_crystal(cfg, hi, device)
-    phi = resolve_phi(cfg, hi, device)
-    mosaic = resolve_mosaic(cfg, hi, device)
-    cells = rotated_cells(crystal, phi, mosaic, geom.spindle, cfg.c_compat)
-    c = cfg.crystal
-    fgrid = FGrid(c.structure_factors, t(c.default_F), dtype, device)
-
-    # interpolation auto-selection (the C's `interpolate > 1` rule) and the no-data override
-    N = (crystal.Na, crystal.Nb, crystal.Nc)
-    if c.interpolate is None:
-        interpolate = any(scalar_value(n) <= 2 for n in (c.Na, c.Nb, c.Nc))
-    else:
-        interpolate = c.interpolate
-    if fgrid.hkls == 0:
-        interpolate = False
-
-    # oversampling: recommended = ceil(3 * xtalsize_max / (lambda0 * distance / pixel))
-    lengths = norm(crystal.a0).detach()
-    xtal_max = max(float(lengths[i]) * float(N[i].detach()) for i in range(3))
-    recip_pixel = scalar_value(cfg.beam.wavelength) * float(geom.distance.detach()) / float(geom.pixel_size.detach())
-    recommended = math.ceil(3.0 * xtal_max / recip_pixel)
-    if recommended <= 0:
-        recommended = 1
-    if panel_set is not None:  # the most demanding panel's
-        recommended = PN.recommended_oversample(panel_set, scalar_value(cfg.beam.wavelength), xtal_max)
-    oversample = cfg.detector.oversample if (cfg.detector.oversample or 0) > 0 else recommended
-    steps = len(sources.wavelength) * mosaic.domains * phi.steps * oversample * oversample
-    # the Miller indices and the geometry under them stay float64 in a lower-precision render where the lattice
-    # transform is sharp (kernel.reduced)
-    if precise_hkl is None:
-        lam_min = float(sources.wavelength.detach().min())
-        n_float = tuple(float(n.detach()) for n in N)
-        error = K.index_phase_error(n_float, tuple(float(x) for x in lengths), lam_min, torch.finfo(dtype).eps)
-        precise_hkl = error > K.INDEX_PHASE_TOLERANCE
-    precise = precise_hkl and dtype != hi
-    index_dtype = hi if precise else dtype
-    geom_hi, layers_hi, sources_hi, cells_hi = geom, layers, sources, cells
-
-    def ix(x):  # an input of kernel.INDEX_FIELDS
-        return torch.as_tensor(x, dtype=index_dtype, device=device)
-
-    geom, layers, sources, crystal, phi, mosaic = (
-        _cast(x, dtype) for x in (geom, layers, sources, crystal, phi, mosaic)
-    )
-    cells = cells.to(dtype)
-    N = (crystal.Na, crystal.Nb, crystal.Nc)
-    N_active = tuple(float(n.detach()) > 1.0 for n in N)
-
-    fluence = t(cfg.beam.fluence)
-    water = t(cfg.beam.water_size)
-    I_bg = WATER_F * WATER_F * R_E_SQR * fluence * water**3 * 1e6 * AVOGADRO / WATER_MW
-
-    d, b = cfg.detector, cfg.beam
-    thick_on = float(layers.thickness.detach()) != 0.0
-    spec = KernelSpec(
-        shape=c.shape,
-        N_active=N_active,
-        curved=d.curved,
-        point_pixel=d.point_pixel,
-        thick_on=thick_on,
-        dmin_on=c.dmin > 0.0,
-        polar="off" if (b.nopolar and not d.oversample_polar) else ("sample" if d.oversample_polar else "pixel"),
-        oversample_thick=d.oversample_thick,
-        oversample_omega=d.oversample_omega,
-        has_grid=fgrid.hkls > 0,
-        wide_index=wide_index(fgrid.grid),
-        precise_hkl=precise,
-        panels=0 if panel_set is None else panel_set.count,
-    )
-    o = torch.arange(oversample, dtype=index_dtype, device=device)
-    subS, subF = torch.meshgrid(o, o, indexing="ij")
-    inputs = KernelInputs(
-        fpixels=torch.tensor(d.fpixels, dtype=torch.int64, device=device),
-        oversample=ix(float(oversample)),
-        subpixel=ix(geom_hi.pixel_size / oversample),
-        sub_f=subF.reshape(-1),
-        sub_s=subS.reshape(-1),
-        layer_t=torch.arange(layers.count, dtype=index_dtype, device=device),
-        pixel_size=geom.pixel_size,
-        close_distance=geom.close_distance,
-        distance=ix(geom_hi.distance),
-        fdet=ix(geom_hi.fdet),
-        sdet=ix(geom_hi.sdet),
-        odet=ix(geom_hi.odet),
-        pix0=ix(geom_hi.pix0),
-        beam=ix(geom_hi.beam),
-        polar_vector=geom.polar_vector,
-        layer_step=ix(layers_hi.step),
-        layer_mu=layers.mu,
-        incident=ix(-sources_hi.direction),
-        wavelength=ix(sources_hi.wavelength),
-        cells=ix(cells_hi.reshape(-1, 3, 3)),
-        N=torch.stack(N),
-        fudge=t(c.fudge),
-        a_star=crystal.a_star,
-        F_table=fgrid.table,
-        grid_shape=t(fgrid.grid.shape),
-        grid_lo=t(fgrid.lo),
-        grid_hi=t(fgrid.hi),
-        default_F=fgrid.default_F,
-        I_bg=I_bg,
-        kahn=t(b.polarization),
-        fluence=fluence,
-        steps=t(float(steps)),
-        dmin=t(c.dmin),
-        panel_pixels=torch.tensor(d.spixels * d.fpixels, dtype=torch.int64, device=device),
-    )
-    if panel_set is not None:
-        inputs = inputs._replace(**PN.panel_inputs(panel_set, oversample, dtype, index_dtype))
-    # contiguous: a compiled package assumes the strides it was built with (mosaic cells come out transposed)
-    inputs = KernelInputs(*(x.contiguous() for x in inputs))
-
-    pixel_order = _pixel_order(cfg, device) if panel_set is None else PN.pixel_order(panel_set, device)
-    first_step = None
-    if cfg.c_compat:
-        zero = (phi.phi.detach() == 0.0).cpu().numpy()
-        if zero[0] and not zero.all():
-            first_step = 0  # a zero at a later step reuses the previous step even in the first evaluation
-    samples = layers.count * oversample**2 * len(sources.wavelength) * phi.steps * mosaic.domains
-    samples *= pixel_order.numel()
-    return Plan(
-        cfg=cfg,
-        dtype=dtype,
-        device=device,
-        geom=geom,
-        layers=layers,
-        sources=sources,
-        crystal=crystal,
-        phi=phi,
-        mosaic=mosaic,
-        cells=cells,
-        fgrid=fgrid,
-        oversample=oversample,
-        recommended_oversample=recommended,
-        steps=steps,
-        interpolate=interpolate,
-        N_active=N_active,
-        water_on=float(water.detach()) != 0.0,
-        any_toggle=d.oversample_thick or d.oversample_polar or d.oversample_omega,
-        pixel_order=pixel_order,
-        first_eval_phi_step=first_step,
-        kernel=KernelRunner(spec, inputs, *choose_mode(spec, inputs, compile, samples, COMPILE_THRESHOLD)),
-        samples_per_chunk=samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK,
-        panels=None if panel_set is None else _cast(panel_set, dtype),
-    )
-
-
-def _cast(obj, dtype: torch.dtype):
-    """A copy of a set-up dataclass with every floating tensor field cast to the render dtype."""
-    changes = {
-        f.name: getattr(obj, f.name).to(dtype)
-        for f in dataclasses.fields(obj)
-        if isinstance(getattr(obj, f.name), torch.Tensor) and getattr(obj, f.name).is_floating_point()
-    }
-    return dataclasses.replace(obj, **changes)
-
-
-@functools.lru_cache(maxsize=4)
-def _all_pixels(n: int, device: torch.device) -> Tensor:
-    """0..n-1 (int32), shared by the plans of one image size (read only): the page faults of a fresh 4 MB
-    arange were a third of a small plan's set-up."""
-    return torch.arange(n, dtype=torch.int32, device=device)
-
-
-def rendered_pixels(d) -> np.ndarray | None:
-    """(spixels, fpixels) bool of a single detector: the pixels the C renders (inside -roi, not masked); None
-    when that is every pixel."""
-    if d.roi is None and d.mask is None:
-        return None
-    F, S = d.fpixels, d.spixels
-    ok = np.ones((S, F), dtype=bool)
-    if d.roi is not None:
-        xmin, xmax, ymin, ymax = d.roi
-        f = np.arange(F)
-        s = np.arange(S)
-        ok &= ((f >= xmin) & (f <= xmax))[None, :] & ((s >= ymin) & (s <= ymax))[:, None]
-    if d.mask is not None:
-        ok &= np.asarray(d.mask).reshape(S, F) != 0
-    return ok
-
-
-def _pixel_order(cfg: SimulationConfig, device: torch.device) -> Tensor:
-    """Flat indices (spixel*fpixels + fpixel) of the pixels the C renders: inside the ROI, not masked."""
-    d = cfg.detector
-    ok = rendered_pixels(d)
-    if ok is None:
-        return _all_pixels(d.spixels * d.fpixels, device)
-    return torch.as_tensor(np.flatnonzero(ok.reshape(-1)).astype(np.int32), device=device)
 
 
 @dataclass(frozen=True)
@@ -375,7 +46,7 @@ class ChunkResult:
     omega_sum: Tensor  # scalar: sum of omega_pixel over layers and sub-pixels (the C's omega_sum)
     switch_pixel: int | None = None  # position in the chunk of the first out-of-range interpolation sample
     first_pixel: int | None = None  # chunk position of the image's first evaluation (c_compat phi quirk)
-    inter: dict | None = None  # the pipeline's intermediates (kernel layout), when kept for a trace
+    inter: K.Intermediates | None = None  # the pipeline's intermediates (kernel layout), when kept for a trace
 
 
 def needs_state(plan: Plan, state: ChunkState) -> bool:
@@ -410,7 +81,7 @@ def evaluate_chunk(plan: Plan, flat_idx: Tensor, state: ChunkState, keep: bool =
     F_latt = K.lattice_factor(spec, x, dhkl, hkl0_lo)
     shape = F_latt.shape
     C = flat_idx.shape[0]
-    culled = f["culled"] if f["culled"] is not None else torch.zeros((), dtype=torch.bool, device=plan.device)
+    culled = f.culled if f.culled is not None else torch.zeros((), dtype=torch.bool, device=plan.device)
     reached = ~culled if plan.water_on else ~culled & (F_latt != 0.0)
     reached = reached.expand(shape)
     # structure factors, with the C's one-way switch from interpolation to nearest neighbour
@@ -430,15 +101,15 @@ def evaluate_chunk(plan: Plan, flat_idx: Tensor, state: ChunkState, keep: bool =
     terms = F_cell * F_cell * F_latt * F_latt
     if plan.running_product:
         terms = torch.where(culled, torch.zeros_like(terms), terms)
-        I = K.running_product_sum(x.I_bg, _c_order(terms), _c_order(f["toggled"].expand(shape)), _c_order(reached))
+        I = K.running_product_sum(x.I_bg, _c_order(terms), _c_order(f.toggled.expand(shape)), _c_order(reached))
     else:
         I = K.sample_sum(x, K.sample_terms(terms, f))
     value = K.photons(spec, x, I, f)
-    inter = dict(f, hkl=hkl, hkl0=hkl0, dhkl=dhkl, F_latt=F_latt, F_cell=F_cell, I=I) if keep else None
-    return ChunkResult(value, f["omega_sum"], switch_pixel, first_pixel, inter)
+    inter = K.Intermediates.of(f, hkl=hkl, hkl0=hkl0, dhkl=dhkl, F_latt=F_latt, F_cell=F_cell, I=I) if keep else None
+    return ChunkResult(value, f.omega_sum, switch_pixel, first_pixel, inter)
 
 
-def _first_evaluation(plan: Plan, hkl, f: dict):
+def _first_evaluation(plan: Plan, hkl, f: K.PixelFactors):
     """Pinned C: the image's first evaluation (the first (layer, sub-pixel, source) group, in raster order,
     that reaches the phi loop; dmin may cull whole pixels) still has the unrotated cell at the phi == 0 step
     (ap = a0).
@@ -446,18 +117,18 @@ def _first_evaluation(plan: Plan, hkl, f: dict):
     Returns (hkl, pixel): the chunk position of the pixel holding that evaluation (None: all culled)."""
     x = plan.kernel.inputs
     k = 0
-    if f["culled"] is not None:
-        alive = ~_c_order(f["culled"][None]).reshape(-1)
+    if f.culled is not None:
+        alive = ~_c_order(f.culled[None]).reshape(-1)
         if not bool(alive.any()):
             return hkl, None
         k = int(torch.argmax(alive.to(torch.int8)))
-    T, O2 = f["omega"].shape[:2]
+    T, O2 = f.omega.shape[:2]
     S_n = x.wavelength.shape[0]
     c, rest = divmod(k, T * O2 * S_n)
     t, rest = divmod(rest, O2 * S_n)
     o, s = divmod(rest, S_n)
     # the scattering vector of that group: (diffracted - incident)/lambda
-    S = torch.stack([(f["dif_hi"][i][t, o, c] - x.incident[s, i]) / x.wavelength[s] for i in range(3)])
+    S = torch.stack([(f.dif_hi[i][t, o, c] - x.incident[s, i]) / x.wavelength[s] for i in range(3)])
     M = plan.mosaic.domains
     i0 = plan.first_eval_phi_step
     fresh = torch.einsum("mij,vj->mvi", plan.mosaic.umats, plan.crystal.a0).to(S.dtype)  # (M, 3 vectors, 3)
@@ -472,14 +143,29 @@ def _first_evaluation(plan: Plan, hkl, f: dict):
 # the Triton kernel (compiled.py mode "triton") keeps every sample in registers: a chunk costs only its pixels'
 # outputs (16 MB at float32), so the sample budget does not apply and a 1024^2 image is one launch
 GPU_CHUNK_PIXELS = 1 << 22
+# the eager kernel runs op by op: a chunk of 2^16 samples keeps each temporary (256 KB in float32) in the
+# core's cache and reuses the allocator's blocks; 2^20 (the compiled forms' budget) sends ~150 passes per chunk
+# to memory and page-faults fresh 4 MB buffers: 2x slower, 2.5x on a fresh process's first render
+EAGER_SAMPLES_PER_CHUNK = 1 << 16
 
 
 def chunk_pixels(plan: Plan, samples_per_chunk: int | None = None) -> int:
-    if plan.kernel.mode == "triton":
+    """Pixels per chunk: the caller's sample budget, else the kernel form's (eager, compiled, Triton)."""
+    mode = plan.kernel.mode
+    if mode == "triton":
         return GPU_CHUNK_PIXELS
-    per_pixel = plan.samples_per_pixel
-    budget = samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK
-    return max(1, budget // max(1, per_pixel))
+    default = EAGER_SAMPLES_PER_CHUNK if mode == "eager" else DEFAULT_SAMPLES_PER_CHUNK
+    budget = samples_per_chunk or default
+    return max(1, budget // max(1, plan.samples_per_pixel))
+
+
+@dataclass(frozen=True)
+class TracedPixel:
+    """A traced pixel: its stage results from a one-pixel evaluation in the image's state, and its image value."""
+
+    inter: K.Intermediates
+    value: Tensor  # the image's own value of the pixel
+    pixel: tuple[int, ...]  # (slow, fast) or (panel, slow, fast)
 
 
 @dataclass
@@ -487,8 +173,8 @@ class RenderResult:
     image: Tensor  # (spixels, fpixels) in the plan dtype; (P, S_max, F_max) for a multi-panel detector
     plan: Plan
     omega_sum: float
-    trace: dict | None = None  # the factors of `trace_pixel`
-    traces: dict = field(default_factory=dict)  # (slow, fast) or (panel, slow, fast) -> factors
+    trace: TracedPixel | None = None  # `trace_pixel`
+    traces: dict[tuple[int, ...], TracedPixel] = field(default_factory=dict)  # keyed by the pixel
 
     def panel_images(self) -> list[Tensor]:
         """One (S_p, F_p) image per panel (views of the stack); [image] for a single detector."""
@@ -522,7 +208,7 @@ def render(
     omega_sum = torch.zeros((), dtype=plan.dtype, device=plan.device)
     wanted = list(trace_pixels or []) + ([trace_pixel] if trace_pixel is not None else [])
     pending = {_flat_index(shape, p): tuple(int(v) for v in p) for p in wanted}
-    traces: dict[tuple[int, int], dict] = {}
+    traces: dict[tuple[int, ...], TracedPixel] = {}
     grad = torch.is_grad_enabled()
     whole = n == image.numel()
     first = True  # the pinned C's first evaluation has not happened yet
@@ -551,7 +237,7 @@ def render(
                 one = evaluate_chunk(plan, idx[pos : pos + 1], here, keep=True)
                 # the factors from the one-pixel evaluation; the final value is the image's own (a one-pixel
                 # chunk may sum the samples in another order: 1 ulp)
-                traces[pending[flat]] = {"inter": one.inter, "value": value[pos], "pixel": pending[flat]}
+                traces[pending[flat]] = TracedPixel(one.inter, value[pos], pending[flat])
         active = active and switch < 0
         first = first and first_pixel < 0
         if progress is not None:

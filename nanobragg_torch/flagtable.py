@@ -23,6 +23,7 @@ class Flag:
     names: tuple[str, ...]
     kind: str
     c_vars: tuple[str, ...]  # the C variables the option loop sets for these spellings (ours: none)
+    fields: tuple[str, ...]  # the config fields (SimulationConfig paths) or plan options these spellings set
     values: str  # values and units, as typed on the command line
     default: str
     effect: str  # one line: what it sets
@@ -46,6 +47,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-cell',),
+        fields=('crystal.cell',),
         kind='cell',
         c_vars=('user_cell', 'cell'),
         values='a b c [α β γ] (Å, deg)',
@@ -60,6 +62,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-mat',),
+        fields=('crystal.reciprocal_matrix',),
         kind='s',
         c_vars=('matfilename',),
         values='file',
@@ -71,6 +74,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-misset',),
+        fields=('crystal.misset', 'crystal.misset_random'),
         kind='misset',
         c_vars=('misset',),
         values='rx ry rz (deg) \\| `random`',
@@ -82,6 +86,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-N',),
+        fields=('crystal.Na', 'crystal.Nb', 'crystal.Nc'),
         kind='i',
         c_vars=('Na', 'Nb', 'Nc'),
         values='n',
@@ -93,6 +98,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-Na', '-Nb', '-Nc'),
+        fields=('crystal.Na', 'crystal.Nb', 'crystal.Nc'),
         kind='i',
         c_vars=('Na', 'Nb', 'Nc'),
         values='n',
@@ -104,6 +110,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-samplesize', '-sample_size', '-xtalsize', '-xtal_size'),
+        fields=('crystal.sample_x', 'crystal.sample_y', 'crystal.sample_z'),
         kind='f',
         c_vars=('sample_x', 'sample_y', 'sample_z'),
         values='mm',
@@ -115,6 +122,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-sample_thick', '-sample_x', '-xtal_thick', '-xtal_x'),
+        fields=('crystal.sample_x',),
         kind='f',
         c_vars=('sample_x',),
         values='mm',
@@ -125,6 +133,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-sample_width', '-sample_y', '-xtal_width', '-xtal_y', '-width'),
+        fields=('crystal.sample_y',),
         kind='f',
         c_vars=('sample_y',),
         values='mm',
@@ -136,6 +145,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-sample_height', '-sample_z', '-xtal_height', '-xtal_z', '-height'),
+        fields=('crystal.sample_z',),
         kind='f',
         c_vars=('sample_z',),
         values='mm',
@@ -147,6 +157,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-density', '-sample_density'),
+        fields=(),
         kind='f',
         c_vars=(),
         values='g/cm³',
@@ -158,6 +169,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-MW', '-molecules'),
+        fields=(),
         kind='f',
         c_vars=(),
         values='g/mol',
@@ -169,6 +181,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-hkl',),
+        fields=('crystal.structure_factors',),
         kind='s',
         c_vars=('hklfilename',),
         values='file',
@@ -183,6 +196,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-default_F',),
+        fields=('crystal.default_F',),
         kind='f',
         c_vars=('default_F',),
         values='F',
@@ -194,6 +208,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-dump',),
+        fields=('crystal.structure_factors',),
         kind='s',
         c_vars=('dumpfilename',),
         values='file',
@@ -205,6 +220,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-dmin',),
+        fields=('crystal.dmin',),
         kind='f',
         c_vars=('dmin',),
         values='Å',
@@ -215,6 +231,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-square_xtal', '-round_xtal', '-gauss_xtal', '-tophat_spots', '-binary_spots'),
+        fields=('crystal.shape',),
         kind='',
         c_vars=('xtal_shape',),
         values='—',
@@ -225,6 +242,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-fudge',),
+        fields=('crystal.fudge',),
         kind='f',
         c_vars=('fudge',),
         values='f',
@@ -235,6 +253,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-interpolate', '-nointerpolate'),
+        fields=('crystal.interpolate',),
         kind='',
         c_vars=('interpolate',),
         values='—',
@@ -246,6 +265,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-phi',),
+        fields=('crystal.phi0',),
         kind='f',
         c_vars=('phi0',),
         values='deg',
@@ -257,6 +277,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-osc',),
+        fields=('crystal.osc',),
         kind='f',
         c_vars=('osc',),
         values='deg',
@@ -267,6 +288,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-phistep',),
+        fields=('crystal.phistep',),
         kind='f',
         c_vars=('phistep',),
         values='deg',
@@ -278,6 +300,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-phisteps',),
+        fields=('crystal.phisteps',),
         kind='i',
         c_vars=('phisteps',),
         values='n',
@@ -289,6 +312,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-mosaic', '-mosaic_spread', '-mosaicity'),
+        fields=('crystal.mosaic_spread',),
         kind='f',
         c_vars=('mosaic_spread',),
         values='deg',
@@ -300,6 +324,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-mosaic_domains', '-mosaic_dom'),
+        fields=('crystal.mosaic_domains',),
         kind='i',
         c_vars=('mosaic_domains',),
         values='n',
@@ -311,6 +336,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-mosaic_seed',),
+        fields=('crystal.mosaic_seed',),
         kind='i',
         c_vars=('mosaic_seed',),
         values='n',
@@ -322,6 +348,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         CRYSTAL,
         names=('-misset_seed',),
+        fields=('crystal.misset_seed',),
         kind='i',
         c_vars=('misset_seed',),
         values='n',
@@ -336,6 +363,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-mosflm', '-xds', '-adxv', '-denzo', '-dials'),
+        fields=('detector.convention',),
         kind='',
         c_vars=('convention', 'pivot'),
         values='—',
@@ -347,6 +375,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-fdet_vector', '-sdet_vector', '-odet_vector'),
+        fields=('detector.fdet_vector', 'detector.sdet_vector', 'detector.odet_vector', 'detector.orientation'),
         kind='F3',
         c_vars=('convention', 'fdet_vector', 'sdet_vector', 'odet_vector'),
         values='x y z',
@@ -361,6 +390,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-beam_vector', '-polar_vector'),
+        fields=('beam.beam_vector', 'beam.polar_vector', 'detector.orientation'),
         kind='F3',
         c_vars=('convention', 'beam_vector', 'polar_vector'),
         values='x y z',
@@ -372,6 +402,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-spindle_axis',),
+        fields=('crystal.spindle_axis',),
         kind='F3',
         c_vars=('convention', 'spindle_vector'),
         values='x y z',
@@ -383,6 +414,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-twotheta_axis',),
+        fields=('detector.twotheta_axis',),
         kind='F3',
         c_vars=('convention', 'twotheta_axis', 'detector_twotheta', 'pivot'),
         values='x y z',
@@ -394,6 +426,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-pix0_vector', '-pix0_vector_mm'),
+        fields=('detector.pix0_vector',),
         kind='F3',
         c_vars=('convention', 'pix0_vector', 'pix0_flag'),
         values='x y z (m, both spellings)',
@@ -408,6 +441,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-distance',),
+        fields=('detector.distance',),
         kind='f',
         c_vars=('distance', 'pivot'),
         values='mm',
@@ -419,6 +453,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-close_distance',),
+        fields=('detector.close_distance', 'detector.distance'),
         kind='f',
         c_vars=('close_distance', 'pivot'),
         values='mm',
@@ -430,6 +465,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-Xbeam', '-Ybeam'),
+        fields=('detector.Xbeam', 'detector.Ybeam'),
         kind='f',
         c_vars=('Xbeam', 'pivot', 'Ybeam'),
         values='mm',
@@ -441,6 +477,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-Xclose', '-Yclose'),
+        fields=('detector.Xclose', 'detector.Yclose'),
         kind='f',
         c_vars=('Xclose', 'pivot', 'Yclose'),
         values='mm',
@@ -452,6 +489,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-ORGX', '-ORGY'),
+        fields=('detector.ORGX', 'detector.ORGY'),
         kind='f',
         c_vars=('ORGX', 'pivot', 'ORGY'),
         values='pixels',
@@ -463,6 +501,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-pivot',),
+        fields=('detector.pivot',),
         kind='pivot',
         c_vars=('pivot',),
         values='`sample` \\| `beam`',
@@ -474,6 +513,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-twotheta',),
+        fields=('detector.twotheta', 'detector.orientation'),
         kind='f',
         c_vars=('detector_twotheta', 'pivot'),
         values='deg',
@@ -485,6 +525,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-detector_rotx', '-detector_roty', '-detector_rotz'),
+        fields=('detector.rotx', 'detector.roty', 'detector.rotz', 'detector.orientation'),
         kind='f',
         c_vars=('detector_rotx', 'detector_roty', 'detector_rotz'),
         values='deg',
@@ -495,6 +536,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-detsize',),
+        fields=('detector.fpixels', 'detector.spixels'),
         kind='f',
         c_vars=('detsize_f', 'detsize_s'),
         values='mm',
@@ -506,6 +548,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-detsize_f', '-detsize_s'),
+        fields=('detector.fpixels', 'detector.spixels'),
         kind='f',
         c_vars=('detsize_f', 'detsize_s'),
         values='mm',
@@ -516,6 +559,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-detpixels',),
+        fields=('detector.fpixels', 'detector.spixels'),
         kind='i',
         c_vars=('fpixels', 'spixels'),
         values='n',
@@ -527,6 +571,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-detpixels_f', '-detpixels_x', '-detpixels_s', '-detpixels_y'),
+        fields=('detector.fpixels', 'detector.spixels'),
         kind='i',
         c_vars=('fpixels', 'spixels'),
         values='n',
@@ -538,6 +583,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-pixel',),
+        fields=('detector.pixel_size',),
         kind='f',
         c_vars=('pixel_size',),
         values='mm',
@@ -549,6 +595,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-point_pixel',),
+        fields=('detector.point_pixel',),
         kind='',
         c_vars=('point_pixel',),
         values='—',
@@ -559,6 +606,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-curved_det',),
+        fields=('detector.curved',),
         kind='',
         c_vars=('curved_detector_seen', 'curved_detector'),
         values='—',
@@ -570,6 +618,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-detector_abs', '-detector_absorb'),
+        fields=('detector.mu',),
         kind='abs',
         c_vars=('detector_mu',),
         values='µm \\| `inf`',
@@ -581,6 +630,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-detector_thick',),
+        fields=('detector.thickness',),
         kind='f',
         c_vars=('detector_thick',),
         values='µm',
@@ -592,6 +642,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-detector_thicksteps', '-thicksteps'),
+        fields=('detector.thicksteps',),
         kind='i',
         c_vars=('detector_thicksteps',),
         values='n',
@@ -603,6 +654,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-oversample',),
+        fields=('detector.oversample',),
         kind='i',
         c_vars=('oversample',),
         values='n',
@@ -613,6 +665,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-oversample_thick', '-oversample_polar', '-oversample_omega'),
+        fields=('detector.oversample_thick', 'detector.oversample_polar', 'detector.oversample_omega'),
         kind='',
         c_vars=('oversample_thick', 'oversample_polar', 'oversample_omega'),
         values='—',
@@ -624,6 +677,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-roi',),
+        fields=('detector.roi',),
         kind='I4',
         c_vars=('roi',),
         values='xmin xmax ymin ymax (pixels, inclusive)',
@@ -635,6 +689,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-img',),
+        fields=(),
         kind='s',
         c_vars=('imginfilename',),
         values='SMV file',
@@ -649,6 +704,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         DETECTOR,
         names=('-mask',),
+        fields=('detector.mask',),
         kind='s',
         c_vars=('maskfilename',),
         values='SMV file',
@@ -660,6 +716,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-lambda', '-wave', '-wavelength'),
+        fields=('beam.wavelength',),
         kind='f',
         c_vars=('lambda0',),
         values='Å',
@@ -671,6 +728,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-energy',),
+        fields=('beam.wavelength',),
         kind='f',
         c_vars=('lambda0',),
         values='eV',
@@ -681,6 +739,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-fluence',),
+        fields=('beam.fluence',),
         kind='f',
         c_vars=('fluence',),
         values='photons/m²',
@@ -691,6 +750,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-flux',),
+        fields=('beam.fluence',),
         kind='f',
         c_vars=('flux',),
         values='photons/s',
@@ -701,6 +761,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-exposure',),
+        fields=('beam.fluence',),
         kind='f',
         c_vars=('exposure',),
         values='s',
@@ -711,6 +772,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-beamsize',),
+        fields=('beam.fluence',),
         kind='f',
         c_vars=('beamsize',),
         values='mm',
@@ -721,6 +783,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-polar',),
+        fields=('beam.polarization',),
         kind='f',
         c_vars=('polarization', 'nopolar'),
         values='Kahn factor',
@@ -732,6 +795,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-nopolar',),
+        fields=('beam.nopolar',),
         kind='',
         c_vars=('nopolar',),
         values='—',
@@ -742,6 +806,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-dispersion',),
+        fields=('beam.dispersion',),
         kind='f',
         c_vars=('dispersion',),
         values='% (Δλ/λ)',
@@ -752,6 +817,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-dispsteps',),
+        fields=('beam.dispsteps',),
         kind='i',
         c_vars=('dispsteps',),
         values='n',
@@ -762,6 +828,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-divergence',),
+        fields=('beam.hdivrange', 'beam.vdivrange'),
         kind='f',
         c_vars=('hdivrange', 'vdivrange'),
         values='mrad',
@@ -772,6 +839,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-hdivrange', '-vdivrange'),
+        fields=('beam.hdivrange', 'beam.vdivrange'),
         kind='f',
         c_vars=('hdivrange', 'vdivrange'),
         values='mrad',
@@ -782,6 +850,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-hdivstep', '-vdivstep'),
+        fields=('beam.hdivstep', 'beam.vdivstep'),
         kind='f',
         c_vars=('hdivstep', 'vdivstep'),
         values='mrad',
@@ -793,6 +862,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-hdivsteps', '-vdivsteps'),
+        fields=('beam.hdivsteps', 'beam.vdivsteps'),
         kind='i',
         c_vars=('hdivsteps', 'vdivsteps'),
         values='n',
@@ -803,6 +873,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-divsteps',),
+        fields=('beam.hdivsteps', 'beam.vdivsteps'),
         kind='i',
         c_vars=('hdivsteps', 'vdivsteps'),
         values='n',
@@ -813,6 +884,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-round_div', '-square_div'),
+        fields=('beam.round_div',),
         kind='',
         c_vars=('round_div',),
         values='—',
@@ -823,6 +895,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-sourcefile',),
+        fields=('beam.sources',),
         kind='s',
         c_vars=('sourcefilename',),
         values='file (X Y Z I λ per line)',
@@ -834,6 +907,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-water',),
+        fields=('beam.water_size',),
         kind='f',
         c_vars=('water_size',),
         values='µm',
@@ -845,6 +919,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-stol', '-4stol', '-Q'),
+        fields=(),
         kind='s',
         c_vars=('stolfilename', 'stol_file_mult'),
         values='file',
@@ -859,6 +934,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-stolout',),
+        fields=(),
         kind='s',
         c_vars=('stoloutfilename',),
         values='file',
@@ -870,6 +946,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         BEAM,
         names=('-coherent',),
+        fields=(),
         kind='',
         c_vars=('coherent',),
         values='—',
@@ -880,6 +957,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OUTPUTS,
         names=('-floatfile', '-floatimage'),
+        fields=(),
         kind='s',
         c_vars=('floatfilename',),
         values='file',
@@ -891,6 +969,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OUTPUTS,
         names=('-intfile', '-intimage'),
+        fields=(),
         kind='s',
         c_vars=('intfilename',),
         values='file',
@@ -901,6 +980,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OUTPUTS,
         names=('-noisefile', '-noiseimage'),
+        fields=(),
         kind='s',
         c_vars=('noisefilename', 'calculate_noise'),
         values='file',
@@ -912,6 +992,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OUTPUTS,
         names=('-nonoise',),
+        fields=(),
         kind='',
         c_vars=('calculate_noise',),
         values='—',
@@ -922,6 +1003,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OUTPUTS,
         names=('-pgmfile', '-pgmimage'),
+        fields=(),
         kind='s',
         c_vars=('pgmfilename', 'write_pgm'),
         values='file',
@@ -933,6 +1015,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OUTPUTS,
         names=('-nopgm',),
+        fields=(),
         kind='',
         c_vars=('write_pgm',),
         values='—',
@@ -943,6 +1026,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OUTPUTS,
         names=('-scale',),
+        fields=(),
         kind='f',
         c_vars=('intfile_scale',),
         values='f',
@@ -953,6 +1037,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OUTPUTS,
         names=('-pgmscale',),
+        fields=(),
         kind='f',
         c_vars=('pgm_scale', 'write_pgm'),
         values='f',
@@ -964,6 +1049,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OUTPUTS,
         names=('-adc',),
+        fields=(),
         kind='f',
         c_vars=('adc_offset',),
         values='counts',
@@ -974,6 +1060,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OUTPUTS,
         names=('-seed',),
+        fields=(),
         kind='i',
         c_vars=('seed',),
         values='n',
@@ -984,6 +1071,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OUTPUTS,
         names=('-printout_pixel',),
+        fields=(),
         kind='I2',
         c_vars=('printout', 'printout_fpixel', 'printout_spixel'),
         values='F S (fast first)',
@@ -995,6 +1083,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OUTPUTS,
         names=('-printout',),
+        fields=(),
         kind='',
         c_vars=('printout',),
         values='—',
@@ -1006,6 +1095,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OUTPUTS,
         names=('-noprogress', '-progress'),
+        fields=(),
         kind='',
         c_vars=('progress_meter',),
         values='—',
@@ -1020,6 +1110,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-F_column',),
+        fields=(),
         kind='s',
         c_vars=(),
         values='label',
@@ -1032,6 +1123,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-dtype',),
+        fields=('dtype',),
         kind='dtype',
         c_vars=(),
         values='`float32` \\| `float64`',
@@ -1041,6 +1133,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-device',),
+        fields=('device',),
         kind='s',
         c_vars=(),
         values='`cpu` \\| `cuda` \\| `cuda:N`',
@@ -1050,6 +1143,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-trace_pixel',),
+        fields=(),
         kind='I2',
         c_vars=(),
         values='S F (slow first, 0-based)',
@@ -1062,6 +1156,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-trace_panel',),
+        fields=(),
         kind='i',
         c_vars=(),
         values='P (0-based)',
@@ -1071,6 +1166,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('--c-compat', '-c_compat'),
+        fields=('c_compat',),
         kind='',
         c_vars=(),
         values='—',
@@ -1080,6 +1176,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-pix0_override',),
+        fields=('pix0_override',),
         kind='',
         c_vars=(),
         values='—',
@@ -1089,6 +1186,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-pngfile',),
+        fields=(),
         kind='s',
         c_vars=(),
         values='file',
@@ -1098,6 +1196,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-cbffile',),
+        fields=(),
         kind='s',
         c_vars=(),
         values='file',
@@ -1111,6 +1210,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-nxsfile',),
+        fields=(),
         kind='s',
         c_vars=(),
         values='file',
@@ -1123,6 +1223,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-outdir',),
+        fields=(),
         kind='s',
         c_vars=(),
         values='dir',
@@ -1132,6 +1233,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-demo',),
+        fields=(),
         kind='',
         c_vars=(),
         values='—',
@@ -1144,6 +1246,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-expt',),
+        fields=('detector.panels',),
         kind='s',
         c_vars=(),
         values='file',
@@ -1158,6 +1261,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-expt_image',),
+        fields=(),
         kind='i',
         c_vars=(),
         values='N',
@@ -1167,6 +1271,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-write_expt',),
+        fields=(),
         kind='s',
         c_vars=(),
         values='file',
@@ -1176,6 +1281,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         OWN,
         names=('-chunk',),
+        fields=('samples_per_chunk',),
         kind='i',
         c_vars=(),
         values='samples',
@@ -1183,6 +1289,25 @@ FLAGS: tuple[Flag, ...] = (
         effect='samples per render chunk (bounds memory)',
     ),
 )
+
+# config field (or plan option) -> the spellings that set it, in table order
+FIELD_FLAGS: dict[str, tuple[str, ...]] = {}
+for _flag in FLAGS:
+    for _field in _flag.fields:
+        FIELD_FLAGS.setdefault(_field, ())
+        FIELD_FLAGS[_field] += _flag.names
+
+
+def flags_setting(field: str) -> str | None:
+    """The spellings that set a config field, "/"-joined (None: only the Python API sets it). `field` may name
+    several fields of one section, "beam.hdivsteps/vdivsteps/dispsteps"."""
+    first, *more = field.split("/")
+    section = first.rpartition(".")[0]
+    names: dict[str, None] = {}
+    for f in [first] + [f"{section}.{m}" if section else m for m in more]:
+        names.update(dict.fromkeys(FIELD_FLAGS.get(f, ())))
+    return "/".join(names) or None
+
 
 # spelling -> value kind
 C_FLAGS: dict[str, str] = {n: f.kind for f in FLAGS if not f.own for n in f.names}

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from .config import R_E_SQR
+from .constants import R_E_SQR
 from .kernel import KernelInputs, KernelSpec
 from .lattice import GAUSS_WIDTH, ROUND_VOLUME_FACTOR, SIN_PI_COEFFS, TOPHAT_RADIUS_SQR
 
@@ -164,23 +164,23 @@ if triton is not None:
         return x, y, z
 
     @triton.jit
-    def _geometry(pi_ptr, fpx, spx, sf, ss, lt, CURVED: tl.constexpr):
+    def _geometry(g, fpx, spx, sf, ss, lt, CURVED: tl.constexpr):
         """kernel.pixel_positions for one (layer, sub-pixel), then airpath and the unit diffracted direction
-        (index dtype)."""
-        os_ = tl.load(pi_ptr + 0)
-        sub = tl.load(pi_ptr + 1)
+        (index dtype). g: the packed index-dtype inputs (IX_AT)."""
+        os_ = tl.load(g + 0)
+        sub = tl.load(g + 1)
         Fdet = sub * (fpx * os_ + sf) + sub / 2.0
         Sdet = sub * (spx * os_ + ss) + sub / 2.0
-        Odet = lt * tl.load(pi_ptr + 18)
-        px = Fdet * tl.load(pi_ptr + 3) + Sdet * tl.load(pi_ptr + 6) + Odet * tl.load(pi_ptr + 9) + tl.load(pi_ptr + 12)
-        py = Fdet * tl.load(pi_ptr + 4) + Sdet * tl.load(pi_ptr + 7) + Odet * tl.load(pi_ptr + 10) + tl.load(pi_ptr + 13)
-        pz = Fdet * tl.load(pi_ptr + 5) + Sdet * tl.load(pi_ptr + 8) + Odet * tl.load(pi_ptr + 11) + tl.load(pi_ptr + 14)
+        Odet = lt * tl.load(g + 18)
+        px = Fdet * tl.load(g + 3) + Sdet * tl.load(g + 6) + Odet * tl.load(g + 9) + tl.load(g + 12)
+        py = Fdet * tl.load(g + 4) + Sdet * tl.load(g + 7) + Odet * tl.load(g + 10) + tl.load(g + 13)
+        pz = Fdet * tl.load(g + 5) + Sdet * tl.load(g + 8) + Odet * tl.load(g + 11) + tl.load(g + 14)
         if CURVED:
-            dist = tl.load(pi_ptr + 2)
-            tx, ty, tz = _rotate(dist * tl.load(pi_ptr + 15) + 0.0 * px, dist * tl.load(pi_ptr + 16) + 0.0 * px,
-                                 dist * tl.load(pi_ptr + 17) + 0.0 * px,
-                                 tl.load(pi_ptr + 6), tl.load(pi_ptr + 7), tl.load(pi_ptr + 8), py / dist)
-            px, py, pz = _rotate(tx, ty, tz, tl.load(pi_ptr + 3), tl.load(pi_ptr + 4), tl.load(pi_ptr + 5), pz / dist)
+            dist = tl.load(g + 2)
+            tx, ty, tz = _rotate(dist * tl.load(g + 15) + 0.0 * px, dist * tl.load(g + 16) + 0.0 * px,
+                                 dist * tl.load(g + 17) + 0.0 * px,
+                                 tl.load(g + 6), tl.load(g + 7), tl.load(g + 8), py / dist)
+            px, py, pz = _rotate(tx, ty, tz, tl.load(g + 3), tl.load(g + 4), tl.load(g + 5), pz / dist)
         air = tl.sqrt(px * px + py * py + pz * pz)
         return air, px / air, py / air, pz / air
 
@@ -217,6 +217,14 @@ if triton is not None:
         odx = tl.load(pi_ptr + 9).to(LO)
         ody = tl.load(pi_ptr + 10).to(LO)
         odz = tl.load(pi_ptr + 11).to(LO)
+        gsh1 = tl.load(pl_ptr + 20)  # the HKL grid: shape, lowest and highest h, k, l (LO_AT)
+        gsh2 = tl.load(pl_ptr + 21)
+        glo0 = tl.load(pl_ptr + 22)
+        glo1 = tl.load(pl_ptr + 23)
+        glo2 = tl.load(pl_ptr + 24)
+        ghi0 = tl.load(pl_ptr + 25)
+        ghi1 = tl.load(pl_ptr + 26)
+        ghi2 = tl.load(pl_ptr + 27)
 
         zero = tl.zeros([BLOCK], dtype=LO)
         acc = zero
@@ -327,16 +335,13 @@ if triton is not None:
                             else:
                                 F_latt = tl.where(rad * tl.load(pl_ptr + 9) < TOPHAT_R2, Na * Nb * Nc, 0.0) + zero
                         if GRID:  # structure_factors.nearest_lookup
-                            inside = ((h0l >= tl.load(pl_ptr + 22)) & (h0l <= tl.load(pl_ptr + 25))
-                                      & (k0l >= tl.load(pl_ptr + 23)) & (k0l <= tl.load(pl_ptr + 26))
-                                      & (l0l >= tl.load(pl_ptr + 24)) & (l0l <= tl.load(pl_ptr + 27)))
+                            inside = ((h0l >= glo0) & (h0l <= ghi0) & (k0l >= glo1) & (k0l <= ghi1)
+                                      & (l0l >= glo2) & (l0l <= ghi2))
                             if WIDE:
-                                fl = (((h0l - tl.load(pl_ptr + 22)).to(tl.float64) * tl.load(pl_ptr + 20).to(tl.float64)
-                                       + (k0l - tl.load(pl_ptr + 23)).to(tl.float64)) * tl.load(pl_ptr + 21).to(tl.float64)
-                                      + (l0l - tl.load(pl_ptr + 24)).to(tl.float64))
+                                fl = (((h0l - glo0).to(tl.float64) * gsh1.to(tl.float64) + (k0l - glo1).to(tl.float64))
+                                      * gsh2.to(tl.float64) + (l0l - glo2).to(tl.float64))
                             else:
-                                fl = ((h0l - tl.load(pl_ptr + 22)) * tl.load(pl_ptr + 20)
-                                      + (k0l - tl.load(pl_ptr + 23))) * tl.load(pl_ptr + 21) + (l0l - tl.load(pl_ptr + 24))
+                                fl = ((h0l - glo0) * gsh1 + (k0l - glo1)) * gsh2 + (l0l - glo2)
                             idx = tl.where(inside, fl.to(tl.int32), n_table - 1)
                             F_cell = tl.load(table_ptr + idx, mask=live, other=0.0)
                         else:
@@ -373,8 +378,8 @@ def _sin_terms(dtype: torch.dtype) -> int:
     return 10 if dtype == torch.float64 else 7
 
 
-def pixel_kernel_triton(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor, params: tuple[Tensor, Tensor, int] | None = None,
-                        sin: str = "poly") -> tuple[Tensor, Tensor]:
+def pixel_kernel_triton(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor,
+                        params: tuple[Tensor, Tensor, int] | None = None, sin: str = "poly") -> tuple[Tensor, Tensor]:
     """`kernel.pixel_kernel` as one Triton launch: pixel values (C,) ((B, C) for cells (B, R, 3, 3)) and
     omega_sum. `params`: `packed(x)` if the caller keeps it (one per plan); `sin`: one of SIN_MODES."""
     reason = unsupported(spec, x)

@@ -18,13 +18,14 @@ What the kernel does not depend on — the tensors (`KernelInputs`) and the disc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
-from .config import R_E_SQR
+from .constants import R_E_SQR
 from .lattice import shape_factor, square_factors
 from .polarization import kahn_factor
 from .structure_factors import nearest_lookup
@@ -114,6 +115,48 @@ class KernelInputs(NamedTuple):
 
 Vec = tuple[Tensor, Tensor, Tensor]
 
+
+@dataclass(frozen=True)
+class PixelFactors:
+    """What `pixel_factors` resolves for a chunk of pixels, independent of the crystal orientation (kernel
+    layout: (T, O2, C) per position, (T, O2, S, C) per sample; components as tuples). Fields are named after
+    the C variables they mirror; the `_hi` ones are in the index dtype (float64 in a precise_hkl plan)."""
+
+    pos: Vec  # pixel_pos (index dtype)
+    airpath: Tensor
+    dif: Vec  # diffracted (unit vector)
+    inc: Vec  # incident, per source (S, 1)
+    dif_hi: Vec
+    inc_hi: Vec
+    omega: Tensor  # omega_pixel of every (layer, sub-pixel, pixel)
+    omega_first: Tensor  # (C,) cached from the first sub-pixel of the first layer
+    omega_sum: Tensor  # scalar: the chunk's share of the C's omega_sum
+    capture: Tensor | None  # capture_fraction per (layer, sub-pixel, pixel); None without thickness
+    capture_last: Tensor | None  # (C,) the C's cached value (last layer, first sub-pixel)
+    culled: Tensor | None  # (T, O2, S, C) samples that dmin skips; None without -dmin
+    polar_sample: Tensor | None  # polar per sample (-oversample_polar)
+    polar_first: Tensor | None  # (C,) polar cached from the pixel's first evaluated source
+    toggled: Tensor | None  # product of the per-sample -oversample_thick/polar/omega factors
+    scattering: Vec | None = None  # (diffracted - incident)/lambda per sample (-dmin, or kept for a trace)
+    stol: Tensor | None = None  # sin(theta)/lambda per sample
+
+
+@dataclass(frozen=True)
+class Intermediates(PixelFactors):
+    """Every stage result of a chunk, kept for a trace (engine.evaluate_chunk(keep=True)): the pixel factors
+    and the orientation-dependent stages (R, T, O2, S, C)."""
+
+    hkl: Vec | None = None  # fractional Miller indices (index dtype)
+    hkl0: Vec | None = None  # rounded (the C's h0, k0, l0)
+    dhkl: Vec | None = None  # h - h0 (render dtype)
+    F_latt: Tensor | None = None
+    F_cell: Tensor | None = None
+    I: Tensor | None = None  # (C,) the sum before scaling (the C's I)
+
+    @classmethod
+    def of(cls, f: PixelFactors, **stages) -> Intermediates:
+        return cls(**{k.name: getattr(f, k.name) for k in dataclasses.fields(PixelFactors)}, **stages)
+
 # the largest phase error (rad) of sin(N pi h) that a render may take from Miller indices in its own dtype:
 # measured, the image sum moves by ~0.4x the estimate, so this keeps it 2.5x inside the 1e-3 float32 gate while
 # every benchmark case (at most 5.6e-4, Pilatus) keeps the plain float32 kernel (float64 indices cost 10-26 %)
@@ -128,7 +171,7 @@ def index_phase_error(N: tuple[float, float, float], lengths: tuple[float, float
     return math.pi * eps * max(n * a for n, a in zip(N, lengths, strict=True)) / lambda_min
 
 
-# the inputs that the Miller indices depend on: float64 in a precise_hkl plan (engine.build_plan)
+# the inputs that the Miller indices depend on: float64 in a precise_hkl plan (plan.build_plan)
 INDEX_FIELDS = ("oversample", "subpixel", "sub_f", "sub_s", "layer_t", "distance", "fdet", "sdet", "odet",
                 "pix0", "beam", "layer_step", "incident", "wavelength", "cells")
 
@@ -257,22 +300,22 @@ def running_product_sum(I_bg: Tensor, terms: Tensor, factor: Tensor, reached: Te
     return I_bg * suffix[:, 0] + (terms * suffix).sum(1)
 
 
-def photons(spec: KernelSpec, x: KernelInputs, I: Tensor, f: dict) -> Tensor:
+def photons(spec: KernelSpec, x: KernelInputs, I: Tensor, f: PixelFactors) -> Tensor:
     """test = r_e_sqr*fluence*I/steps, times the cached capture fraction, polarization and solid angle."""
     value = R_E_SQR * x.fluence * I / x.steps
     if spec.thick_on and not spec.oversample_thick:
-        value = value * f["capture_last"]
-    if f["polar_first"] is not None:
-        value = value * f["polar_first"]
+        value = value * f.capture_last
+    if f.polar_first is not None:
+        value = value * f.polar_first
     if not spec.oversample_omega:
-        value = value * f["omega_first"]
+        value = value * f.omega_first
     return value
 
 
 # ---- the pipeline ---------------------------------------------------------------------------------------------
 
 
-def pixel_factors(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor, keep: bool = False) -> dict:
+def pixel_factors(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor, keep: bool = False) -> PixelFactors:
     """Everything of the chunk's pixels that does not depend on the crystal orientation, in the kernel layout:
     positions and directions (T, O2, C), solid angle, capture fraction, dmin culling and polarization
     (T, O2, S, C), the per-sample factors of -oversample_thick/polar/omega (`toggled`, or None). `keep`: also
@@ -294,33 +337,35 @@ def pixel_factors(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor, keep: boo
 
     inc_hi = tuple(x.incident[:, i, None] for i in range(3))  # (S, 1)
     inc = tuple(i.to(lo) for i in inc_hi)
-    f = dict(pos=pos, airpath=airpath, dif=dif, inc=inc, dif_hi=dif_hi, inc_hi=inc_hi, omega=omega,
-             omega_first=omega_first, omega_sum=omega_sum, capture=capture,
-             capture_last=None if capture is None else capture[-1, 0], culled=None)
+    scattering = stol = culled = None
     if spec.dmin_on or keep:  # scattering vectors (T, O2, S, C): (diffracted - incident)/lambda
-        S = tuple(((dif_hi[i][:, :, None, :] - inc_hi[i]) / x.wavelength[:, None]).to(lo) for i in range(3))
+        scattering = tuple(((dif_hi[i][:, :, None, :] - inc_hi[i]) / x.wavelength[:, None]).to(lo) for i in range(3))
+        S = scattering
         stol = 0.5 * torch.sqrt(S[0] * S[0] + S[1] * S[1] + S[2] * S[2])
-        f.update(scattering=S, stol=stol)
         if spec.dmin_on:
-            f["culled"] = (stol > 0.0) & (x.dmin > 0.5 / torch.where(stol > 0, stol, torch.ones_like(stol)))
-    f["polar_sample"], f["polar_first"] = polarization(spec, x, inc, dif, f["culled"])
+            culled = (stol > 0.0) & (x.dmin > 0.5 / torch.where(stol > 0, stol, torch.ones_like(stol)))
+    polar_sample, polar_first = polarization(spec, x, inc, dif, culled)
 
     # per-sample factors of -oversample_thick/polar/omega (T, O2, S, C)
     toggled = None
-    for on, g in ((spec.oversample_thick, capture), (f["polar_sample"] is not None, f["polar_sample"]),
+    for on, g in ((spec.oversample_thick, capture), (polar_sample is not None, polar_sample),
                   (spec.oversample_omega, omega)):
         if on:
             g = g if g.dim() == 4 else g[:, :, None, :]
             toggled = g if toggled is None else toggled * g
-    f["toggled"] = toggled
-    return f
+    return PixelFactors(
+        pos=pos, airpath=airpath, dif=dif, inc=inc, dif_hi=dif_hi, inc_hi=inc_hi, omega=omega,
+        omega_first=omega_first, omega_sum=omega_sum, capture=capture,
+        capture_last=None if capture is None else capture[-1, 0], culled=culled, polar_sample=polar_sample,
+        polar_first=polar_first, toggled=toggled, scattering=scattering, stol=stol,
+    )
 
 
-def sample_indices(cells: Tensor, f: dict, x: KernelInputs) -> Vec:
+def sample_indices(cells: Tensor, f: PixelFactors, x: KernelInputs) -> Vec:
     """Fractional h, k, l of every sample (..., R, T, O2, S, C) for cells (..., R, 3, 3), in the index dtype."""
-    difs = tuple(d[:, :, None, :] for d in f["dif_hi"])  # (T, O2, 1, C)
+    difs = tuple(d[:, :, None, :] for d in f.dif_hi)  # (T, O2, 1, C)
     cells = cells.to(x.pix0.dtype)
-    return miller_indices(cells[..., None, None, None, None, :, :], difs, f["inc_hi"],
+    return miller_indices(cells[..., None, None, None, None, :, :], difs, f.inc_hi,
                           (1.0 / x.wavelength)[:, None])
 
 
@@ -337,12 +382,12 @@ def reduced(x: KernelInputs, hkl: Vec, hkl0: Vec) -> tuple[Vec, Vec]:
     return tuple((h - h0).to(lo) for h, h0 in zip(hkl, hkl0, strict=True)), tuple(h0.to(lo) for h0 in hkl0)
 
 
-def sample_terms(terms: Tensor, f: dict) -> Tensor:
+def sample_terms(terms: Tensor, f: PixelFactors) -> Tensor:
     """F_cell^2 F_latt^2 of every sample times its toggled factors, zero where dmin culls the sample."""
-    if f["toggled"] is not None:
-        terms = terms * f["toggled"]
-    if f["culled"] is not None:
-        terms = torch.where(f["culled"], torch.zeros_like(terms), terms)
+    if f.toggled is not None:
+        terms = terms * f.toggled
+    if f.culled is not None:
+        terms = torch.where(f.culled, torch.zeros_like(terms), terms)
     return terms
 
 
@@ -355,5 +400,5 @@ def pixel_kernel(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> tuple[T
     F_latt = lattice_factor(spec, x, dhkl, hkl0)
     F_cell = structure_factor(spec, x, hkl0)
     I = sample_sum(x, sample_terms(F_cell * F_cell * F_latt * F_latt, f))
-    return photons(spec, x, I, f), f["omega_sum"]
+    return photons(spec, x, I, f), f.omega_sum
 

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from .advisories import advisories
-from .config import RTD, DetectorConfig, SimulationConfig, scalar_value
+from .config import DetectorConfig, SimulationConfig, scalar_value
+from .constants import RTD
 from .detector import Geometry, resolve_geometry
-from .engine import Plan, RenderResult, build_plan, render, rendered_pixels
+from .engine import RenderResult, render
 from .errors import InputError
 from .images import format_statistics_lines, image_statistics, int_image, intfile_scale_rule, pgm_image
 from .io.atomic import OutputGroup, output_group, sweep_stale_temporaries
@@ -26,6 +27,7 @@ from .io.pgm import write_pgm
 from .io.png import write_png
 from .io.smv import SMVHeader, write_smv
 from .options import RunOptions
+from .plan import Plan, build_plan, rendered_pixels
 from .progress import progress_bar
 from .trace import dark_note, format_c_printout, format_trace, order_note, pixel_trace
 

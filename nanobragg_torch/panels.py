@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import sampling
 from .config import DetectorConfig, PanelConfig, SimulationConfig, scalar_value
 from .detector import Geometry, resolve_geometry
 from .validation import BYTES_PER_PIXEL, ConfigError, allocation_problem
@@ -212,13 +213,11 @@ def resolve_panels(cfg: SimulationConfig, beam: Tensor, dtype: torch.dtype, devi
 
 
 def recommended_oversample(panels: Panels, wavelength: float, xtal_max: float) -> int:
-    """The C's recommended oversample, ceil(3 xtalsize_max / (lambda distance / pixel)), of the most demanding
-    panel (the largest over the panels)."""
-    best = 1
-    for size, dist in zip(panels.pixel_size.detach().tolist(), panels.distance.detach().tolist(), strict=True):
-        n = math.ceil(3.0 * xtal_max / (wavelength * abs(dist) / size))
-        best = max(best, n)
-    return best
+    """The C's recommended oversample (sampling.recommended_oversample) of the most demanding panel (the
+    largest over the panels)."""
+    sizes, distances = panels.pixel_size.detach().tolist(), panels.distance.detach().tolist()
+    return max(sampling.recommended_oversample(xtal_max, wavelength * abs(dist) / size)
+               for size, dist in zip(sizes, distances, strict=True))
 
 
 def pixel_order(panels: Panels, device: torch.device) -> Tensor:

@@ -188,7 +188,7 @@ WATER_DOUBLE_SCALED = Quirk(
     "The water background is tiny compared with its intended size.",
     "Same as the C.",
     "Same as the C.",
-    "engine.build_plan (I_bg)",
+    "plan.build_plan (I_bg)",
     ("water",),
     False,
 )

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .config import SimulationConfig
+from .constants import RTD
 from .crystal import cell_reciprocal
 from .detector import resolve_geometry
 from .simulate import simulate
 from .vectors import rotate_xyz
 
 Tensor = torch.Tensor
-DEG = math.pi / 180.0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def standard_model(base: SimulationConfig, misset0: tuple[float, float, float] =
     pixel = float(d.pixel_size)
     start = {
         "cell": torch.tensor([float(c.cell[i]) * 1e10 for i in range(3)]
-                             + [float(c.cell[i]) / DEG for i in range(3, 6)], dtype=torch.float64),
+                             + [float(c.cell[i]) * RTD for i in range(3, 6)], dtype=torch.float64),
         "rotation": torch.zeros(3, dtype=torch.float64),
         "distance": torch.tensor(float(d.distance) * 1e3, dtype=torch.float64),
         "beam": torch.tensor(_beam_pixels(base), dtype=torch.float64),
@@ -256,9 +256,9 @@ def standard_model(base: SimulationConfig, misset0: tuple[float, float, float] =
     def build(p: Mapping[str, Tensor]) -> SimulationConfig:
         q = {**fixed, **p}
         cell_p = q["cell"]
-        cell = tuple(cell_p[i] * 1e-10 for i in range(3)) + tuple(cell_p[i] * DEG for i in range(3, 6))
+        cell = tuple(cell_p[i] * 1e-10 for i in range(3)) + tuple(cell_p[i] / RTD for i in range(3, 6))
         R0 = misset_rotation(torch.as_tensor(misset0, dtype=cell_p.dtype))
-        R = rotation_from_rotvec(q["rotation"] * DEG) @ R0
+        R = rotation_from_rotvec(q["rotation"] / RTD) @ R0
         A = oriented_reciprocal_matrix(cell, R, base.beam.wavelength)
         crystal = replace(c, cell=cell, reciprocal_matrix=A, misset=None, misset_random=False)
         detector = replace(d, distance=q["distance"] * 1e-3, Xbeam=q["beam"][0] * pixel,
@@ -271,7 +271,7 @@ def standard_model(base: SimulationConfig, misset0: tuple[float, float, float] =
 def orientation_of(params: Mapping[str, Tensor], misset0: tuple[float, float, float]) -> Tensor:
     """The orientation matrix a `standard_model` parameter set stands for."""
     rot = torch.as_tensor(params["rotation"], dtype=torch.float64)
-    return rotation_from_rotvec(rot * DEG) @ misset_rotation(torch.as_tensor(misset0, dtype=torch.float64))
+    return rotation_from_rotvec(rot / RTD) @ misset_rotation(torch.as_tensor(misset0, dtype=torch.float64))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -304,13 +304,13 @@ def perturb(truth: SimulationConfig, offsets: Mapping[str, object] | None = None
     c, d = truth.crystal, truth.detector
     pixel = float(d.pixel_size)
     cell = tuple(float(c.cell[i]) * (1 + o["lengths"][i]) for i in range(3)) + tuple(
-        float(c.cell[3 + i]) + o["angles"][i] * DEG for i in range(3))
+        float(c.cell[3 + i]) + o["angles"][i] / RTD for i in range(3))
     xb, yb = _beam_pixels(truth)
     start = replace(truth, crystal=replace(c, cell=cell),
                     detector=replace(d, distance=float(d.distance) * (1 + o["distance"]),
                                      Xbeam=(xb + o["beam"][0]) * pixel, Ybeam=(yb + o["beam"][1]) * pixel))
     misset = c.misset if c.misset is not None else (0.0, 0.0, 0.0)
-    misset0 = tuple(float(m) + off * DEG for m, off in zip(misset, o["misset"], strict=True))
+    misset0 = tuple(float(m) + off / RTD for m, off in zip(misset, o["misset"], strict=True))
     return start, misset0
 
 
@@ -320,7 +320,7 @@ def recovery_errors(params: Mapping[str, Tensor], truth: SimulationConfig,
     c, d = truth.crystal, truth.detector
     cell = params["cell"].detach().double()
     true_len = torch.tensor([float(c.cell[i]) * 1e10 for i in range(3)], dtype=torch.float64)
-    true_ang = torch.tensor([float(c.cell[i]) / DEG for i in range(3, 6)], dtype=torch.float64)
+    true_ang = torch.tensor([float(c.cell[i]) * RTD for i in range(3, 6)], dtype=torch.float64)
     beam = torch.tensor(_beam_pixels(truth), dtype=torch.float64)
     misset = c.misset if c.misset is not None else (0.0, 0.0, 0.0)
     R_true = misset_rotation(torch.tensor([float(m) for m in misset], dtype=torch.float64))
@@ -329,5 +329,5 @@ def recovery_errors(params: Mapping[str, Tensor], truth: SimulationConfig,
         "distance_rel": abs(float(params["distance"]) / (float(d.distance) * 1e3) - 1.0),
         "length_rel": float((cell[:3] / true_len - 1.0).abs().max()),
         "angle_deg": float((cell[3:] - true_ang).abs().max()),
-        "orientation_deg": float(rotation_angle_between(orientation_of(params, misset0), R_true)) / DEG,
+        "orientation_deg": float(rotation_angle_between(orientation_of(params, misset0), R_true)) * RTD,
     }

@@ -40,9 +40,6 @@ NTAB = 32
 NDIV = 1 + (IM - 1) // NTAB
 RNMX = 1.0 - 1.2e-7  # largest value ran1 returns (compared in double, returned as float)
 
-#: The C's radians-to-degrees factor, ``RTD = 180.0*M_1_PI``; degrees given on the command line become
-#: radians as ``deg / C_RTD``. Use it (not math.degrees) where bit parity with the C matters.
-C_RTD = 180.0 * 0.318309886183790671538
 
 #: The C's default ``mosaic_seed`` as a user would type it (the C holds ``idum = -12345678``).
 DEFAULT_MOSAIC_SEED = 12345678
@@ -313,7 +310,7 @@ def mosaic_umats(
 
     ``mosaic_seed`` is the user's value (``-mosaic_seed 12345678``, the C default); the stream starts at
     ``idum = -mosaic_seed``. Each domain draws one ``mosaic_rotation_umat``; the first is then replaced by
-    the identity. ``mosaic_spread_rad`` is the C's double ``mosaic_spread`` (``deg / C_RTD``), rounded to
+    the identity. ``mosaic_spread_rad`` is the C's double ``mosaic_spread`` (``deg / RTD``), rounded to
     float32 on the way in as the C's float parameter does. The C also draws (and discards) one matrix when
     it forces a single domain with zero spread. Matrices act on column vectors: ``a = U @ a_phi``.
     """
@@ -370,7 +367,7 @@ def random_misset(misset_seed: int, statics: CStatics | None = None) -> tuple[fl
     ``misset_seed`` is the user's value (the C stores ``-atoi(arg)``; without ``-misset_seed`` the C uses
     its time-based noise seed). Reproduces the C passing 90.0 as a *radian* cap size to
     ``mosaic_rotation_umat``, then ``umat2misset``. The C prints these angles in degrees
-    (``random orientation misset angles: %f %f %f deg``, degrees = radians * C_RTD).
+    (``random orientation misset angles: %f %f %f deg``, degrees = radians * RTD).
     """
     rng = CRandom.from_user_seed(misset_seed, statics)
     return umat2misset(rng.mosaic_rotation_umat(90.0))

@@ -52,3 +52,17 @@ def auto_steps(count: int | None, rng: float | None, step: float | None, rule: S
             return Steps(n, r, r / (n - 1), n - 1)
         return Steps(n, r, r / n, n)
     return Steps(n, r, s, None)
+
+
+# beyond this the recommended oversampling is only an estimate that refuses the render (validation)
+MAX_RECOMMENDED_OVERSAMPLE = 10**9
+
+
+def recommended_oversample(xtal_max: float, reciprocal_pixel: float) -> int:
+    """The C's recommended_oversample = ceil(3 xtalsize_max / reciprocal_pixel_size), where
+    reciprocal_pixel_size = lambda0 * distance / pixel_size (metres): at least 1 (the C's `<= 0` rule), and
+    MAX_RECOMMENDED_OVERSAMPLE where the ratio is not finite or larger."""
+    ratio = 3.0 * xtal_max / reciprocal_pixel if reciprocal_pixel else math.inf
+    if not math.isfinite(ratio) or ratio > MAX_RECOMMENDED_OVERSAMPLE:
+        return MAX_RECOMMENDED_OVERSAMPLE
+    return max(1, math.ceil(ratio))

@@ -4,7 +4,7 @@ A refinement loop or a dataset renderer builds a plan per image, and most images
 beam (a dataset often shares everything but the orientation). The set-up is a few hundred tiny tensor
 operations, as costly as rendering a small image, so each resolver keeps its last few results keyed by the
 *values* it reads (never by object identity: an optimizer updates tensors in place; the one exception is
-an array that nothing can write to, see `value_key`). `engine.build_plan` keeps whole plans and
+an array that nothing can write to, see `value_key`). `plan.build_plan` keeps whole plans and
 `validation.check_config` the sections that passed the same way. Nothing is cached when any input tensor
 requires grad: the result must then carry a fresh autograd graph. Cached tensors are
 shared between plans and are never modified in place (the plan is immutable).

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import torch
 
 from .config import SimulationConfig
-from .engine import RenderResult, build_plan, render
+from .engine import RenderResult, render
+from .plan import build_plan
 from .trace import TraceValue, pixel_trace
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import R_E_SQR
+from .constants import R_E_SQR
 from .engine import RenderResult
 from .lattice import square_factors
 from .panels import panel_geometry
@@ -39,20 +39,20 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, ...] | None = None) -> d
     kept = result.trace if pixel is None else result.traces.get(tuple(pixel))
     if kept is None:
         raise ValueError(f"render() was not asked to trace pixel {pixel}")
-    x = kept["inter"]
+    x = kept.inter
     plan = result.plan
     inputs = plan.kernel.inputs
     g = plan.geom
     if plan.panels is not None:  # the geometry of the traced pixel's panel, as the C's CUSTOM detector
-        g = panel_geometry(plan.cfg, int(kept["pixel"][0]))
+        g = panel_geometry(plan.cfg, int(kept.pixel[0]))
     d = plan.cfg.detector
 
     def vec(v: tuple[torch.Tensor, ...], *at) -> torch.Tensor:  # a component tuple at one index
         return torch.stack([c[at] for c in v])
 
-    hkl = tuple(_last(h) for h in x["hkl"])
-    hkl0 = tuple(_last(h) for h in x["hkl0"])
-    diffracted = vec(x["dif"], -1, -1, 0)
+    hkl = tuple(_last(h) for h in x.hkl)
+    hkl0 = tuple(_last(h) for h in x.hkl0)
+    diffracted = vec(x.dif, -1, -1, 0)
     out: dict[str, TraceValue] = {  # in the schema's order (parity.schema, the C's order of computation)
         "pix0_vector": _v(g.pix0),
         "fdet_vector": _v(g.fdet),
@@ -65,44 +65,44 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, ...] | None = None) -> d
         "Sbeam": _f(g.Sbeam),
         "Fclose": _f(g.Fclose),
         "Sclose": _f(g.Sclose),
-        "pixel_pos": _v(vec(x["pos"], -1, -1, 0)),
-        "airpath": _f(x["airpath"][-1, -1, 0]),
+        "pixel_pos": _v(vec(x.pos, -1, -1, 0)),
+        "airpath": _f(x.airpath[-1, -1, 0]),
         "diffracted": _v(diffracted),
     }
     # the C's variables after the pixel: the last value computed (cached ones from the first sub-pixel)
-    out["omega_pixel"] = _f(x["omega"][-1, -1, 0] if d.oversample_omega else x["omega_first"][0])
-    capture = x["capture"]
+    out["omega_pixel"] = _f(x.omega[-1, -1, 0] if d.oversample_omega else x.omega_first[0])
+    capture = x.capture
     if capture is None:  # no detector thickness: capture_fraction = 1
         out["capture_fraction"] = 1.0
     else:
-        out["capture_fraction"] = _f(capture[-1, -1, 0] if d.oversample_thick else x["capture_last"][0])
+        out["capture_fraction"] = _f(capture[-1, -1, 0] if d.oversample_thick else x.capture_last[0])
     out["incident"] = _v(inputs.incident[-1])
     out["lambda"] = _f(inputs.wavelength[-1])
-    out["scattering"] = _v(vec(x["scattering"], -1, -1, -1, 0))
-    out["stol"] = _f(x["stol"][-1, -1, -1, 0])
-    if x["polar_sample"] is not None:
-        out["polar"] = _f(x["polar_sample"][-1, -1, -1, 0])
+    out["scattering"] = _v(vec(x.scattering, -1, -1, -1, 0))
+    out["stol"] = _f(x.stol[-1, -1, -1, 0])
+    if x.polar_sample is not None:
+        out["polar"] = _f(x.polar_sample[-1, -1, -1, 0])
     else:
-        out["polar"] = 1.0 if x["polar_first"] is None else _f(x["polar_first"][0])
+        out["polar"] = 1.0 if x.polar_first is None else _f(x.polar_first[0])
     out["cos_2theta"] = _f((inputs.incident[-1] * diffracted).sum())
     cells = plan.cells[-1, -1] * 1e10
     out.update(a_vec=_v(cells[0]), b_vec=_v(cells[1]), c_vec=_v(cells[2]),
                hkl_frac=_v(torch.stack(hkl)), hkl_rounded=_v(torch.stack(hkl0)))
     if plan.cfg.crystal.shape == "SQUARE":
-        dhkl = tuple(_last(h) for h in x["dhkl"])
+        dhkl = tuple(_last(h) for h in x.dhkl)
         fa, fb, fc = square_factors(dhkl, hkl0, tuple(inputs.N), plan.N_active)
         out.update(F_latt_a=_f(fa), F_latt_b=_f(fb), F_latt_c=_f(fc))
-    I = _f(x["I"][0])
+    I = _f(x.I[0])
     out.update(
-        F_latt=_f(_last(x["F_latt"])),
-        F_cell=_f(_last(x["F_cell"])),
+        F_latt=_f(_last(x.F_latt)),
+        F_cell=_f(_last(x.F_cell)),
         I_before_scaling=I,
         r_e_sqr=R_E_SQR,
         fluence=_f(inputs.fluence),
         steps=float(plan.steps),
         I_over_steps=I / plan.steps,
     )
-    out["I_pixel_final"] = _f(kept["value"])
+    out["I_pixel_final"] = _f(kept.value)
     # where in the sampling the "last" values above come from, and the per-layer capture fractions
     out["source_index"] = float(len(plan.sources.wavelength) - 1)
     out["phi_step"] = float(plan.phi.steps - 1)

@@ -1,12 +1,13 @@
 """One validation layer for finished configurations: the CLI and the API refuse the same things.
 
 `check_config` looks at a SimulationConfig field by field (finiteness, the ranges the physics needs, enum
-values, array shapes) and estimates the memory of the render before anything is allocated. A refusal is a
-`ConfigError` (a ValueError) naming the config field; the CLI passes `flags=True` and the message names the C
-flag instead (`FLAGS` maps fields to flags). Values the C quietly replaces by its auto rule (`-phisteps 0`,
-`-mosaic_domains 0`, `-oversample -5`, N <= 1, a negative -lambda or -distance, ...) are accepted here and
-handled as the C does; values for which the C renders NaN or zeros are refused in both modes. Both lists are
-in the quirk registry (quirks.INVALID_VALUES_C_RULES, quirks.INVALID_VALUES_REFUSED).
+values, array shapes), checks the resolved detector and estimates the memory of the render before anything is
+allocated. A refusal is a `ConfigError` (a ValueError) naming the config field; the CLI passes `flags=True` and
+the message names the C flags instead (the flag table's `fields` column, `flagtable.flags_setting`). Values the
+C quietly replaces by its auto rule (`-phisteps 0`, `-mosaic_domains 0`, `-oversample -5`, N <= 1, a negative
+-lambda or -distance, ...) are accepted here and handled as the C does; values for which the C renders NaN or
+zeros are refused in both modes. Both lists are in the quirk registry (quirks.INVALID_VALUES_C_RULES,
+quirks.INVALID_VALUES_REFUSED).
 """
 
 from __future__ import annotations
@@ -20,83 +21,13 @@ import typing
 import numpy as np
 import torch
 
+from .beam import BEAM_STEPS
 from .config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, scalar_value
+from .detector import Geometry, geometry_key, resolve_geometry
 from .errors import InputError
+from .flagtable import flags_setting
+from .sampling import auto_steps, recommended_oversample
 from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
-
-# config field -> the C flag(s) that set it (CLI messages)
-FLAGS: dict[str, str] = {
-    "detector.fpixels": "-detpixels",
-    "detector.spixels": "-detpixels",
-    "detector.pixel_size": "-pixel",
-    "detector.distance": "-distance/-close_distance",
-    "detector.close_distance": "-close_distance",
-    "detector.Xbeam": "-Xbeam",
-    "detector.Ybeam": "-Ybeam",
-    "detector.Xclose": "-Xclose",
-    "detector.Yclose": "-Yclose",
-    "detector.ORGX": "-ORGX",
-    "detector.ORGY": "-ORGY",
-    "detector.fdet_vector": "-fdet_vector",
-    "detector.sdet_vector": "-sdet_vector",
-    "detector.odet_vector": "-odet_vector",
-    "detector.twotheta_axis": "-twotheta_axis",
-    "detector.pix0_vector": "-pix0_vector",
-    "detector.rotx": "-detector_rotx",
-    "detector.roty": "-detector_roty",
-    "detector.rotz": "-detector_rotz",
-    "detector.twotheta": "-twotheta",
-    "detector.thickness": "-detector_thick",
-    "detector.thickstep": "-detector_thickstep",
-    "detector.thicksteps": "-detector_thicksteps",
-    "detector.mu": "-detector_abs",
-    "detector.oversample": "-oversample",
-    "detector.roi": "-roi",
-    "detector.mask": "-mask",
-    "detector.convention": "-convention",
-    "detector.pivot": "-pivot",
-    "detector.orientation": "-twotheta/-detector_rotx/-detector_roty/-detector_rotz/-odet_vector/-beam_vector",
-    "beam.wavelength": "-lambda/-energy",
-    "beam.fluence": "-fluence/-flux/-exposure/-beamsize",
-    "beam.beam_vector": "-beam_vector",
-    "beam.polar_vector": "-polar_vector",
-    "beam.polarization": "-polar",
-    "beam.hdivrange": "-hdivrange",
-    "beam.vdivrange": "-vdivrange",
-    "beam.hdivstep": "-hdivstep",
-    "beam.vdivstep": "-vdivstep",
-    "beam.hdivsteps": "-hdivsteps",
-    "beam.vdivsteps": "-vdivsteps",
-    "beam.dispersion": "-dispersion",
-    "beam.dispsteps": "-dispsteps",
-    "beam.sources": "-sourcefile",
-    "beam.water_size": "-water",
-    "crystal.cell": "-cell",
-    "crystal.reciprocal_matrix": "-mat",
-    "crystal.misset": "-misset",
-    "crystal.Na": "-N/-Na",
-    "crystal.Nb": "-N/-Nb",
-    "crystal.Nc": "-N/-Nc",
-    "crystal.sample_x": "-xtalsize/-samplesize",
-    "crystal.sample_y": "-xtalsize/-samplesize",
-    "crystal.sample_z": "-xtalsize/-samplesize",
-    "crystal.shape": "-square_xtal/-round_xtal/-gauss_xtal/-tophat_xtal",
-    "crystal.fudge": "-fudge",
-    "crystal.phi0": "-phi",
-    "crystal.osc": "-osc",
-    "crystal.phistep": "-phistep",
-    "crystal.phisteps": "-phisteps",
-    "crystal.spindle_axis": "-spindle_axis",
-    "crystal.mosaic_spread": "-mosaic",
-    "crystal.mosaic_domains": "-mosaic_domains",
-    "crystal.structure_factors": "-hkl/-dump",
-    "crystal.default_F": "-default_F",
-    "crystal.dmin": "-dmin",
-    "samples_per_chunk": "-chunk",
-    "device": "-device",
-    "dtype": "-dtype",
-    "beam.hdivsteps/vdivsteps/dispsteps": "-divsteps/-hdivsteps/-vdivsteps/-dispsteps",
-}
 
 # bytes a render holds per sample of a chunk: an upper estimate (about 30 live float64 work tensors)
 BYTES_PER_SAMPLE = 256
@@ -110,7 +41,8 @@ class ConfigError(InputError):
     def __init__(self, field: str, detail: str, flags: bool = False, files: dict[str, str] | None = None) -> None:
         self.field = field
         self.detail = detail
-        where = f"flag {FLAGS.get(field, field)}" if flags else f"config field {field}"
+        names = flags_setting(field) if flags else None
+        where = f"flag {names}" if names else f"config field {field}"
         if files and files.get(field):
             where = f"{files[field]} ({where})"
         super().__init__(f"{where}: {detail}")
@@ -247,9 +179,10 @@ def check_config(
     device: torch.device | str = "cpu",
     samples_per_chunk: int | None = None,
     files: dict[str, str] | None = None,
-) -> None:
+) -> Geometry:
     """Refuse an invalid configuration (ConfigError naming the field, or with `flags` the C flag; `files` maps
-    fields read from a file to its name, for the message)."""
+    fields read from a file to its name, for the message). Returns the lab-frame detector it checked, resolved
+    in float64 on `device` (the plan's geometry: resolved once)."""
     if not isinstance(cfg, SimulationConfig):
         raise ConfigError("config", f"expected a SimulationConfig, got {type(cfg).__name__}", flags)
     ck = _Checker(flags, files)
@@ -265,11 +198,10 @@ def check_config(
     _once("beam", cfg.beam, lambda: _check_beam(ck, cfg.beam))
     _once("crystal", cfg.crystal, lambda: _check_crystal(ck, cfg.crystal))
     check_chunk(samples_per_chunk, flags)
-    from .detector import geometry_key
-
-    cpu = torch.device("cpu")
-    _once("geometry", lambda: geometry_key(cfg, torch.float64, cpu), lambda: _check_geometry(ck, cfg))
+    geom = resolve_geometry(cfg, torch.float64, device)
+    _once("geometry", lambda: geometry_key(cfg, torch.float64, device), lambda: _check_geometry(ck, geom))
     _check_memory(ck, cfg, dtype, device, samples_per_chunk)
+    return geom
 
 
 # sections that passed, by the value of what they read (setup_cache.value_key): a dataset that changes only the
@@ -421,13 +353,10 @@ def _check_crystal(ck: _Checker, c: CrystalConfig) -> None:
 MAX_DISTANCE_IN_PIXELS = 1e12
 
 
-def _check_geometry(ck: _Checker, cfg: SimulationConfig) -> None:
+def _check_geometry(ck: _Checker, g: Geometry) -> None:
     """The resolved detector (float64, as the set-up runs): finite, not edge-on to the beam, not so far away
     that the solid angle of a pixel underflows."""
-    from .detector import resolve_geometry
-
     with torch.no_grad():
-        g = resolve_geometry(cfg, torch.float64, torch.device("cpu"))
         parts = (g.pix0, g.fdet, g.sdet, g.odet, g.beam, g.distance)
         if not all(bool(torch.isfinite(v).all()) for v in parts):
             ck.fail("detector.orientation", "the detector position or axes are not finite")
@@ -439,9 +368,6 @@ def _check_geometry(ck: _Checker, cfg: SimulationConfig) -> None:
 
 def _count_steps(steps, rng, step) -> int:
     """The C's step count of a divergence/dispersion axis (sampling.auto_steps with beam's sanity check)."""
-    from .beam import BEAM_STEPS
-    from .sampling import auto_steps
-
     def given(x):
         return None if x is None else scalar_value(x)
 
@@ -495,7 +421,8 @@ def _check_memory(ck, cfg: SimulationConfig, dtype, device, samples_per_chunk) -
 
 
 def _recommended_oversample(cfg: SimulationConfig) -> int:
-    """The C's recommended oversampling, ceil(3 * xtalsize_max / (lambda * distance / pixel)), in float64."""
+    """The C's recommended oversampling (sampling.recommended_oversample) estimated from the config, in float64:
+    enough to refuse a render whose automatic oversampling would not fit."""
     c = cfg.crystal
     if c.cell is not None:
         lengths = [scalar_value(x) for x in c.cell[:3]]
@@ -511,8 +438,5 @@ def _recommended_oversample(cfg: SimulationConfig) -> int:
         for s, length, n in zip(sizes, lengths, (c.Na, c.Nb, c.Nc), strict=True)
     )
     d = cfg.detector
-    recip = abs(scalar_value(cfg.beam.wavelength) * scalar_value(d.distance) / scalar_value(d.pixel_size))
-    ratio = 3.0 * xtal / recip if recip else math.inf
-    if not math.isfinite(ratio) or ratio > 1e9:  # an estimate only: enough to refuse such a render
-        return 10**9
-    return max(1, math.ceil(ratio))
+    return recommended_oversample(xtal, abs(scalar_value(cfg.beam.wavelength) * scalar_value(d.distance)
+                                            / scalar_value(d.pixel_size)))

@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 
 from nanobragg_torch.cli import config_from_flags
-from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.engine import render
 from nanobragg_torch.parity.schema import EXTRA, SCHEMA, ordered_names
+from nanobragg_torch.plan import build_plan
 from nanobragg_torch.trace import LOCATION_KEYS, pixel_trace
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nanobragg_torch"

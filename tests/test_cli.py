@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from nanobragg_torch.cli import config_from_flags, main
-from nanobragg_torch.engine import build_plan
+from nanobragg_torch.plan import build_plan
 
 CELL = ["-cell", "100", "100", "100", "90", "90", "90"]
 SMALL = ["-N", "2", "-detpixels", "16", "-misset", "10", "20", "30"]

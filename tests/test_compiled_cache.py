@@ -19,7 +19,8 @@ import torch
 
 from nanobragg_torch import compiled
 from nanobragg_torch.cli import config_from_flags
-from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.engine import render
+from nanobragg_torch.plan import build_plan
 
 PACKAGE = Path(compiled.__file__).resolve().parent
 BASE = "-cell 100 100 100 90 90 90 -default_F 100 -N 3 -lambda 1 -distance 100 -detpixels 12 -pixel 0.1"
@@ -37,7 +38,7 @@ def test_walk_finds_every_module_the_kernel_imports():
     # kernel.py's own imports, and theirs (structure_factors imports config)
     assert {"kernel.py", "compiled.py", "vectors.py", "lattice.py", "polarization.py", "structure_factors.py",
             "config.py"} <= names
-    assert "cli.py" not in names and "engine.py" not in names
+    assert "cli.py" not in names and "engine.py" not in names and "plan.py" not in names
 
 
 def test_key_changes_when_any_reached_module_changes(package_copy):
@@ -193,7 +194,8 @@ STALE_SCRIPT = textwrap.dedent(
     """
     import sys, torch
     from nanobragg_torch.cli import config_from_flags
-    from nanobragg_torch.engine import build_plan, render
+    from nanobragg_torch.engine import render
+    from nanobragg_torch.plan import build_plan
     cfg, _ = config_from_flags(sys.argv[2].split(), cwd=".")
     with torch.no_grad():
         plan = build_plan(cfg, torch.float64, "cpu", compile=sys.argv[1] == "compiled")

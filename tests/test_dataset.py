@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from nanobragg_torch.batch import simulate_batch
-from nanobragg_torch.config import RTD
+from nanobragg_torch.constants import RTD
 from nanobragg_torch.dataset import load_experiment, load_spec, make_dataset, render_only, shot_parameters
 from nanobragg_torch.dataset.cli import main
 from nanobragg_torch.dataset.shots import shot_config, uniform_rotation

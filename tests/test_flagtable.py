@@ -1,15 +1,19 @@
 """The flag table (flagtable.FLAGS) is the one source of the flags' facts: docs/cli.md is generated from it,
-validation accepts exactly its spellings, and its C variables are what the literal option loop sets."""
+validation accepts exactly its spellings, its C variables are what the literal option loop sets, and its config
+fields are what refusals name."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from nanobragg_torch.cflags import ALL_FLAGS, c_defaults, c_option_loop, validate
 from nanobragg_torch.cli import main
-from nanobragg_torch.flagtable import ARITY, FLAGS, help_text, markdown
+from nanobragg_torch.config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig
+from nanobragg_torch.flagtable import ARITY, FLAGS, flags_setting, help_text, markdown
+from nanobragg_torch.validation import ConfigError
 
 # a well-formed value of every kind
 PROBE = {"": [], "f": ["2.5"], "i": ["3"], "s": ["x.txt"], "F3": ["0.1", "0.2", "0.3"], "I2": ["1", "2"],
@@ -68,3 +72,31 @@ def test_help_lists_every_flag(capsys):
     assert out.strip() == help_text()
     for f in FLAGS:
         assert " ".join(f.names) in out
+
+
+# config fields no flag sets (the C derives the layer step from -detector_thick and -detector_thicksteps)
+API_ONLY = {"detector.thickstep"}
+# what a flag sets that is not a SimulationConfig field: render options, and the detector's orientation as a whole
+NOT_CONFIG = {"dtype", "device", "samples_per_chunk", "detector.orientation"}
+
+
+def test_the_table_maps_every_config_field_to_its_flags():
+    """The `fields` column is the one map from config fields to flags (validation's messages name flags through
+    it): every field it names exists, and every config field is set by some flag or is API-only."""
+    config = {f.name for f in dataclasses.fields(SimulationConfig)} - {"detector", "beam", "crystal"}
+    for section, cls in (("detector", DetectorConfig), ("beam", BeamConfig), ("crystal", CrystalConfig)):
+        config |= {f"{section}.{f.name}" for f in dataclasses.fields(cls)}
+    named = {field for f in FLAGS for field in f.fields}
+    assert named - config == NOT_CONFIG
+    assert config - named == API_ONLY
+    assert all(not f.fields for f in FLAGS if f.names[0] in ("-printout", "-seed", "-floatfile"))  # outputs set none
+
+
+def test_refusals_name_the_flags_from_the_table():
+    assert flags_setting("beam.wavelength") == "-lambda/-wave/-wavelength/-energy"
+    assert flags_setting("beam.hdivsteps/vdivsteps/dispsteps") == "-hdivsteps/-vdivsteps/-divsteps/-dispsteps"
+    assert flags_setting("detector.thickstep") is None
+    with pytest.raises(ConfigError, match="^flag -lambda/-wave/-wavelength/-energy: must not be zero$"):
+        raise ConfigError("beam.wavelength", "must not be zero", flags=True)
+    with pytest.raises(ConfigError, match="^config field detector.thickstep: x$"):
+        raise ConfigError("detector.thickstep", "x", flags=True)

@@ -29,7 +29,8 @@ from nanobragg_torch import outputs
 from nanobragg_torch.cflags import C_FLAGS, OWN_FLAGS
 from nanobragg_torch.cli import config_from_flags, main
 from nanobragg_torch.config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, StructureFactors
-from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.engine import render
+from nanobragg_torch.plan import build_plan
 from nanobragg_torch.simulate import simulate
 from nanobragg_torch.validation import ConfigError
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nanobragg_torch.cli import config_from_flags
-from nanobragg_torch.engine import build_plan
+from nanobragg_torch.plan import build_plan
 
 BASE = "-cell 50 50 50 90 90 90 -default_F 1 -detpixels 20 -pixel 0.5 -distance 80".split()
 

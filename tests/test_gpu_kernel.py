@@ -25,10 +25,12 @@ pytest.importorskip("triton")
 
 from nanobragg_torch import kernel as K  # noqa: E402
 from nanobragg_torch.cli import config_from_flags  # noqa: E402
-from nanobragg_torch.engine import build_plan, render  # noqa: E402
+from nanobragg_torch.engine import render  # noqa: E402
 from nanobragg_torch.parity.goldens import golden_dir  # noqa: E402
+from nanobragg_torch.plan import build_plan  # noqa: E402
 
-BASE = "-cell 70 80 90 75 85 95 -misset 10 20 30 -N 4 -default_F 100 -lambda 1 -distance 60 -detpixels 12 -pixel 0.8 -oversample 1"
+BASE = ("-cell 70 80 90 75 85 95 -misset 10 20 30 -N 4 -default_F 100 -lambda 1 -distance 60 -detpixels 12 "
+        "-pixel 0.8 -oversample 1")
 # every switch of KernelSpec the kernel takes, and every sample axis longer than one (few samples each: the
 # interpreter evaluates each loop iteration in Python)
 CASES = {

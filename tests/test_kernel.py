@@ -17,9 +17,10 @@ import torch
 from nanobragg_torch import compiled, engine
 from nanobragg_torch.cli import config_from_flags
 from nanobragg_torch.compiled import KernelRunner, choose_mode, package_path
-from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.engine import render
 from nanobragg_torch.kernel import INDEX_FIELDS
 from nanobragg_torch.parity.goldens import golden_dir, load_cases, shared_data_dir
+from nanobragg_torch.plan import build_plan
 
 BASE = "-cell 70 80 90 75 85 95 -misset 10 20 30 -N 4 -default_F 100 -lambda 1 -distance 60 -detpixels 24 -pixel 0.4"
 # every switch of KernelSpec, and every sample axis longer than one

@@ -22,9 +22,10 @@ import torch
 
 from nanobragg_torch.cli import config_from_flags
 from nanobragg_torch.config import BeamConfig, CrystalConfig, DetectorConfig, PanelConfig, SimulationConfig
-from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.engine import render
 from nanobragg_torch.parity.compare import compare_traces
 from nanobragg_torch.parity.goldens import golden_dir, has_golden, load_cases, load_golden, shared_data_dir
+from nanobragg_torch.plan import build_plan
 from nanobragg_torch.simulate import simulate
 from nanobragg_torch.trace import pixel_trace
 from nanobragg_torch.validation import ConfigError

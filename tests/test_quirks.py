@@ -11,8 +11,9 @@ import torch
 
 from nanobragg_torch import quirks
 from nanobragg_torch.cli import config_from_flags, main
-from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.engine import render
 from nanobragg_torch.parity.goldens import golden_dir, has_golden, load_cases, load_golden, shared_data_dir
+from nanobragg_torch.plan import build_plan
 
 CASES = {c.name: c for c in load_cases()}
 QUIRK_CASES = sorted({name for q in quirks.REGISTRY for name in q.golden_cases})

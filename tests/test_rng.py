@@ -9,8 +9,8 @@ import subprocess
 import numpy as np
 import pytest
 
+from nanobragg_torch.constants import RTD
 from nanobragg_torch.rng import (
-    C_RTD,
     CRandom,
     CStatics,
     gammln,
@@ -146,7 +146,7 @@ def test_poidev_zero_and_small() -> None:
 
 
 def test_mosaic_umats_are_rotations() -> None:
-    spread = 2.0 / C_RTD
+    spread = 2.0 / RTD
     u = mosaic_umats(spread, 25)
     assert u.shape == (25, 3, 3) and u.dtype == np.float64
     assert np.array_equal(u[0], np.eye(3))
@@ -228,7 +228,7 @@ def test_random_misset_matches_c(c_bin: str, tmp_path, seed: int) -> None:
     )
     line = next(ln for ln in out.splitlines() if ln.startswith("random orientation misset angles"))
     ours = "random orientation misset angles: {:f} {:f} {:f} deg".format(
-        *(a * C_RTD for a in random_misset(seed))
+        *(a * RTD for a in random_misset(seed))
     )
     assert line == ours
 
@@ -281,5 +281,5 @@ def test_mosaic_umats_match_c(c_bin: str, tmp_path, spread_deg: float, seed: int
             args += ["-mosaic_seed", str(seed)]
         vectors = _cell_vectors(_run_c(c_bin, tmp_path, args))
         a0, last = vectors[0], vectors[-1]
-        u = mosaic_umats(spread_deg / C_RTD, n, 12345678 if seed is None else seed)
+        u = mosaic_umats(spread_deg / RTD, n, 12345678 if seed is None else seed)
         assert np.abs(u[-1] @ a0 - last).max() < 6e-9

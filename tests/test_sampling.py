@@ -8,10 +8,10 @@ import math
 import pytest
 
 from nanobragg_torch.beam import BEAM_STEPS
-from nanobragg_torch.config import RTD
+from nanobragg_torch.constants import RTD
 from nanobragg_torch.crystal import PHI_STEPS
 from nanobragg_torch.detector import LAYER_STEPS
-from nanobragg_torch.sampling import auto_steps
+from nanobragg_torch.sampling import MAX_RECOMMENDED_OVERSAMPLE, auto_steps, recommended_oversample
 
 CASES = [
     # rule, (count, range, step) given, (count, range, step) expected
@@ -41,3 +41,13 @@ def test_auto_steps(rule, given, expected):
     assert math.isclose(st.range, expected[1], rel_tol=1e-15) and math.isclose(st.step, expected[2], rel_tol=1e-15)
     if st.divisor is not None:  # a derived step is range/divisor
         assert math.isclose(st.range / st.divisor, st.step, rel_tol=1e-15)
+
+
+def test_recommended_oversample_rule():
+    """The C's ceil(3 xtalsize_max / reciprocal_pixel_size), at least 1 (a negative distance gives <= 0: 1),
+    capped where the ratio is not finite (the estimate validation refuses with)."""
+    assert recommended_oversample(2.5e-7, 1e-10 * 0.1 / 1e-4) == 8  # 3 * 0.25 um / 0.1 um = 7.5
+    assert recommended_oversample(1e-9, 1e-7) == 1
+    assert recommended_oversample(2.5e-7, -1e-7) == 1
+    assert recommended_oversample(1e-6, 0.0) == MAX_RECOMMENDED_OVERSAMPLE
+    assert recommended_oversample(1.0, 1e-20) == MAX_RECOMMENDED_OVERSAMPLE

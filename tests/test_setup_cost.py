@@ -15,8 +15,9 @@ from nanobragg_torch import compiled
 from nanobragg_torch.config import CrystalConfig, DetectorConfig, SimulationConfig
 from nanobragg_torch.crystal import build_crystal
 from nanobragg_torch.detector import resolve_geometry
-from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.engine import render
 from nanobragg_torch.lattice import sin_pi, sin_pi_half, sincg, sincg_pi, square_factors
+from nanobragg_torch.plan import build_plan
 from nanobragg_torch.setup_cache import CACHES, HASH_LIMIT, NotCacheable, clear_all, value_key
 
 CELL = (70e-10, 80e-10, 90e-10, math.radians(75), math.radians(85), math.radians(95))
@@ -156,7 +157,7 @@ def test_plan_memo_chooses_the_compiled_form_anew(monkeypatch):
     clear_all()
     monkeypatch.delenv("NB_COMPILE", raising=False)
     modes = iter([("eager", "eager"), ("aot", "eager")])
-    monkeypatch.setattr("nanobragg_torch.engine.choose_mode", lambda *a: next(modes))
+    monkeypatch.setattr("nanobragg_torch.plan.choose_mode", lambda *a: next(modes))
     first = build_plan(config(), torch.float32)
     second = build_plan(config(), torch.float32)
     assert CACHES["plan"].hits == 1 and first.kernel.mode == "eager" and second.kernel.mode == "aot"

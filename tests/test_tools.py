@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from nanobragg_torch.cli import config_from_flags
-from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.engine import render
 from nanobragg_torch.parity.goldens import get_case, golden_dir, load_golden, repo_root, shared_data_dir
 from nanobragg_torch.parity.printout import parse_trace_py
+from nanobragg_torch.plan import build_plan
 
 TOOLS = repo_root() / "tools"
 CASE = "mosflm_default"  # small (128 x 128), no shared inputs, pinned and fixed goldens

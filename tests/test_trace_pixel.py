@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from nanobragg_torch.cli import config_from_flags, main
-from nanobragg_torch.config import R_E_SQR
-from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.constants import R_E_SQR
+from nanobragg_torch.engine import render
 from nanobragg_torch.parity.goldens import get_case, has_golden, load_golden, shared_data_dir
+from nanobragg_torch.plan import build_plan
 from nanobragg_torch.trace import DARK_FRACTION, dark_note, order_note, pixel_trace
 
 SEED_PIXEL = (685, 1039)  # the seed's pixel as (slow, fast): nearly dark; the C's -printout_pixel 1039 685

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
@@ -31,10 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _config(detector: str, N: float, oversample: int):
     from nanobragg_torch.config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig
+    from nanobragg_torch.constants import RTD
     from nanobragg_torch.io.dxtbx_models import read_detector
     from nanobragg_torch.parity.goldens import shared_data_dir
 
-    deg = math.pi / 180.0
+    deg = 1.0 / RTD
     panels, _ = read_detector(shared_data_dir() / "cspad" / detector)
     crystal = CrystalConfig(cell=(80e-10, 90e-10, 100e-10, 90 * deg, 90 * deg, 90 * deg),
                             misset=(10 * deg, 20 * deg, 30 * deg), Na=N, Nb=N, Nc=N, default_F=100.0)
@@ -54,8 +54,9 @@ def child(args) -> dict:
 
     import torch
 
-    from nanobragg_torch.engine import build_plan, render
+    from nanobragg_torch.engine import render
     from nanobragg_torch.panels import panel_detector
+    from nanobragg_torch.plan import build_plan
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -32,7 +32,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from nanobragg_torch.cli import config_from_flags  # noqa: E402
-from nanobragg_torch.engine import build_plan, render  # noqa: E402
+from nanobragg_torch.engine import render  # noqa: E402
+from nanobragg_torch.plan import build_plan  # noqa: E402
 
 MARK = "BENCH_JSON "
 

@@ -84,7 +84,8 @@ def render_case(argv: list[str]) -> np.ndarray:
     import torch
 
     from nanobragg_torch.cli import config_from_flags
-    from nanobragg_torch.engine import build_plan, render
+    from nanobragg_torch.engine import render
+    from nanobragg_torch.plan import build_plan
 
     cfg, _ = config_from_flags(argv, cwd=os.devnull)
     with torch.no_grad():

@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from nanobragg_torch.cli import config_from_flags  # noqa: E402
-from nanobragg_torch.engine import build_plan, render  # noqa: E402
+from nanobragg_torch.engine import render  # noqa: E402
+from nanobragg_torch.plan import build_plan  # noqa: E402
 
 FLAGS = (
     "-cell 100 100 100 90 90 90 -misset 5 10 15 -default_F 100 -N 10 -lambda 1.0 -distance 100 "

@@ -39,8 +39,9 @@ import torch  # noqa: E402
 
 from nanobragg_torch.cflags import strip_own_flags  # noqa: E402
 from nanobragg_torch.cli import config_from_flags  # noqa: E402
-from nanobragg_torch.engine import build_plan, render  # noqa: E402
+from nanobragg_torch.engine import render  # noqa: E402
 from nanobragg_torch.parity.goldens import get_case, golden_dir, has_golden, load_golden, shared_data_dir  # noqa: E402
+from nanobragg_torch.plan import build_plan  # noqa: E402
 from nanobragg_torch.trace import dark_note, format_trace, order_note, pixel_trace  # noqa: E402
 
 

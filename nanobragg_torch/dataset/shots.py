@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import RTD, SimulationConfig, scalar_value
+from ..config import SimulationConfig, scalar_value
+from ..constants import RTD
 from ..rng import umat2misset
 from .spec import DatasetSpec
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nanobragg_torch.constants import RTD
 from nanobragg_torch.io.atomic import atomic_write
 
-RTD = 180.0 * 0.31830988618379067154  # the C's RTD
 _STARTER = b"\x0c\x1a\x04\xd5"  # CBF binary section start
 _PADDING = 4095  # zero bytes after the pixels, as PILATUS files have them
 

@@ -50,12 +50,12 @@ from nanobragg_torch.config import (
     PanelConfig,
     SimulationConfig,
 )
+from nanobragg_torch.constants import RTD
 from nanobragg_torch.errors import InputError
 from nanobragg_torch.io.atomic import atomic_write, read_input
 
 MM = 1e-3  # dxtbx lengths are mm
 ANGSTROM = 1e-10
-DEG = math.pi / 180.0
 ORTHOGONAL_TOLERANCE = 1e-6  # |fast . slow| of unit axes (dxtbx asserts 1e-7 on the raw vectors)
 IDENTITY9 = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
@@ -378,7 +378,7 @@ def read_goniometer(d: dict, where: _Where | None = None) -> tuple[np.ndarray, n
                 or not axes_raw:
             raise (where / "angles").error("expected as many angles as axes (at least one)")
         axes = [_axis(a, where / "axes" / i) for i, a in enumerate(axes_raw)]
-        angles = [_number(a, where / "angles" / i) * DEG for i, a in enumerate(angles_raw)]
+        angles = [_number(a, where / "angles" / i) / RTD for i, a in enumerate(angles_raw)]
         k = _integer(_get(d, "scan_axis", where), where / "scan_axis")
         if not 0 <= k < len(axes):
             raise (where / "scan_axis").error(f"no axis {k} (the goniometer has {len(axes)})")
@@ -428,7 +428,7 @@ def read_scan(d: dict, image: int | None, where: _Where | None = None) -> dict[s
         start, width = osc[0] + (image - first) * osc[1], osc[1]
     else:
         raise (where / "properties" / "oscillation").error("missing")
-    return {"phi0": float(start) * DEG, "osc": float(width) * DEG, "image": image, "image_range": (first, last)}
+    return {"phi0": float(start) / RTD, "osc": float(width) / RTD, "image": image, "image_range": (first, last)}
 
 
 def read_crystal(d: dict, where: _Where | None = None) -> np.ndarray:
@@ -611,7 +611,7 @@ def experiment_list_dict(exp: Experiment) -> dict:
         image = exp.image if exp.image is not None else 1
         models["scan"].append({
             "image_range": [image, image], "batch_offset": 0,
-            "properties": {"oscillation": [exp.phi0 / DEG], "oscillation_width": [exp.osc / DEG],
+            "properties": {"oscillation": [exp.phi0 * RTD], "oscillation_width": [exp.osc * RTD],
                            "exposure_time": [0.0], "epochs": [0.0]},
             "valid_image_ranges": {},
         })

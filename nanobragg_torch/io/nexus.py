@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nanobragg_torch.config import PanelConfig
+from nanobragg_torch.constants import RTD
 from nanobragg_torch.errors import InputError
 from nanobragg_torch.io.atomic import atomic_write
 
@@ -41,7 +42,6 @@ from nanobragg_torch.io.atomic import atomic_write
 # (v_z, v_y, -v_x), then dxtbx's imgCIF -> McStas diag(-1, 1, -1)
 MOSFLM_TO_MCSTAS = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 
-RTD = 180.0 * 0.31830988618379067154  # the C's RTD
 USER_MASK_BIT = 1 << 8  # NXdetector pixel_mask bit 8: user-defined mask (here: pixels the render skipped)
 
 

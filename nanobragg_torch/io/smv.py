@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from nanobragg_torch.constants import RTD
 from nanobragg_torch.errors import InputError
 from nanobragg_torch.io.atomic import atomic_write, read_input
 from nanobragg_torch.io.textcolumns import c_atof
@@ -30,7 +31,6 @@ from nanobragg_torch.io.textcolumns import c_atof
 Variant = Literal["int", "noise"]
 
 HEADER_BYTES = 512
-RTD = 180.0 * 0.31830988618379067154  # the C's RTD = 180.0*M_1_PI (not 180/pi: may differ in the last bit)
 _MAGIC = "{\nHEADER_BYT"  # GetFrame compares the first 12 characters only
 
 

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 import torch
 
 from nanobragg_torch.cli import config_from_flags
-from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.engine import render
 from nanobragg_torch.parity.goldens import golden_dir, load_golden, shared_data_dir
+from nanobragg_torch.plan import build_plan
 from nanobragg_torch.trace import pixel_trace
 
 CASES = {

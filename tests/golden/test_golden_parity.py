@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from nanobragg_torch.cli import config_from_flags
-from nanobragg_torch.engine import build_plan, render
+from nanobragg_torch.engine import render
 from nanobragg_torch.images import image_statistics, int_image, pgm_image
 from nanobragg_torch.io.pgm import pgm_bytes
 from nanobragg_torch.io.smv import read_smv
@@ -35,6 +35,7 @@ from nanobragg_torch.parity.goldens import (
     shared_data_dir,
 )
 from nanobragg_torch.parity.printout import G6
+from nanobragg_torch.plan import build_plan
 from nanobragg_torch.trace import pixel_trace
 
 CASES = {c.name: c for c in load_cases()}
