@@ -395,16 +395,19 @@ def _triton_ready(spec: KernelSpec, inputs: KernelInputs) -> bool:
 
 # ---- background builds: a variant rendered eager again and again gets its package without a wait ---------
 
-BACKGROUND_AFTER = 2  # eager plans of one variant in this process before its package is built in the background
+# eager plans of one variant in this process before its package is built in the background: the first, so that a
+# one-off script or CLI run on a fresh machine leaves the package for its next run (the build is detached,
+# niced and locked to one per variant per machine; the render does not wait for it)
+BACKGROUND_AFTER = 1
 STALE_LOCK_S = 3600.0  # a build lock older than this is from a build that died
 _EAGER_PLANS: dict[str, int] = {}
 
 
 def _note_eager(spec: KernelSpec, inputs: KernelInputs) -> None:
     """Default policy for small CPU renders without gradients and without a cached package: eager; the
-    BACKGROUND_AFTER-th such plan of one variant in a process (a refinement or dataset loop, not a one-off
-    run) starts `start_background_build`, and the plans after it finishes load the package. Env
-    NB_BACKGROUND_COMPILE=0 turns this off (the test suite does)."""
+    BACKGROUND_AFTER-th such plan of one variant in a process starts `start_background_build`, and the plans
+    after it finishes (in this process or a later one) load the package. Env NB_BACKGROUND_COMPILE=0 turns
+    this off (the test suite does)."""
     if os.environ.get("NB_BACKGROUND_COMPILE", "1") == "0":
         return
     name = variant(spec, inputs)

@@ -256,7 +256,8 @@ def test_pixel_split_by_multiply_is_exact():
 
 
 def test_background_build_is_one_per_variant(tmp_path, monkeypatch):
-    """The second eager plan of a variant starts one detached build; its job file round-trips the variant."""
+    """The first eager plan of a variant starts one detached build (later ones none); its job file round-trips
+    the variant."""
     monkeypatch.setenv("NB_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("NB_BACKGROUND_COMPILE", "1")
     monkeypatch.delenv("NB_COMPILE", raising=False)
