@@ -1,7 +1,8 @@
 """X-ray sources: divergence grid, spectral dispersion and -sourcefile, as nanoBragg.c builds its source list.
 
-Each source is a unit vector pointing from the sample towards the source (the C's source_X/Y/Z) and a
-wavelength. The C divides the summed intensity by the number of sources and ignores source_I.
+Each source is a unit vector pointing from the sample towards the source (the C's source_X/Y/Z), a
+wavelength and the C's source_I. The C divides the summed intensity by the number of sources and ignores
+source_I: it is kept only for the trace (the C prints it in its source list).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ Tensor = torch.Tensor
 @dataclass
 class Sources:
     direction: Tensor  # (n, 3) unit vectors towards the sources; incident = -direction
-    wavelength: Tensor  # (n,) metres (the C's source_I column is read but never used: quirks)
+    wavelength: Tensor  # (n,) metres
+    weight: Tensor  # (n,) the C's source_I (1/sources, or the -sourcefile column, NaN -> 1): traced, never used
 
 
 BEAM_STEPS = StepRule(default_range=1.0, range_only_divisor=1.0, count_minus_one=True)
@@ -78,8 +80,8 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
         default_pos = -SOURCE_DISTANCE * geom.beam
         pos = torch.where(torch.isnan(rows[:, :3]), default_pos.expand(rows.shape[0], 3), rows[:, :3])
         lam = torch.where(torch.isnan(rows[:, 4]), lambda0.expand(rows.shape[0]), rows[:, 4])
-        direction = unitize(pos)[0]
-        return Sources(direction, lam)
+        weight = torch.where(torch.isnan(rows[:, 3]), torch.ones_like(rows[:, 3]), rows[:, 3])
+        return Sources(unitize(pos)[0], lam, weight)
 
     hrange_t, vrange_t = tens(b.hdivrange, hrange), tens(b.vdivrange, vrange)
     hstep_t = _step_tensor(b.hdivstep, b.hdivrange, hst, hstep, dtype, device)
@@ -110,5 +112,5 @@ def build_sources(cfg: SimulationConfig, geom: Geometry, dtype: torch.dtype, dev
     lam = lambda0 * (1.0 + dstep_t * idisp - disp_t / 2.0)
     pos = v2.repeat_interleave(dsteps, dim=0)
     lam = lam.repeat(n_div)
-    direction = unitize(pos)[0]
-    return Sources(direction, lam)
+    weight = torch.full_like(lam, 1.0 / lam.numel())
+    return Sources(unitize(pos)[0], lam, weight)

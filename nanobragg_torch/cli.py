@@ -142,6 +142,9 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     inputs = tuple(v[k] for k in ("hklfilename", "matfilename", "sourcefilename", "imginfilename", "maskfilename",
                                   "stolfilename") if v.get(k)) + ((dump_read,) if dump_read else ())
     options = run_options(v, own, cfg, dumpfile, notes, inputs)
+    if own["demo"]:  # where the demo put its inputs and where its outputs go (the next command reuses them)
+        written = [f for f in (options.floatfile, options.intfile, options.pngfile) if f]
+        options.notes.insert(0, demo.announcement(own["outdir"] or "out", written))
     shown = [a for a in argv if a in ("-progress", "-noprogress")]  # the last one wins, as in the C
     options.progress = None if not shown else shown[-1] == "-progress"
     return cfg, options

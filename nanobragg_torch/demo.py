@@ -57,3 +57,11 @@ def write_inputs(outdir: str) -> None:
     for name, text in ((MAT, mosflm_matrix_text(matrix())), (HKL, hkl_text())):
         with atomic_write(os.path.join(outdir, name)) as f:
             f.write(text.encode())
+
+
+def announcement(outdir: str, outputs: list[str]) -> str:
+    """The line `nanobragg -demo` opens with: the folder, the inputs written there and the outputs to come."""
+    folder = os.path.abspath(outdir)
+    names = ", ".join(os.path.basename(f) for f in outputs)
+    return (f"demo: wrote its inputs {MAT} and {HKL} to {folder}/ (reuse them: -mat {os.path.join(outdir, MAT)} "
+            f"-hkl {os.path.join(outdir, HKL)}); the outputs {names} go to the same folder")

@@ -391,14 +391,30 @@ def sample_terms(terms: Tensor, f: PixelFactors) -> Tensor:
     return terms
 
 
+def fused_pixels(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor, keep: bool = False):
+    """The fused kernel's chain for the pixels `flat_idx` (C,): (PixelFactors, hkl, hkl0, dhkl, F_latt, F_cell,
+    the sum I, the pixel values). `pixel_kernel` returns two of these; `kernel_intermediates` (the debug entry)
+    all of them."""
+    f = pixel_factors(spec, x, flat_idx, keep)
+    hkl = sample_indices(x.cells, f, x)
+    hkl0 = rounded(hkl)
+    dhkl, hkl0_lo = reduced(x, hkl, hkl0)
+    F_latt = lattice_factor(spec, x, dhkl, hkl0_lo)
+    F_cell = structure_factor(spec, x, hkl0_lo)
+    I = sample_sum(x, sample_terms(F_cell * F_cell * F_latt * F_latt, f))
+    return f, hkl, hkl0, dhkl, F_latt, F_cell, I, photons(spec, x, I, f)
+
+
 def pixel_kernel(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
     """Pixel values (C,) ((B, C) for a batch of cell sets) and omega_sum of the pixels `flat_idx` (C,). Sample
     axes, outermost first: orientation R, layer T, sub-pixel O2, source S, then the pixel C (contiguous)."""
-    f = pixel_factors(spec, x, flat_idx)
-    hkl = sample_indices(x.cells, f, x)
-    dhkl, hkl0 = reduced(x, hkl, rounded(hkl))
-    F_latt = lattice_factor(spec, x, dhkl, hkl0)
-    F_cell = structure_factor(spec, x, hkl0)
-    I = sample_sum(x, sample_terms(F_cell * F_cell * F_latt * F_latt, f))
-    return photons(spec, x, I, f), f.omega_sum
+    f, *_, value = fused_pixels(spec, x, flat_idx)
+    return value, f.omega_sum
 
+
+def kernel_intermediates(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) -> tuple[Intermediates, Tensor]:
+    """Debug entry: the fused kernel's per-factor values of the pixels `flat_idx` instead of their sum (eager,
+    the same chain as `pixel_kernel`), as `engine.evaluate_chunk(keep=True)` keeps them, and the pixel values;
+    trace.kernel_trace names from them the factor in which the fused kernel and the general path differ."""
+    f, hkl, hkl0, dhkl, F_latt, F_cell, I, value = fused_pixels(spec, x, flat_idx, keep=True)
+    return Intermediates.of(f, hkl=hkl, hkl0=hkl0, dhkl=dhkl, F_latt=F_latt, F_cell=F_cell, I=I), value

@@ -336,7 +336,7 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
             if len(options.trace_pixel) == 3:
                 print(f"# panel {options.trace_pixel[0]} of {len(cfg.detector.panels)} (-trace_panel)")
             print(order_note(*options.trace_pixel[-2:]))
-            print(format_trace(trace))
+            print(format_trace(trace, plan.dtype, plan.device))
             dark = dark_note(float(image[options.trace_pixel]), float(image.max()))
             if dark:
                 print(dark)

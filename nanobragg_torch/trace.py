@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import torch
 
+from . import kernel as K
 from .constants import R_E_SQR
-from .engine import RenderResult
+from .engine import RenderResult, _flat_index
 from .lattice import square_factors
 from .panels import panel_geometry
+from .plan import Plan, rendered_pixels
 
 TraceValue = float | tuple[float, ...]
 # trace entries that are not factors of parity.schema: where in the sampling the "last" values come from
@@ -29,23 +31,54 @@ def _v(x: torch.Tensor) -> tuple[float, ...]:
 
 
 def _last(x: torch.Tensor) -> torch.Tensor:
-    """A per-sample value (R, T, O2, S, C) of a one-pixel chunk at its last sample."""
-    return x[-1, -1, -1, -1, 0]
+    """A per-sample value (R, T, O2, S, C) of a one-pixel chunk at its last sample (broadcast axes of length
+    1 or missing: the fused kernel keeps default_F a scalar)."""
+    return x.reshape((1,) * (5 - x.dim()) + tuple(x.shape))[-1, -1, -1, -1, 0]
 
 
 def pixel_trace(result: RenderResult, pixel: tuple[int, ...] | None = None) -> dict[str, TraceValue]:
     """Factors of a traced pixel (default: render's `trace_pixel`) in pipeline order (parity.schema); a pixel of
-    a multi-panel render is (panel, slow, fast) and its geometry entries are its panel's."""
+    a multi-panel render is (panel, slow, fast) and its geometry entries are its panel's. `I_pixel_final` is the
+    image's value of the pixel."""
     kept = result.trace if pixel is None else result.traces.get(tuple(pixel))
     if kept is None:
         raise ValueError(f"render() was not asked to trace pixel {pixel}")
-    x = kept.inter
-    plan = result.plan
+    return _factors(result.plan, kept.inter, kept.value, kept.pixel)
+
+
+def kernel_trace(plan: Plan, pixel: tuple[int, ...]) -> dict[str, TraceValue]:
+    """The factors of ``pixel`` as the fused kernel computes them (`kernel.kernel_intermediates`, eager), in
+    the layout of :func:`pixel_trace`; `I_pixel_final` is the kernel's own value. Compared with the general
+    path's trace of the same pixel it names the factor the two evaluation paths disagree on. The kernel keeps
+    no per-image state (the pinned C's first evaluation, the interpolation switch): on a pixel where that
+    state matters the two differ by design (engine.needs_state)."""
+    if not is_rendered(plan, pixel):
+        raise ValueError(f"pixel {tuple(pixel)} is not rendered (outside -roi or masked)")
+    flat = _flat_index(plan.image_shape, pixel)
+    idx = torch.tensor([flat], dtype=torch.int32, device=plan.device)
+    inter, value = K.kernel_intermediates(plan.kernel.spec, plan.kernel.inputs, idx)
+    return _factors(plan, inter, value[0], tuple(int(v) for v in pixel))
+
+
+def is_rendered(plan: Plan, pixel: tuple[int, ...]) -> bool:
+    """Whether the render computes ``pixel`` (inside the image, -roi and the mask); only those can be traced."""
+    shape = plan.image_shape
+    if len(pixel) != len(shape) or not all(0 <= int(v) < n for v, n in zip(pixel, shape, strict=True)):
+        return False
+    if plan.panels is not None:
+        return True
+    ok = rendered_pixels(plan.cfg.detector)
+    return ok is None or bool(ok[int(pixel[0]), int(pixel[1])])
+
+
+def _factors(plan: Plan, x: K.Intermediates, value: torch.Tensor, pixel: tuple[int, ...]) -> dict[str, TraceValue]:
+    """The trace entries from a one-pixel chunk's intermediates `x` (kernel layout) and its value."""
     inputs = plan.kernel.inputs
     g = plan.geom
     if plan.panels is not None:  # the geometry of the traced pixel's panel, as the C's CUSTOM detector
-        g = panel_geometry(plan.cfg, int(kept.pixel[0]))
+        g = panel_geometry(plan.cfg, int(pixel[0]))
     d = plan.cfg.detector
+    src = plan.sources
 
     def vec(v: tuple[torch.Tensor, ...], *at) -> torch.Tensor:  # a component tuple at one index
         return torch.stack([c[at] for c in v])
@@ -65,6 +98,11 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, ...] | None = None) -> d
         "Sbeam": _f(g.Sbeam),
         "Fclose": _f(g.Fclose),
         "Sclose": _f(g.Sclose),
+        # the source list the C prints before its loop (beam.build_sources)
+        "sources": float(len(src.wavelength)),
+        "source_directions": _v(src.direction),
+        "source_weights": _v(src.weight),
+        "source_wavelengths": _v(src.wavelength),
         "pixel_pos": _v(vec(x.pos, -1, -1, 0)),
         "airpath": _f(x.airpath[-1, -1, 0]),
         "diffracted": _v(diffracted),
@@ -102,7 +140,7 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, ...] | None = None) -> d
         steps=float(plan.steps),
         I_over_steps=I / plan.steps,
     )
-    out["I_pixel_final"] = _f(kept.value)
+    out["I_pixel_final"] = _f(value)
     # where in the sampling the "last" values above come from, and the per-layer capture fractions
     out["source_index"] = float(len(plan.sources.wavelength) - 1)
     out["phi_step"] = float(plan.phi.steps - 1)
@@ -113,9 +151,16 @@ def pixel_trace(result: RenderResult, pixel: tuple[int, ...] | None = None) -> d
     return out
 
 
-def format_trace(trace: dict[str, TraceValue]) -> str:
-    """`TRACE_PY: name v1 [v2 v3]` lines, full precision (repr)."""
+def format_trace(trace: dict[str, TraceValue], dtype: torch.dtype | str | None = None,
+                 device: torch.device | str | None = None) -> str:
+    """`TRACE_PY: name v1 [v2 v3]` lines, full precision (repr), opened by the precision and device the trace
+    was computed in (`TRACE_PY: dtype float32`, `TRACE_PY: device cpu`): a comparison takes its tolerances
+    from them (parity.compare)."""
     lines = []
+    if dtype is not None:
+        lines.append("TRACE_PY: dtype " + str(dtype).removeprefix("torch."))
+    if device is not None:
+        lines.append(f"TRACE_PY: device {device}")
     for name, value in trace.items():
         vals = value if isinstance(value, tuple) else (value,)
         lines.append("TRACE_PY: " + name + " " + " ".join(repr(float(v)) for v in vals))

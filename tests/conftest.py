@@ -16,11 +16,31 @@ from pathlib import Path
 import pytest
 import torch
 
+pytest_plugins = ["pytester"]  # tests that run pytest inside (the naming self-check, snapshot housekeeping)
+
 # compiled kernels used by the tests live in the checkout, not in the user's cache: whether a render runs
 # compiled (a cached package is used whatever the render size) must not depend on what the user ran before
 os.environ["NB_KERNEL_CACHE"] = str(Path(__file__).resolve().parents[1] / ".kernel_cache" / "tests")
 os.environ.pop("NB_COMPILE", None)
 os.environ["NB_BACKGROUND_COMPILE"] = "0"  # no kernel builds behind the tests' back (tests that want one opt in)
+
+
+def partial_run(config) -> bool:
+    """Whether this run selects part of the suite (-k, -m, --deselect, node ids, -x/--maxfail, --lf/--ff,
+    --collect-only): then a snapshot it did not use is not thereby unused."""
+    o = config.option
+    return bool(
+        getattr(o, "keyword", "") or getattr(o, "markexpr", "") or getattr(o, "deselect", None)
+        or getattr(o, "collectonly", False) or getattr(o, "maxfail", 0) or getattr(o, "lf", False)
+        or getattr(o, "failedfirst", False) or any("::" in str(a) for a in config.args)
+    )
+
+
+def pytest_configure(config) -> None:
+    # syrupy calls every snapshot that a run did not use "unused" and advises --snapshot-update to delete them
+    # (which it then does): on a partial run that would delete valid snapshots, so detection is off there
+    if partial_run(config) and hasattr(config.option, "disable_unused_snapshots"):
+        config.option.disable_unused_snapshots = True
 
 
 def _executable(var: str) -> bool:

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from nanobragg_torch.cli import config_from_flags, main
+from nanobragg_torch.parity.printout import parse_trace_py
 from nanobragg_torch.plan import build_plan
 
 CELL = ["-cell", "100", "100", "100", "90", "90", "90"]
@@ -77,12 +78,8 @@ def assert_one_line_error(rc: int, err: str, *names: str) -> None:
 
 
 def trace_values(stdout: str) -> dict[str, list[float]]:
-    out = {}
-    for line in stdout.splitlines():
-        if line.startswith("TRACE_PY: "):
-            name, *vals = line[len("TRACE_PY: "):].split()
-            out[name] = [float(v) for v in vals]
-    return out
+    t = parse_trace_py(stdout)
+    return {k: list(v) if isinstance(v, tuple) else [v] for k, v in {**t.extras, **t.values}.items()}
 
 
 def float_image(path: Path, shape: tuple[int, int] = (16, 16)) -> np.ndarray:
@@ -255,6 +252,10 @@ def test_demo_writes_float_smv_png_into_out(cli: CliRun, work: Path) -> None:
     assert written(work) == files | {"out/demo.mat", "out/demo.hkl"}  # its inputs, beside its outputs
     for name in files:
         assert name in out, f"stdout does not say where {name} is"
+    first = out.splitlines()[0]  # where the demo put its inputs, and the outputs it writes there
+    assert f"{work / 'out'}/" in first or f"{(work / 'out').resolve()}/" in first, first
+    for name in ("demo.mat", "demo.hkl", "demo_float.bin", "demo_int.img", "demo.png"):
+        assert name in first, first
     assert (work / "out/demo_float.bin").stat().st_size == 48 * 48 * 4
     smv = (work / "out/demo_int.img").read_bytes()
     assert smv.startswith(b"{\nHEADER_BYTES=512;") and len(smv) == 512 + 48 * 48 * 2
@@ -300,6 +301,7 @@ def test_trace_pixel_final_equals_float_image(cli: CliRun, work: Path, dtype: st
     assert rc == 0
     trace = trace_values(out)
     assert {"pix0_vector", "pixel_pos", "hkl_frac", "F_cell", "F_latt", "omega_pixel", "polar"} <= set(trace)
+    assert (parse_trace_py(out).dtype, parse_trace_py(out).device) == (dtype, "cpu")  # the precision it was in
     image = float_image(work / "f.bin")
     assert image[S, F] > 0 and image[S, F] != image[F, S]
     (final,) = trace["I_pixel_final"]

@@ -154,3 +154,18 @@ def test_doc_block_runs(block: Block, folders, monkeypatch) -> None:
     else:
         monkeypatch.chdir(work)
         exec(compile(code, block.id, "exec"), namespace)  # noqa: S102 (the docs' own code, on purpose)
+
+
+_COUNT = re.compile(r"(\d+) goldens \((\d+) cases\)")
+
+
+def test_golden_counts_come_from_the_manifest():
+    """Every "N goldens (M cases)" in the docs is the manifest's count: goldens and the cases they cover."""
+    from nanobragg_torch.parity.goldens import load_manifest
+
+    entries = load_manifest()["entries"]
+    want = (len(entries), len({k.split("/", 1)[1] for k in entries}))
+    found = [(doc.relative_to(ROOT), m) for doc in DOCS for m in _COUNT.finditer(doc.read_text())]
+    assert found, "no golden count in the docs (docs/golden.md states how many goldens the suite has)"
+    wrong = [f"{doc}: {m.group(0)}" for doc, m in found if (int(m.group(1)), int(m.group(2))) != want]
+    assert not wrong, f"golden counts differ from golden/manifest.json ({want[0]} goldens ({want[1]} cases)): {wrong}"

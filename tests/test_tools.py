@@ -157,3 +157,51 @@ def test_bench_startup_breakdown(tmp_path):
     assert all(row[k] >= 0 for k in bench.STARTUP_PHASES)
     assert row["torch"] > 0 and row["render"] > 0
     assert row["above_torch"] == pytest.approx(row["wall"] - row["interpreter"] - row["torch"])
+
+
+def test_float32_trace_records_its_dtype_and_compares_honestly(tmp_path):
+    """A float32 trace says so (TRACE_PY: dtype / device); compare_traces takes the float32 tolerances from it,
+    so a correct float32 render passes against the C printout, and the report header says float32."""
+    golden = load_golden(CASE, "pinned")
+    s, f = golden.traced_pixels[0]
+    out = tmp_path / "trace32.txt"
+    code, _, err = _run(_load("trace_pixel"), "--case", CASE, "--dtype", "float32", "--out", out)
+    assert code == 0, err
+    trace = parse_trace_py(out.read_text())
+    assert (trace.dtype, trace.device) == ("float32", "cpu")
+    md_out = tmp_path / "cmp.md"
+    code, _, err = _run(_load("compare_traces"), "--c-log", golden.directory / f"printout_s{s}_f{f}.txt",
+                        "--c-stdout", golden.directory / "stdout.txt", "--py-log", out, "--out", md_out)
+    md = md_out.read_text()
+    assert code == 0, md + err
+    assert "trace-py float32 on cpu" in md and "c-printout float64" in md
+
+
+def _drift_json(folder, records) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "drift.json").write_text(json.dumps({"failures": records, "changes": []}))
+
+
+def test_review_reads_the_runs_own_results(tmp_path, monkeypatch):
+    """review.py lists what the run's drift.json holds and runs no test suite to find it."""
+    review = _load("review")
+    rec = {"nodeid": "tests/golden/test_golden_parity.py::test_fingerprint_snapshot[pinned-mosflm_default]",
+           "kind": "snapshot", "case": "pinned/mosflm_default", "factor": "polar", "rel": 1e-5, "change": "+1.0e-05"}
+    _drift_json(tmp_path / "run", [rec, {**rec, "kind": "image", "nodeid": "x"}])
+
+    def no_run(*args, **kwargs):
+        raise AssertionError(f"review ran a command: {args}")
+
+    monkeypatch.setattr(review.subprocess, "run", no_run)
+    code, out, _ = _run(review, "--from", tmp_path / "run", "--accept", "none")
+    assert code == 1, out
+    assert "1 pending snapshot changes" in out and "polar: pinned/mosflm_default" in out
+
+
+def test_review_without_a_run_says_so(tmp_path):
+    review = _load("review")
+    with pytest.raises(SystemExit, match="no drift report of a test run"):
+        review.pending_snapshots(tmp_path / "nowhere")
+    assert review.latest_report(tmp_path) is None
+    _drift_json(tmp_path / ".tox" / "drift" / "quick", [])
+    assert review.latest_report(tmp_path) == tmp_path / ".tox" / "drift" / "quick"

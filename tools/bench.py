@@ -55,7 +55,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from nanobragg_torch.cli import config_from_flags  # noqa: E402
-from nanobragg_torch.engine import build_plan  # noqa: E402
+from nanobragg_torch.plan import build_plan  # noqa: E402
 from nanobragg_torch.io.floatimage import read_float_image  # noqa: E402
 from nanobragg_torch.lattice import transcendental_calls  # noqa: E402
 

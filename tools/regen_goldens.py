@@ -10,7 +10,9 @@ golden is written only into a new folder. Changed goldens are summarised grouped
 factor of their printout blocks (--drift-report DIR also writes report.md / index.html). --update keeps
 an entry's recorded compiler flags unless NB_C_CFLAGS gives new ones. --check renders everything again
 and writes nothing: it reports every golden the binaries no longer reproduce (exit 1), naming only the
-flag tokens that changed. The C binary is only ever run, from the paths in
+flag tokens that changed. After writing goldens it updates golden/sensitivity.json (which golden sees which
+factor: tests/golden/sensitivity.py) for the goldens written, and drops the entries of goldens that no longer
+exist (--no-sensitivity skips that). The C binary is only ever run, from the paths in
 NB_C_BIN (pinned) and NB_C_FIXED_BIN (fixed); NB_C_SRC / NB_C_FIXED_SRC are read only for their sha256.
 See docs/golden.md.
 """
@@ -55,6 +57,23 @@ def _summary(drift: list[str], args) -> None:
         write_reports(args.drift_report, [], records)
 
 
+def _update_sensitivity(keys: list[str], root: Path) -> None:
+    """golden/sensitivity.json for the goldens just written (our renders, no C), the rest kept; entries of
+    goldens no longer in the manifest dropped."""
+    sys.path.insert(0, str(ROOT / "tests" / "golden"))
+    import sensitivity
+
+    t0 = time.time()
+    fresh = sensitivity.compute(sorted(keys))
+    data = sensitivity.load(root) if sensitivity.path(root).is_file() else fresh
+    entries = set(load_manifest(root).get("entries", {}))
+    for section in ("goldens", "skipped"):
+        data[section] = {k: v for k, v in {**data[section], **fresh[section]}.items() if k in entries}
+    data["summary"] = sensitivity.summarize(data["goldens"])
+    sensitivity.write(data, root)
+    print(f"sensitivity map: {len(keys)} goldens in {time.time() - t0:.0f} s -> {sensitivity.path(root)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", action="append", default=[], help="only this case (repeatable)")
@@ -71,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         help="(re)write golden/inputs with tools/golden_inputs.py first (with --check: verify them)",
     )
     ap.add_argument("--list", action="store_true", help="list the selected cases and exit")
+    ap.add_argument("--no-sensitivity", action="store_true",
+                    help="do not update golden/sensitivity.json for the goldens written")
     ap.add_argument(
         "--drift-report",
         metavar="DIR",
@@ -128,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         stray = orphans(load_cases(root / "cases.toml"), root)
         if stray:
             print("orphan goldens (no case): " + ", ".join(stray))
+    written = status["new"] + status["updated"]
+    if written and not args.check and not args.no_sensitivity:
+        _update_sensitivity(written, root)
     failed = status["changed"] + status["error"] + status["missing"]
     if args.check:
         print(

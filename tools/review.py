@@ -2,16 +2,19 @@
 """Review pending snapshot and golden changes, grouped by first changed factor and case; accept all, some
 or none.
 
-    python tools/review.py [--goldens] [--accept all|none|NAME[,NAME...]] [--report DIR] [-- pytest args]
+    python tools/review.py [--from DIR] [--accept all|none|NAME[,NAME...]]
+    python tools/review.py --goldens [--accept ...]
     tox -e review -- --accept polar
 
-Snapshots: runs the fingerprint snapshot tests (pytest, no update) with a drift report and lists every
-snapshot that would change, grouped by the first changed factor. ``--goldens`` does the same for the C
-goldens (``tools/regen_goldens.py --check``; needs NB_C_BIN / NB_C_FIXED_BIN). ``--accept`` selects what
-to update: ``all``, ``none`` (the default without a terminal), or factor names and/or case names
-("variant/case" or "case"), comma separated. Accepted snapshots are rewritten with ``--snapshot-update``
-on exactly their tests; accepted goldens with ``regen_goldens.py --update --case``. Without --accept on a
-terminal it asks. Exit status: 0 when nothing is left pending, 1 otherwise, 2 on errors.
+Snapshots: reads the drift report of a test run that already happened (DIR/drift.json, written by
+``pytest --drift-report DIR``; every tox test env writes one into .tox/drift/<env>/; default: the newest
+of those) and lists every snapshot that run found changed, grouped by the first changed factor. It does not
+run the suite again. ``--goldens`` lists the C goldens the binaries no longer reproduce
+(``tools/regen_goldens.py --check``; needs NB_C_BIN / NB_C_FIXED_BIN). ``--accept`` selects what to
+update: ``all``, ``none`` (the default without a terminal), or factor names and/or case names ("variant/case"
+or "case"), comma separated. Accepted snapshots are rewritten with ``--snapshot-update`` on exactly their
+tests; accepted goldens with ``regen_goldens.py --update --case``. Without --accept on a terminal it asks.
+Exit status: 0 when nothing is left pending, 1 otherwise, 2 on errors (no run to review).
 """
 
 from __future__ import annotations
@@ -21,14 +24,13 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nanobragg_torch.parity.drift import DriftRecord, group_records, summary_lines  # noqa: E402
-
-SNAPSHOT_TESTS = "tests/golden/test_golden_parity.py"
 
 
 def _records(path: Path, key: str, kind: str | None) -> list[DriftRecord]:
@@ -42,12 +44,20 @@ def _records(path: Path, key: str, kind: str | None) -> list[DriftRecord]:
     return out
 
 
-def pending_snapshots(report: Path, pytest_args: list[str]) -> list[DriftRecord]:
-    cmd = [sys.executable, "-m", "pytest", SNAPSHOT_TESTS, "-k", "fingerprint_snapshot", "-q", "-p",
-           "no:cacheprovider", "--drift-report", str(report), *pytest_args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if not (report / "drift.json").is_file():
-        raise SystemExit(f"review: pytest wrote no drift report (exit {proc.returncode}):\n{proc.stdout[-2000:]}")
+def latest_report(root: Path = ROOT) -> Path | None:
+    """The newest drift report of a run: .tox/drift/<env>/ (where the tox test envs write theirs)."""
+    found = sorted((root / ".tox" / "drift").glob("*/drift.json"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
+
+
+def pending_snapshots(report: Path | None) -> list[DriftRecord]:
+    """The snapshot changes the run that wrote ``report`` found (its snapshot failures)."""
+    if report is None or not (report / "drift.json").is_file():
+        where = f"{report}/drift.json" if report is not None else ".tox/drift/*/drift.json"
+        raise SystemExit(f"review: no drift report of a test run at {where}: run the tests with --drift-report "
+                         "DIR (every tox test env does) and pass --from DIR")
+    age = time.time() - (report / "drift.json").stat().st_mtime
+    print(f"reviewing the run that wrote {report}/drift.json ({age / 60:.0f} min ago)")
     return _records(report / "drift.json", "failures", "snapshot")
 
 
@@ -86,14 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--goldens", action="store_true", help="review the C goldens instead of the snapshots")
     ap.add_argument("--accept", default=None, help="all | none | factor and case names, comma separated")
-    ap.add_argument("--report", type=Path, default=None, help="keep the drift report in this directory")
-    ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments for the snapshot run (after --)")
+    ap.add_argument("--from", dest="source", type=Path, default=None,
+                    help="the drift report folder of the run to review (default: the newest .tox/drift/<env>)")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="nb_review_") as tmp:
-        report = args.report or Path(tmp)
         what = "golden" if args.goldens else "snapshot"
-        records = pending_goldens(report) if args.goldens else pending_snapshots(report, args.pytest_args)
+        if args.goldens:
+            records = pending_goldens(Path(tmp))
+        else:
+            records = pending_snapshots(args.source or latest_report())
         if not records:
             print(f"no pending {what} changes")
             return 0

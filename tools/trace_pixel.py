@@ -106,7 +106,8 @@ def trace_text(argv: list[str], pixel: tuple[int, int], dtype: str, device: torc
     if result.trace is None:
         raise SystemExit(f"pixel {pixel} is not rendered (outside the ROI or masked)")
     trace = pixel_trace(result)
-    text = order_note(*pixel) + f"\nTRACE_PY: pixel {pixel[0]} {pixel[1]}\n" + format_trace(trace) + "\n"
+    text = (order_note(*pixel) + f"\nTRACE_PY: pixel {pixel[0]} {pixel[1]}\n"
+            + format_trace(trace, plan.dtype, plan.device) + "\n")
     value = float(result.image[pixel].double())
     dark = dark_note(value, float(result.image.max()))
     return text + (dark + "\n" if dark else ""), {"trace": trace, "image_value": value, "dark": dark}

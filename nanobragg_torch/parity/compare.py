@@ -235,23 +235,26 @@ def compare_traces(
     rtol_scale: float = 1.0,
     overrides: Mapping[str, tuple[float, float]] | None = None,
     factors: Iterable[str] | None = None,
-    ref_dtype: Any = "float64",
-    ours_dtype: Any = "float64",
+    ref_dtype: Any = None,
+    ours_dtype: Any = None,
 ) -> TraceReport:
     """Compare two traces factor by factor.
 
     ref, ours: :class:`Trace` (e.g. a parsed C printout) or plain mappings factor -> number/sequence.
     rtol_scale: multiplies every schema rtol. overrides: factor -> (rtol, atol). factors: restrict to these.
-    ref_dtype, ours_dtype: the precision each trace was computed in (torch/numpy dtype or name; the C
-    computes in double): each factor's tolerance grows by its schema ``ulps`` times both epsilons.
+    ref_dtype, ours_dtype: the precision each trace was computed in (torch/numpy dtype or name); None: what
+    the trace records (``Trace.dtype``, a ``TRACE_PY: dtype`` line), else float64 (the C computes in double).
+    Each factor's tolerance grows by its schema ``ulps`` times both epsilons.
     Only factors present in both are compared; the rest are listed in ``only_ref``/``only_ours``.
     """
     r, o = as_trace(ref), as_trace(ours)
-    dr, do = dtype_name(ref_dtype), dtype_name(ours_dtype)
+    dr = dtype_name(r.computed_in if ref_dtype is None else ref_dtype)
+    do = dtype_name(o.computed_in if ours_dtype is None else ours_dtype)
     eps = _EPS[dr] + _EPS[do]
-    precision = f"{r.origin} {dr}"
+    precision = f"{r.origin} {dr}" + (f" on {r.device}" if r.device else "")
     precision += " (printed digits)" if r.precision else ""
-    precision += f" vs {o.origin} {do}" + (" (printed digits)" if o.precision else "")
+    precision += f" vs {o.origin} {do}" + (f" on {o.device}" if o.device else "")
+    precision += " (printed digits)" if o.precision else ""
     precision += f"; round-off term ulps x {eps:.2g}"
     wanted = set(factors) if factors is not None else None
     t1 = {k: _comps(v) for k, v in r.values.items() if k in FACTORS and (wanted is None or k in wanted)}

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .printout import G6, Trace
+from .printout import G6, Precision, Trace
 
 __all__ = ["parse_stdout", "stdout_trace", "normalize_stdout"]
 
@@ -481,4 +481,16 @@ def stdout_trace(parsed: dict[str, Any]) -> Trace:
     if parsed.get("sources"):  # x y z weight lambda of each source: the last one is the traced lambda
         t.values["lambda"] = float(parsed["sources"][-1][4])
         t.precision["lambda"] = G6
+        rows = parsed["sources"]
+        t.values["sources"] = float(parsed.get("sources_created", len(rows)))
+        directions = []
+        for x, y, z, _, _ in rows:  # the C prints the positions before it unitizes them
+            n = (x * x + y * y + z * z) ** 0.5
+            directions += [c / n if n > 0 else c for c in (x, y, z)]
+        t.values["source_directions"] = tuple(directions)
+        t.values["source_weights"] = tuple(float(r[3]) for r in rows)
+        t.values["source_wavelengths"] = tuple(float(r[4]) for r in rows)
+        t.precision["source_weights"] = t.precision["source_wavelengths"] = G6
+        # unitizing spreads the %g rounding of all three printed components over each: one digit less
+        t.precision["source_directions"] = Precision("sig", 5)
     return t

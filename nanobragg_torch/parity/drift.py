@@ -7,9 +7,10 @@ snapshot updates (:meth:`DriftNote.change`). At the end of the run:
 * a terminal section ``drift summary``: failures grouped by first divergent factor (cases, tests, max
   relative error, an example case and pixel, worst image metrics), at most :data:`MAX_LINES` lines;
 * with ``--drift-report DIR``: ``DIR/report.md`` (the grouped table, the worst cases, what to run next:
-  short enough for a PR comment), ``DIR/index.html`` (one self-contained page: per drifted case C golden |
-  ours | signed difference drawn by matplotlib, the metrics and the trace table of the worst traced pixel)
-  and ``DIR/drift.json`` (the records, read by ``tools/review.py``).
+  short enough for a PR comment), ``DIR/index.html`` (one self-contained page, :mod:`.page`: contents by
+  factor; per drifted case C golden | ours | signed difference drawn by matplotlib, a blink/swipe comparer,
+  the metrics and the trace table of the worst traced pixel) and ``DIR/drift.json`` (the records and the
+  environment stamp, read by ``tools/review.py`` and ``tools/pr_report.py``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ __all__ = ["DriftNote", "DriftRecord", "group_records", "summary_lines", "write_
 
 MAX_LINES = 30  # the terminal section, whatever the number of failures
 MAX_GROUP_LINES = MAX_LINES - 6
-MAX_PICTURES = 12  # cases drawn in index.html (the worst first; ~1 s each)
-PICTURE_SIDE = 256  # larger images are block-averaged down to about this many pixels a side
 UNATTRIBUTED = "(no factor named)"
 
 
@@ -165,6 +164,11 @@ def _relkey(r: DriftRecord) -> float:
     return r.rel if r.rel is not None and math.isfinite(r.rel) else -1.0
 
 
+def example(group: list[DriftRecord]) -> DriftRecord:
+    """The record a group is shown by: the largest relative difference (the group's max rel is its)."""
+    return max(group, key=_relkey)
+
+
 def _fmt_rel(x: float | None) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:.2g}"
 
@@ -190,12 +194,13 @@ def summary_lines(
         w = max([22] + [len(f) for f, _ in groups[:budget]])
         out.append(f"  {'factor':<{w}s} {'cases':>5s} {'tests':>5s} {'max rel':>8s}  example (case, pixel); metrics")
         for f, g in groups[:budget]:
-            ex = max(g, key=_relkey)
+            ex = example(g)
             rels = [r.rel for r in g if r.rel is not None and math.isfinite(r.rel)]
             pix = f" {ex.pixel}" if ex.pixel is not None else ""
+            # the example's own metrics (its case's records), never another case's beside its name
             out.append(
                 f"  {f:<{w}s} {len({r.case for r in g}):>5d} {len(g):>5d} {_fmt_rel(max(rels) if rels else None):>8s}"
-                f"  {ex.case}{pix}; {_worst_corr(g)}"
+                f"  {ex.case}{pix}; {_worst_corr([r for r in g if r.case == ex.case])}"
             )
         if len(groups) > budget:
             out.append(f"  ... {len(groups) - budget} more factors (see the report)")
@@ -226,7 +231,7 @@ def report_markdown(failures: list[DriftRecord], changes: list[DriftRecord], wor
             "|---|---|---|---|---|---|",
         ]
         for f, g in group_records(recs):
-            ex = max(g, key=_relkey)
+            ex = example(g)
             rels = [r.rel for r in g if r.rel is not None and math.isfinite(r.rel)]
             out.append(
                 f"| `{f}` | {len({r.case for r in g})} | {len(g)} | {_fmt_rel(max(rels) if rels else None)} | "
@@ -248,26 +253,7 @@ def report_markdown(failures: list[DriftRecord], changes: list[DriftRecord], wor
 
 
 # ---------------------------------------------------------------------------------------------------
-# HTML
-
-
-def _shrink(a: np.ndarray) -> np.ndarray:
-    n = max(1, int(math.ceil(max(a.shape) / PICTURE_SIDE)))
-    if n == 1:
-        return a
-    s, f = (a.shape[0] // n) * n, (a.shape[1] // n) * n
-    return a[:s, :f].reshape(s // n, n, f // n, n).mean(axis=(1, 3))
-
-
-def _metrics_html(m: Mapping[str, Any]) -> str:
-    rows = []
-    for k, v in m.items():
-        if isinstance(v, dict):
-            rows.append(f"<tr><th colspan=2>{html.escape(k)}</th></tr>" + _metrics_html(v))
-        else:
-            text = f"{v:.10g}" if isinstance(v, float) else str(v)
-            rows.append(f"<tr><td>{html.escape(k)}</td><td>{html.escape(text)}</td></tr>")
-    return "".join(rows)
+# HTML (the page itself: .page)
 
 
 def _trace_html(r: DriftRecord) -> str:
@@ -284,62 +270,38 @@ def _trace_html(r: DriftRecord) -> str:
         for t in r.trace_rows
     )
     return (
-        f"<p>Trace of pixel (slow, fast) {r.pixel}; tolerances from {html.escape(r.precision)}</p>"
+        f"<h3>Trace</h3><p>Trace of pixel (slow, fast) {r.pixel}; tolerances from {html.escape(r.precision)}</p>"
         "<table class=trace><tr><th>factor</th><th>C</th><th>ours</th><th>rel diff</th><th>tolerance</th>"
         f"<th>status</th></tr>{rows}</table>"
     )
 
 
-_CSS = (
-    "body{font-family:sans-serif;margin:1.5em;max-width:1100px}table{border-collapse:collapse;font-size:12px}"
-    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}tr.bad{background:#fdd}"
-    "img{max-width:100%;border:1px solid #ddd}section{margin-bottom:2.5em}pre{white-space:pre-wrap}"
-)
-
-
 def report_html(
     failures: list[DriftRecord], changes: list[DriftRecord], pictures: Mapping[str, tuple[DriftRecord, _Pictures]]
 ) -> str:
-    """index.html: one self-contained page (images inlined as data URIs)."""
-    from .pictures import diff_figure_png, png_data_uri
+    """index.html: one self-contained page (:func:`.page.render_page`), drifted cases worst first."""
+    from .page import PageCase, render_page
 
-    parts = [f"<!doctype html><html><head><meta charset=utf-8><title>Drift report</title><style>{_CSS}</style>"]
-    parts.append("</head><body><h1>Drift report</h1>")
-    md = report_markdown(failures, changes)
-    parts.append("<pre>" + html.escape(md) + "</pre>")
     by_case: dict[str, list[DriftRecord]] = {}
     for r in failures:
         by_case.setdefault(r.case, []).append(r)
     ranked = sorted(by_case, key=lambda c: -max(_relkey(r) for r in by_case[c]))
-    drawn = 0
+    cases = []
     for case in ranked:
         recs = by_case[case]
         traced = next((r for r in recs if r.trace_rows), recs[0])
-        factor = html.escape(traced.factor or "-")
-        parts.append(f"<section><h2>{html.escape(case)}: first divergent factor {factor}</h2>")
-        parts.append("<p>" + ", ".join(html.escape(r.nodeid.split("::")[-1]) for r in recs) + "</p>")
-        if case in pictures and drawn < MAX_PICTURES:
-            rec, pic = pictures[case]
-            png = diff_figure_png(_shrink(pic.ref), _shrink(pic.ours), title=f"{case} ({rec.dtype})")
-            parts.append(f"<img alt='{html.escape(case)} C golden | ours | difference' src='{png_data_uri(png)}'>")
-            drawn += 1
-        metrics = next((r.metrics for r in recs if r.metrics), {})
-        if metrics:
-            parts.append("<h3>Image metrics</h3><table>" + _metrics_html(metrics) + "</table>")
-        parts.append("<h3>Trace</h3>" + _trace_html(traced) + "</section>")
-    if len(ranked) > drawn and pictures:
-        parts.append(f"<p>Pictures drawn for the {drawn} worst cases only.</p>")
-    parts.append(_IMAGE_CHECK + "</body></html>")
-    return "".join(parts)
-
-
-# after load, the page states how many of its images decoded (read by the headless-browser test)
-_IMAGE_CHECK = (
-    "<p id=image-check></p><script>window.addEventListener('load',function(){var i=document.images,n=0;"
-    "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)n++;}"
-    "var p=document.getElementById('image-check');p.dataset.loaded=n;p.dataset.total=i.length;"
-    "p.textContent=n+' of '+i.length+' images loaded';});</script>"
-)
+        rec, pic = pictures.get(case, (traced, None))
+        cases.append(PageCase(
+            case=case,
+            factor=traced.factor or UNATTRIBUTED,
+            note="failed: " + ", ".join(r.nodeid.split("::")[-1] for r in recs),
+            ref=pic.ref if pic is not None else None,
+            ours=pic.ours if pic is not None else None,
+            caption=f"{case} ({rec.dtype})",
+            metrics=next((r.metrics for r in recs if r.metrics), {}),
+            extra_html=_trace_html(traced),
+        ))
+    return render_page("Drift report", report_markdown(failures, changes), cases)
 
 
 def write_reports(
@@ -352,7 +314,10 @@ def write_reports(
     d.mkdir(parents=True, exist_ok=True)
     (d / "report.md").write_text(report_markdown(failures, changes))
     (d / "index.html").write_text(report_html(failures, changes, pictures or {}))
-    doc = {"failures": [asdict(r) for r in failures], "changes": [asdict(r) for r in changes]}
+    from .stamp import environment
+
+    doc = {"failures": [asdict(r) for r in failures], "changes": [asdict(r) for r in changes],
+           "environment": environment()}
     (d / "drift.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
 
 

@@ -77,6 +77,8 @@ class Trace:
     pixel: (slow, fast) when known.
     origin: "c-printout", "c-stdout", "trace-py" or "dict".
     extras: values whose names are not in the schema (kept, not compared).
+    dtype, device: what the trace was computed in, when it says so (``TRACE_PY: dtype float32``); the C
+        computes in double (:attr:`computed_in`).
     """
 
     values: dict[str, Value] = field(default_factory=dict)
@@ -84,6 +86,13 @@ class Trace:
     pixel: tuple[int, int] | None = None
     origin: str = "dict"
     extras: dict[str, Value] = field(default_factory=dict)
+    dtype: str | None = None
+    device: str | None = None
+
+    @property
+    def computed_in(self) -> str:
+        """The precision the values were computed in: the recorded dtype, else float64 (the C's double)."""
+        return self.dtype or "float64"
 
     def __getitem__(self, name: str) -> Value:
         return self.values[name]
@@ -112,7 +121,8 @@ class Trace:
     def merged(self, other: Trace) -> Trace:
         """A new trace with ``other``'s factors added where this one lacks them."""
         out = Trace(
-            dict(self.values), dict(self.precision), self.pixel or other.pixel, self.origin, dict(self.extras)
+            dict(self.values), dict(self.precision), self.pixel or other.pixel, self.origin, dict(self.extras),
+            self.dtype or other.dtype, self.device or other.device
         )
         for name, value in other.values.items():
             if name not in out.values:
@@ -235,13 +245,15 @@ def parse_printout_one(text: str, pixel: tuple[int, int] | None = None) -> Trace
 # our TRACE_PY lines
 
 _PY = re.compile(r"^\s*TRACE_PY:\s+(\S+)((?:\s+\S+)*)\s*$")
+_META = ("dtype", "device")  # text lines: what the trace was computed in
 
 
 def parse_trace_py_all(text: str) -> list[Trace]:
     """All traces in a log of ``TRACE_PY: <name> <v1> [<v2> <v3>]`` lines.
 
     A new trace starts when a factor name repeats. A ``pixel`` line with two integers (slow fast) sets
-    ``Trace.pixel``; other non-schema names land in ``Trace.extras``. Values are full precision.
+    ``Trace.pixel``; ``dtype`` and ``device`` lines set ``Trace.dtype`` / ``Trace.device``; other non-schema
+    names land in ``Trace.extras``. Values are full precision.
     """
     traces: list[Trace] = []
     cur: Trace | None = None
@@ -251,9 +263,12 @@ def parse_trace_py_all(text: str) -> list[Trace]:
             continue
         name = m.group(1)
         tokens = m.group(2).split()
-        if cur is None or name in cur.values or name in cur.extras:
+        if cur is None or name in cur.values or name in cur.extras or (name in _META and getattr(cur, name)):
             cur = Trace(origin="trace-py")
             traces.append(cur)
+        if name in _META:
+            setattr(cur, name, " ".join(tokens))
+            continue
         nums = tuple(float(t) for t in tokens)
         value: Value = nums[0] if len(nums) == 1 else nums
         if name == "pixel" and len(nums) == 2:

@@ -375,6 +375,9 @@ def _write(new: Rendered, directory: Path) -> None:
     directory.mkdir(parents=True)
     for name, data in new.files.items():
         (directory / name).write_bytes(data)
+    from .previews import write_preview
+
+    write_preview(directory.parent.parent, directory.parent.name, directory.name)  # the PNG GitHub shows
 
 
 def _dumps(obj: Any, indent: int = 0) -> str:

@@ -33,7 +33,7 @@ class Factor:
     """One traced quantity.
 
     name: trace name (``TRACE_PY: <name> ...``).
-    arity: 1 for scalars, 3 for vectors.
+    arity: 1 for scalars, 3 for vectors, 0 for lists whose length is the case's (one entry per source).
     group: pipeline stage (geometry, pixel, incident, q, rotation, hkl, lattice, cell, sum, scale,
         corrections, final).
     c_key: label of the value in the C ``-printout_pixel`` block, or None.
@@ -151,6 +151,24 @@ SCHEMA: tuple[Factor, ...] = (
     _f("Sbeam", 1, "geometry", None, "Sbeam", 1e-9, 1e-15, "m", "direct-beam position along the slow axis"),
     _f("Fclose", 1, "geometry", None, "Fclose", 1e-9, 1e-15, "m", "closest point along the fast axis"),
     _f("Sclose", 1, "geometry", None, "Sclose", 1e-9, 1e-15, "m", "closest point along the slow axis"),
+    # the source list (set up before the pixel loop; the C prints it): a change in which divergence sources
+    # are kept (the round-divergence trim), their directions, weights or wavelengths is named here
+    _f("sources", 1, "sources", None, "sources_created", 0.0, 0.0, "1", "number of sources (C sources)"),
+    _f(
+        "source_directions",
+        0,
+        "sources",
+        None,
+        "sources",
+        1e-9,
+        1e-12,
+        "1",
+        "unit vector towards each source, x y z per source (C source_X/Y/Z after unitize)",
+    ),
+    _f("source_weights", 0, "sources", None, "sources", 1e-9, 0.0, "1",
+       "each source's source_I (1/sources, or the -sourcefile column): printed by the C, unused in the sum"),
+    _f("source_wavelengths", 0, "sources", None, "sources", 1e-9, 1e-22, "m",
+       "each source's wavelength (C source_lambda)"),
     # pixel (last sub-pixel / detector layer visited)
     _f(
         "pixel_pos",

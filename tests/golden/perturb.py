@@ -1,10 +1,12 @@
-"""The one place the golden tests perturb the engine (drift demonstrations): :func:`perturbed` wraps the
-pipeline functions of kernel.py that carry a factor (production code has no test hooks)."""
+"""The one place the golden tests perturb the engine (drift demonstrations, the naming self-check):
+:func:`perturbed` wraps the pipeline functions of kernel.py that carry a factor (production code has no test
+hooks), in both evaluation paths, in the fused kernel only or in the general path only (``WAYS``)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import os
 from collections.abc import Iterator
@@ -40,9 +42,23 @@ PERTURBABLE = {
 }
 
 
-def _scaled(fn, k: float):
+# where a perturbation acts: both evaluation paths, the fused kernel only (kernel.fused_pixels, which
+# kernel.pixel_kernel and the kernel's debug entry run), or the general path only (engine.evaluate_chunk:
+# traces, stateful chunks)
+WAYS = ("both", "kernel", "general")
+_in_kernel = [0]  # depth of kernel.fused_pixels calls under way
+
+
+def _applies(way: str) -> bool:
+    return way == "both" or (way == "kernel") == (_in_kernel[0] > 0)
+
+
+def _scaled(fn, k: float, way: str):
+    @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         out = fn(*args, **kwargs)
+        if not _applies(way):
+            return out
         if isinstance(out, tuple):
             return tuple(None if v is None else v * k for v in out)
         return out * k
@@ -50,29 +66,53 @@ def _scaled(fn, k: float):
     return wrapper
 
 
+def _marked(fn):
+    """kernel.fused_pixels, counting that the fused kernel is running."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        _in_kernel[0] += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _in_kernel[0] -= 1
+
+    return wrapper
+
+
+def _swap(path: str, make, saved: list) -> None:
+    module, *attrs = path.split(".")
+    owner = importlib.import_module(f"nanobragg_torch.{module}")
+    for a in attrs[:-1]:
+        owner = getattr(owner, a)
+    fn = getattr(owner, attrs[-1])
+    saved.append((owner, attrs[-1], fn))
+    setattr(owner, attrs[-1], make(fn))
+
+
 @contextlib.contextmanager
-def perturbed(factors: dict[str, float]) -> Iterator[None]:
-    """Within the block, each named pipeline factor is multiplied by its value ("fluence" is scaled in the
-    config by :func:`traced`). Renders must run eager: a compiled package would not see the wrappers."""
-    saved = []
+def perturbed(factors: dict[str, float], way: str = "both") -> Iterator[None]:
+    """Within the block, each named pipeline factor is multiplied by its value where ``way`` says ("fluence"
+    is scaled in the config by :func:`traced`, both ways). Renders must run eager: a compiled package would
+    not see the wrappers (NB_COMPILE=0, or build_plan(compile=False))."""
+    if way not in WAYS:
+        raise ValueError(f"way {way!r}: one of {WAYS}")
+    saved: list = []
     try:
+        if way != "both":
+            _swap("kernel.fused_pixels", _marked, saved)
         for name, k in factors.items():
             for path in PERTURBABLE.get(name, ()):
-                module, *attrs = path.split(".")
-                owner = importlib.import_module(f"nanobragg_torch.{module}")
-                for a in attrs[:-1]:
-                    owner = getattr(owner, a)
-                fn = getattr(owner, attrs[-1])
-                saved.append((owner, attrs[-1], fn))
-                setattr(owner, attrs[-1], _scaled(fn, k))
+                _swap(path, lambda fn, k=k: _scaled(fn, k, way), saved)
         yield
     finally:
         for owner, attr, fn in reversed(saved):
             setattr(owner, attr, fn)
 
 
-def traced(case: str, variant: str, factors: dict[str, float], extra: tuple[str, ...] = (), dtype=torch.float64):
-    """(golden, its first traced pixel, our trace of that pixel) rendered with ``factors`` perturbed."""
+def traced(case: str, variant: str, factors: dict[str, float], extra: tuple[str, ...] = (), dtype=torch.float64,
+           way: str = "both"):
+    """(golden, its first traced pixel, our trace of that pixel) rendered with ``factors`` perturbed ``way``."""
     golden = load_golden(case, variant)
     argv = golden.case.argv(inputs=golden_dir() / "inputs", shared=shared_data_dir()) + list(extra)
     if variant == "pinned":
@@ -82,6 +122,6 @@ def traced(case: str, variant: str, factors: dict[str, float], extra: tuple[str,
         beam = dataclasses.replace(cfg.beam, fluence=cfg.beam.fluence * factors["fluence"])
         cfg = dataclasses.replace(cfg, beam=beam)
     pixel = golden.traced_pixels[0]
-    with perturbed(factors), torch.no_grad():
+    with perturbed(factors, way), torch.no_grad():
         result = render(build_plan(cfg, dtype, compile=False), trace_pixels=[pixel])
     return golden, pixel, pixel_trace(result, pixel)

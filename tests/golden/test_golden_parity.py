@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from verdict import verdict
 
 from nanobragg_torch.cli import config_from_flags
 from nanobragg_torch.engine import render
@@ -86,39 +87,9 @@ def _pictures(golden, image) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _verdict(name: str, variant: str, device, drift, worst_pixel=None) -> str:
-    """The case's trace verdict (float64 traces against the C printouts); when the traces agree, whether the
-    image pixel that disagrees most with the C comes from another evaluation path than the traces."""
+    """The case's verdict (tests/golden/verdict.py): the first divergent factor, or the evaluation path."""
     golden, plan, result = _render(name, variant, "float64", str(device))
-    for pixel in golden.traced_pixels:
-        report = compare_traces(golden.c_trace(pixel), pixel_trace(result, pixel))
-        if not report.ok:
-            drift.trace(report, pixel)
-            first = report.first
-            return (
-                f"trace verdict: first divergent factor {first.name} at pixel {pixel} "
-                f"(C {first.ref!r}, ours {first.ours!r}, rel {first.rel_diff:.2g}, tol {first.tolerance:.2g})"
-            )
-        drift.trace(report, pixel)
-    if worst_pixel is None or golden.image is None:
-        return f"trace verdict: traces agree with the C at {golden.traced_pixels}; the drift is elsewhere"
-    # the traced pixels come from the general path; most image pixels from the fused kernel
-    p = tuple(int(v) for v in worst_pixel)
-    with torch.no_grad():
-        traced = pixel_trace(render(plan, trace_pixels=[p]), p)["I_pixel_final"]
-    c_value = float(golden.image[p])
-    image_value = float(result.image[p].double())
-    path = f"fused kernel ({plan.kernel.mode})" if plan.kernel is not None else "fused kernel"
-    if abs(traced - c_value) <= 1e-6 * abs(c_value) < abs(image_value - c_value):
-        drift.verdict(f"path: {path}", p, abs(image_value - c_value) / abs(c_value))
-        return (
-            f"path verdict: at pixel {p} the image ({image_value!r}) disagrees with our own trace ({traced!r}, "
-            f"general path) while the trace agrees with the C ({c_value!r}): suspect the {path} "
-            "(kernel.py / compiled.py)"
-        )
-    return (
-        f"trace verdict: traces agree with the C at {golden.traced_pixels}; at pixel {p} both evaluation paths "
-        f"give {image_value!r} / {traced!r} against the C's {c_value!r}: trace that pixel (tools/trace_pixel.py)"
-    )
+    return verdict(golden, plan, result, drift, worst_pixel)
 
 
 def _worst(metrics) -> tuple[int, int] | None:

@@ -101,7 +101,8 @@ def test_reports_are_written(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "factor0" in md and len(md.splitlines()) < 60
     page = (tmp_path / "index.html").read_text()
-    assert page.count("data:image/png;base64,") == 1 and "<table" in page
+    # one drawn case: its three-panel figure and the two images of its blink/swipe comparer
+    assert page.count("data:image/png;base64,") == 3 and "<table" in page and page.count("class=cmp ") == 1
     doc = json.loads((tmp_path / "drift.json").read_text())
     assert len(doc["failures"]) == 12
 
