@@ -439,16 +439,18 @@ def start_background_build(spec: KernelSpec, inputs: KernelInputs):
         return None
     job = path.with_suffix(".job.pt")
     torch.save({"spec": dataclasses.asdict(spec), "inputs": [t.detach().cpu() for t in inputs]}, job)
-    code = "import sys; from nanobragg_torch.compiled import build_job; build_job(sys.argv[1], sys.argv[2])"
+    # niced before anything is imported (import torch is seconds of CPU beside the render that started it)
+    code = ("import os; os.nice(10); import sys; from nanobragg_torch.compiled import build_job; "
+            "build_job(sys.argv[1], sys.argv[2])")
     return subprocess.Popen([sys.executable, "-c", code, str(job), str(path)], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def build_job(job: str, path: str) -> None:
-    """The background build process: the package of the job's variant, then the lock and job files removed."""
+    """The background build process (niced by its command line): the package of the job's variant, then the lock
+    and job files removed."""
     target = Path(path)
     try:
-        os.nice(10)
         data = torch.load(job, weights_only=True)
         spec = KernelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["spec"].items()})
         inputs = KernelInputs(*data["inputs"])

@@ -55,9 +55,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from nanobragg_torch.cli import config_from_flags  # noqa: E402
-from nanobragg_torch.plan import build_plan  # noqa: E402
 from nanobragg_torch.io.floatimage import read_float_image  # noqa: E402
 from nanobragg_torch.lattice import transcendental_calls  # noqa: E402
+from nanobragg_torch.plan import build_plan  # noqa: E402
 
 RUNNER = ROOT / "tools" / "bench_runner.py"
 MARK = "BENCH_JSON "
@@ -179,6 +179,7 @@ class ProcResult:
     rss_kb: int
     code: int
     log: str
+    cpu_s: float = 0.0  # user + system CPU seconds of the process (and the children it waited for)
 
 
 def run_process(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> ProcResult:
@@ -191,7 +192,7 @@ def run_process(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> Pr
         seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     return ProcResult(seconds, read_rss(rss_file, int(usage.ru_maxrss)), proc.returncode,
-                      log.read_text(errors="replace"))
+                      log.read_text(errors="replace"), usage.ru_utime + usage.ru_stime)
 
 
 class ApiRunner:
@@ -488,14 +489,17 @@ from nanobragg_torch.plan import build_plan
 from nanobragg_torch.engine import render
 wait, dtype = float(sys.argv[1]), getattr(torch, sys.argv[2])
 cfg, _ = config_from_flags(sys.argv[3:], cwd=os.devnull)
+cpu = []
 def one():
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     with torch.no_grad():
         plan = build_plan(cfg, dtype)
         render(plan)
+    cpu.append(time.process_time() - c)
     return time.perf_counter() - t, plan.compiled
 start = time.perf_counter()
 times = [one()[0] for _ in range(8)]
+first_cpu, next7_cpu = cpu[0], min(cpu[1:8])
 warm_after = warm = None
 while time.perf_counter() - start < wait:
     t, compiled = one()
@@ -505,7 +509,7 @@ while time.perf_counter() - start < wait:
         break
     time.sleep(0.25)  # a loop of renders, not a busy spin against the build
 print("FRESH_JSON " + json.dumps({"first": times[0], "next7": min(times[1:]), "warm_after": warm_after,
-                                  "warm": warm}), flush=True)
+                                  "warm": warm, "first_cpu": first_cpu, "next7_cpu": next7_cpu}), flush=True)
 """
 
 
@@ -523,7 +527,7 @@ def fresh(args: argparse.Namespace, work: Path, log=print) -> list[dict[str, Any
     for case in select_cases(args.case or list(FRESH_CASES)):
         flags = list(case.flags)
         for dt in dtypes:
-            c_times, ours = [], []
+            c_times, c_cpu, ours = [], [], []
             for rep in range(args.reps):
                 d = work / f"fresh_{case.name}_{dt}_{rep}"
                 d.mkdir(parents=True, exist_ok=True)
@@ -531,6 +535,7 @@ def fresh(args: argparse.Namespace, work: Path, log=print) -> list[dict[str, Any
                 if c_bin:
                     r = run_process([c_bin, *flags, *out], d, env, d / "c.txt")
                     c_times.append(r.seconds)
+                    c_cpu.append(r.cpu_s)
                 child_env_ = dict(env, NB_KERNEL_CACHE=str(d / "kernels"))
                 r = subprocess.run([sys.executable, "-c", FRESH_CHILD, str(args.warm_wait), dt, *flags], cwd=d,
                                    env=child_env_, capture_output=True, text=True)
@@ -546,7 +551,12 @@ def fresh(args: argparse.Namespace, work: Path, log=print) -> list[dict[str, Any
             next7 = min(m["next7"] for m in ours)
             warm_after = [m["warm_after"] for m in ours if m["warm_after"] is not None]
             warm = [m["warm"] for m in ours if m["warm"] is not None]
-            rows.append({"case": case.name, "dtype": dt, "c_s": c_min, "first_s": first, "next7_s": next7,
+            cpu = {"c_cpu_s": min(c_cpu) if c_cpu else None, "first_cpu_s": min(m["first_cpu"] for m in ours),
+                   "next7_cpu_s": min(m["next7_cpu"] for m in ours)}
+            if cpu["c_cpu_s"]:
+                cpu.update(c_over_first_cpu=cpu["c_cpu_s"] / cpu["first_cpu_s"],
+                           c_over_next7_cpu=cpu["c_cpu_s"] / cpu["next7_cpu_s"])
+            rows.append({"case": case.name, "dtype": dt, "c_s": c_min, "first_s": first, "next7_s": next7, **cpu,
                          "c_over_first": c_min / first if c_min else None,
                          "c_over_next7": c_min / next7 if c_min else None,
                          "warm_after_s": max(warm_after) if len(warm_after) == len(ours) else None,
@@ -558,16 +568,20 @@ def fresh_markdown(rows: list[dict[str, Any]]) -> str:
     def f(v, fmt):
         return "" if v is None else format(v, fmt)
 
-    lines = ["| case | dtype | C s | first render s | C/first | best of next 7 s | C/next 7 | compiled after s | "
-             "compiled render s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| case | dtype | C s | first render s | C/first | best of next 7 s | C/next 7 | C/first, CPU time | "
+             "C/next 7, CPU time | compiled after s | compiled render s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['case']} | {r['dtype']} | {f(r['c_s'], '.3f')} | {r['first_s']:.3f} | "
                      f"{f(r['c_over_first'], '.2f')} | {r['next7_s']:.3f} | {f(r['c_over_next7'], '.2f')} | "
+                     f"{f(r.get('c_over_first_cpu'), '.2f')} | {f(r.get('c_over_next7_cpu'), '.2f')} | "
                      f"{f(r['warm_after_s'], '.1f')} | {f(r['warm_s'], '.4f')} |")
     lines.append("")
     lines.append("Min over the repetitions (C and ours interleaved); ours in process after `import torch`, empty "
-                 "kernel cache, default choices (eager until the background build's package loads); 'compiled "
-                 "after': the slowest repetition's seconds from its first render to its first compiled render.")
+                 "kernel cache, default choices (eager until the background build's package loads); 'CPU time': "
+                 "the same ratios in process CPU seconds (the C's whole process), which a loaded machine disturbs "
+                 "less than wall time; 'compiled after': the slowest repetition's seconds from its first render "
+                 "to its first compiled render.")
     return "\n".join(lines) + "\n"
 
 
