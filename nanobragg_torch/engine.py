@@ -143,11 +143,10 @@ def _first_evaluation(plan: Plan, hkl, f: K.PixelFactors):
 # the Triton kernel (compiled.py mode "triton") keeps every sample in registers: a chunk costs only its pixels'
 # outputs (16 MB at float32), so the sample budget does not apply and a 1024^2 image is one launch
 GPU_CHUNK_PIXELS = 1 << 22
-# the eager kernel runs op by op: a chunk of 2^15 samples keeps each temporary (128 KB in float32) in the core's
-# cache and reuses the allocator's blocks (2^20, the compiled forms' budget, sends ~150 passes per chunk to memory
-# and page-faults fresh 4 MB buffers: 2x slower, 2.5x on a fresh process's first render), and stays at torch's
-# grain size, so each op runs on the calling thread: no OpenMP fork/join per op, which on a loaded machine stalls
-# every op on a descheduled worker (a first render of 20 s instead of 0.1 s was measured with two threads)
+# the eager kernel runs op by op (on one thread: compiled.one_thread): a chunk of 2^15 samples keeps each
+# temporary (128 KB in float32) in the core's cache and reuses the allocator's blocks; 2^20, the compiled forms'
+# budget, sends ~150 passes per chunk to memory and page-faults fresh 4 MB buffers (2x slower, 2.5x on a fresh
+# process's first render)
 EAGER_SAMPLES_PER_CHUNK = 1 << 15
 
 
