@@ -306,13 +306,13 @@ class KernelRunner:
     def run_triton(self, flat_idx: Tensor, cells: Tensor) -> tuple[Tensor, Tensor]:
         """The Triton kernel for these cells ((R, 3, 3), or (B, R, 3, 3): batch.py); a first call that fails
         (no compiler for this device) falls back to eager with a warning, as the other compiled forms."""
-        from . import gpu_kernel
+        from .gpu_kernel import packed, pixel_kernel_triton  # (not `from . import`: see kernel_modules)
 
         first = self._gpu_params is None
         if first:
-            self._gpu_params = gpu_kernel.packed(self.inputs)
+            self._gpu_params = packed(self.inputs)
         try:
-            return gpu_kernel.pixel_kernel_triton(self.spec, self.inputs._replace(cells=cells), flat_idx,
+            return pixel_kernel_triton(self.spec, self.inputs._replace(cells=cells), flat_idx,
                                                   self._gpu_params, self.gpu_sin)
         except Exception as exc:
             if not first:
@@ -413,9 +413,9 @@ def _triton_ready(spec: KernelSpec, inputs: KernelInputs) -> bool:
     """A CUDA plan that the Triton kernel renders (gpu_kernel.unsupported), with triton installed."""
     if inputs.pixel_size.device.type != "cuda":
         return False
-    from . import gpu_kernel
+    from .gpu_kernel import unsupported
 
-    return gpu_kernel.unsupported(spec, inputs) is None
+    return unsupported(spec, inputs) is None
 
 
 # ---- background builds: a variant rendered eager again and again gets its package without a wait ---------
