@@ -83,14 +83,14 @@ def kernel_modules(root: Path = _PACKAGE) -> list[Path]:
                     continue
                 target = base.joinpath(*parts)
                 todo += [_module_file(target)] + [_module_file(target / alias.name) for alias in node.names]
-                todo += _inits_between(target, root)
+                todo += [d / "__init__.py" for d in target.parents if d != root and root in d.parents]
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     parts = alias.name.split(".")
                     if parts[0] == root.name:
                         target = root.joinpath(*parts[1:])
                         todo.append(_module_file(target))
-                        todo += _inits_between(target, root)
+                        todo += [d / "__init__.py" for d in target.parents if d != root and root in d.parents]
     return sorted(seen)
 
 
@@ -113,13 +113,6 @@ def _import_nodes(path: Path) -> list[ast.AST]:
             tree = ast.parse(text, filename=str(path))
             return [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
     return nodes
-
-
-def _inits_between(target: Path, root: Path) -> list[Path]:
-    """The __init__.py of every package folder strictly between `root` and `target` (by string prefix: the
-    first plan of a process computes this for every import; `root in d.parents` made it 30 ms)."""
-    prefix = str(root) + os.sep
-    return [d / "__init__.py" for d in target.parents if str(d).startswith(prefix)]
 
 
 def _module_file(target: Path) -> Path:
