@@ -1,6 +1,7 @@
 """nanobragg_torch: a vectorized, differentiable PyTorch twin of nanoBragg.c."""
 
 from .config import BeamConfig, CrystalConfig, DetectorConfig, PanelConfig, SimulationConfig, StructureFactors
+from .derivatives import derivative_images
 from .simulate import simulate, simulate_with_trace
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "PanelConfig",
     "SimulationConfig",
     "StructureFactors",
+    "derivative_images",
     "simulate",
     "simulate_with_trace",
 ]

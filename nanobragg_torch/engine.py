@@ -105,7 +105,11 @@ def evaluate_chunk(plan: Plan, flat_idx: Tensor, state: ChunkState, keep: bool =
     else:
         I = K.sample_sum(x, K.sample_terms(terms, f))
     value = K.photons(spec, x, I, f)
-    inter = K.Intermediates.of(f, hkl=hkl, hkl0=hkl0, dhkl=dhkl, F_latt=F_latt, F_cell=F_cell, I=I) if keep else None
+    inter = None
+    if keep:  # a trace: every stage, and the per-axis lattice factors of a SQUARE crystal
+        axes = K.lattice_axes(spec, x, dhkl, hkl0_lo) if spec.shape == "SQUARE" else None
+        inter = K.Intermediates.of(f, hkl=hkl, hkl0=hkl0, dhkl=dhkl, F_latt_axes=axes, F_latt=F_latt, F_cell=F_cell,
+                                   I=I)
     return ChunkResult(value, f.omega_sum, switch_pixel, first_pixel, inter)
 
 
@@ -127,15 +131,17 @@ def _first_evaluation(plan: Plan, hkl, f: K.PixelFactors):
     c, rest = divmod(k, T * O2 * S_n)
     t, rest = divmod(rest, O2 * S_n)
     o, s = divmod(rest, S_n)
-    # the scattering vector of that group: (diffracted - incident)/lambda
-    S = torch.stack([(f.dif_hi[i][t, o, c] - x.incident[s, i]) / x.wavelength[s] for i in range(3)])
+    # that group's indices with the unrotated cell of every mosaic domain, by the kernel's own formula
     M = plan.mosaic.domains
     i0 = plan.first_eval_phi_step
-    fresh = torch.einsum("mij,vj->mvi", plan.mosaic.umats, plan.crystal.a0).to(S.dtype)  # (M, 3 vectors, 3)
+    fresh = torch.einsum("mij,vj->mvi", plan.mosaic.umats, plan.crystal.a0).to(x.pix0.dtype)  # (M, 3 vectors, 3)
+    dif = tuple(f.dif_hi[i][t, o, c] for i in range(3))
+    inc = tuple(x.incident[s, i] for i in range(3))
+    stale = K.miller_indices(fresh, dif, inc, 1.0 / x.wavelength[s])  # three (M,)
     out = []
-    for v, h in enumerate(hkl):
+    for h, h_stale in zip(hkl, stale, strict=True):
         h = h.clone()
-        h[i0 * M : (i0 + 1) * M, t, o, s, c] = fresh[:, v, :] @ S
+        h[i0 * M : (i0 + 1) * M, t, o, s, c] = h_stale
         out.append(h)
     return tuple(out), c
 

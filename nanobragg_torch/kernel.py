@@ -139,6 +139,7 @@ class PixelFactors:
     toggled: Tensor | None  # product of the per-sample -oversample_thick/polar/omega factors
     scattering: Vec | None = None  # (diffracted - incident)/lambda per sample (-dmin, or kept for a trace)
     stol: Tensor | None = None  # sin(theta)/lambda per sample
+    cos_2theta: Tensor | None = None  # incident.diffracted per sample (kept for a trace)
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class Intermediates(PixelFactors):
     hkl: Vec | None = None  # fractional Miller indices (index dtype)
     hkl0: Vec | None = None  # rounded (the C's h0, k0, l0)
     dhkl: Vec | None = None  # h - h0 (render dtype)
+    F_latt_axes: Vec | None = None  # the per-axis sincg of a SQUARE crystal (the C's F_latt_a, _b, _c)
     F_latt: Tensor | None = None
     F_cell: Tensor | None = None
     I: Tensor | None = None  # (C,) the sum before scaling (the C's I)
@@ -272,11 +274,15 @@ def polarization(spec: KernelSpec, x: KernelInputs, inc: Vec, dif: Vec,
 def lattice_factor(spec: KernelSpec, x: KernelInputs, dhkl, hkl0) -> Tensor:
     """F_latt of every sample from its offset dhkl = hkl - hkl0 from the nearest lattice point (`reduced`):
     the product of the per-axis sincg (SQUARE) or the shape model's transform."""
-    N = (x.N[0], x.N[1], x.N[2])
     if spec.shape == "SQUARE":
-        fa, fb, fc = square_factors(dhkl, hkl0, N, spec.N_active, spec.poly_sin)
+        fa, fb, fc = lattice_axes(spec, x, dhkl, hkl0)
         return fa * fb * fc
-    return shape_factor(spec.shape, dhkl, N, x.a_star, x.fudge)
+    return shape_factor(spec.shape, dhkl, (x.N[0], x.N[1], x.N[2]), x.a_star, x.fudge)
+
+
+def lattice_axes(spec: KernelSpec, x: KernelInputs, dhkl, hkl0) -> Vec:
+    """F_latt_a, F_latt_b, F_latt_c of a SQUARE crystal: the per-axis sincg (1 on an axis with N <= 1)."""
+    return square_factors(dhkl, hkl0, (x.N[0], x.N[1], x.N[2]), spec.N_active, spec.poly_sin)
 
 
 def structure_factor(spec: KernelSpec, x: KernelInputs, hkl0) -> Tensor:
@@ -337,7 +343,9 @@ def pixel_factors(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor, keep: boo
 
     inc_hi = tuple(x.incident[:, i, None] for i in range(3))  # (S, 1)
     inc = tuple(i.to(lo) for i in inc_hi)
-    scattering = stol = culled = None
+    scattering = stol = culled = cos_2theta = None
+    if keep:
+        cos_2theta = torch.stack([dif[i][:, :, None, :] * inc_hi[i] for i in range(3)]).sum(0)
     if spec.dmin_on or keep:  # scattering vectors (T, O2, S, C): (diffracted - incident)/lambda
         scattering = tuple(((dif_hi[i][:, :, None, :] - inc_hi[i]) / x.wavelength[:, None]).to(lo) for i in range(3))
         S = scattering
@@ -357,7 +365,7 @@ def pixel_factors(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor, keep: boo
         pos=pos, airpath=airpath, dif=dif, inc=inc, dif_hi=dif_hi, inc_hi=inc_hi, omega=omega,
         omega_first=omega_first, omega_sum=omega_sum, capture=capture,
         capture_last=None if capture is None else capture[-1, 0], culled=culled, polar_sample=polar_sample,
-        polar_first=polar_first, toggled=toggled, scattering=scattering, stol=stol,
+        polar_first=polar_first, toggled=toggled, scattering=scattering, stol=stol, cos_2theta=cos_2theta,
     )
 
 
@@ -417,4 +425,6 @@ def kernel_intermediates(spec: KernelSpec, x: KernelInputs, flat_idx: Tensor) ->
     the same chain as `pixel_kernel`), as `engine.evaluate_chunk(keep=True)` keeps them, and the pixel values;
     trace.kernel_trace names from them the factor in which the fused kernel and the general path differ."""
     f, hkl, hkl0, dhkl, F_latt, F_cell, I, value = fused_pixels(spec, x, flat_idx, keep=True)
-    return Intermediates.of(f, hkl=hkl, hkl0=hkl0, dhkl=dhkl, F_latt=F_latt, F_cell=F_cell, I=I), value
+    axes = lattice_axes(spec, x, dhkl, reduced(x, hkl, hkl0)[1]) if spec.shape == "SQUARE" else None
+    inter = Intermediates.of(f, hkl=hkl, hkl0=hkl0, dhkl=dhkl, F_latt_axes=axes, F_latt=F_latt, F_cell=F_cell, I=I)
+    return inter, value

@@ -6,7 +6,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,6 @@ import torch
 from .advisories import advisories
 from .config import DetectorConfig, SimulationConfig, scalar_value
 from .constants import RTD
-from .detector import Geometry, resolve_geometry
 from .engine import RenderResult, render
 from .errors import InputError
 from .images import format_statistics_lines, image_statistics, int_image, intfile_scale_rule, pgm_image
@@ -108,18 +107,9 @@ def smv_header(result: RenderResult) -> SMVHeader:
     )
 
 
-def _geometry64(plan: Plan) -> Geometry:
-    """The plan's detector geometry in float64 (a float32 render rounds pix0 by ~1e-10 m; files carry the
-    geometry asked for, as the C's doubles)."""
-    g = plan.geom
-    if g.pix0.dtype == torch.float64:
-        return g
-    return resolve_geometry(plan.cfg, torch.float64, torch.device("cpu"))
-
-
 def cbf_header(plan: Plan, exposure_time: float = 1.0) -> CBFHeader:
     """The PILATUS header values of a single-panel plan (io/cbf.py)."""
-    g = _geometry64(plan)
+    g = plan.geom64
     return CBFHeader(
         pixel_size=_g(g.pixel_size),
         wavelength=_g(plan.cfg.beam.wavelength),
@@ -151,7 +141,7 @@ def write_nexus(path: str, plan: Plan, image: np.ndarray, exposure_time: float =
         write_nxmx,
     )
 
-    g = _geometry64(plan)
+    g = plan.geom64
     d = plan.cfg.detector
     if d.panels:
         panels = d.panels
@@ -305,11 +295,59 @@ def signals_as_exceptions() -> Iterator[None]:
 
 
 def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> RenderResult:
+    """Render, print the C's report, statistics and traces, write the files asked for (in the C's order of its
+    stdout lines), then commit them together."""
+    result, image = _render(cfg, options)
+    d = cfg.detector
+    stats = image_statistics(image, d.roi, d.mask, result.plan.oversample, _g(result.plan.geom.pixel_size))
+    print("\n".join(format_statistics_lines(stats)))
+    header = smv_header(result)
+
+    def write(path: str | None, what: str | None, writer: Callable[[str], None]) -> None:
+        """One output file: written in the group (temporary, then renamed at commit); `what` for the C's line."""
+        if not path:
+            return
+        with _writing(path):
+            group.makedirs(Path(path).parent)
+            writer(path)
+        if what:
+            print(f"wrote {what} {path}")
+
+    write(options.floatfile, "float image", lambda p: write_float_image(p, image))
+    int_scale = intfile_scale_rule(options.intfile_scale, stats["max_I"])
+    print(format_statistics_lines(stats, intfile_scale=int_scale)[-1])
+    if options.intfile or options.cbffile:
+        ints, _ = int_image(image, int_scale, options.adc_offset, d.roi)
+        write(options.intfile, "SMV image", lambda p: write_smv(p, ints, header, "int", options.c_compat))
+        write(options.cbffile, "CBF image",
+              lambda p: write_cbf(p, ints.astype(np.int32), cbf_header(result.plan, options.exposure_time)))
+    write(options.nxsfile, "NeXus image", lambda p: write_nexus(p, result.plan, image, options.exposure_time))
+    if options.pgmfile or options.pngfile:
+        pgm, pgm_scale = pgm_image(image, options.pgm_scale, stats["rmsd"], int_scale, d.roi)
+        print(format_statistics_lines(stats, pgm_scale=pgm_scale)[-1])
+        write(options.pgmfile, None, lambda p: write_pgm(p, pgm, pgm_scale))  # the C says nothing here
+        write(options.pngfile, "PNG preview", lambda p: write_png(p, pgm))
+    if options.noisefile:
+        from .noise import noise_image  # numba: imported only when a noise image is wanted (start-up time)
+
+        noisy, photons, overloads = noise_image(image, options.seed, options.adc_offset, d.roi)
+        print(format_statistics_lines(stats, photons=photons, overloads=overloads)[-1])
+        write(options.noisefile, "noise image", lambda p: write_smv(p, noisy, header, "noise", options.c_compat))
+    sf = cfg.crystal.structure_factors
+    if sf is not None:
+        write(options.dumpfile, None, lambda p: write_fdump(p, np.asarray(sf.grid), _fdump_meta(sf)))
+    with _writing(", ".join(output_paths(options))):
+        group.commit()
+    return result
+
+
+def _render(cfg: SimulationConfig, options: RunOptions) -> tuple[RenderResult, np.ndarray]:
+    """The plan and its render, with the C's advisories, geometry report and traced pixels printed; the image
+    as float32 numpy (refused when a value overflowed the render dtype)."""
     dtype = torch.float64 if options.dtype == "float64" else torch.float32
-    device = torch.device(options.device)
     for note in options.notes:
         print(note)
-    plan = build_plan(cfg, dtype, device)
+    plan = build_plan(cfg, dtype, torch.device(options.device))
     for line in advisories(plan):  # the C's WARNING lines: where the C prints them (stdout) in --c-compat
         print(line, file=sys.stdout if cfg.c_compat else sys.stderr)
     trace_at = options.trace_pixel
@@ -326,7 +364,6 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
             f"the render has {bad} non-finite pixels (a value overflows {options.dtype}: check the magnitudes "
             "given, or use -dtype float64); no output written"
         )
-    d = cfg.detector
     if result.trace is not None:
         trace = pixel_trace(result)
         if options.printout_pixel is not None:
@@ -340,72 +377,11 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
             dark = dark_note(float(image[options.trace_pixel]), float(image.max()))
             if dark:
                 print(dark)
-    stats = image_statistics(image, d.roi, d.mask, plan.oversample, _g(plan.geom.pixel_size))
-    print("\n".join(format_statistics_lines(stats)))
-    header = smv_header(result)
-    if options.floatfile:
-        with _writing(options.floatfile):
-            group.makedirs(Path(options.floatfile).parent)
-            write_float_image(options.floatfile, image)
-        print(f"wrote float image {options.floatfile}")
-    int_scale = intfile_scale_rule(options.intfile_scale, stats["max_I"])
-    print(format_statistics_lines(stats, intfile_scale=int_scale)[-1])
-    if options.intfile:
-        ints, _ = int_image(image, int_scale, options.adc_offset, d.roi)
-        with _writing(options.intfile):
-            group.makedirs(Path(options.intfile).parent)
-            write_smv(options.intfile, ints, header, "int", options.c_compat)
-        print(f"wrote SMV image {options.intfile}")
-    if options.cbffile:
-        ints, _ = int_image(image, int_scale, options.adc_offset, d.roi)
-        with _writing(options.cbffile):
-            group.makedirs(Path(options.cbffile).parent)
-            write_cbf(options.cbffile, ints.astype(np.int32), cbf_header(result.plan, options.exposure_time))
-        print(f"wrote CBF image {options.cbffile}")
-    if options.nxsfile:
-        with _writing(options.nxsfile):
-            group.makedirs(Path(options.nxsfile).parent)
-            write_nexus(options.nxsfile, result.plan, image, options.exposure_time)
-        print(f"wrote NeXus image {options.nxsfile}")
-    if options.pgmfile or options.pngfile:
-        pgm, pgm_scale = pgm_image(image, options.pgm_scale, stats["rmsd"], int_scale, d.roi)
-        print(format_statistics_lines(stats, pgm_scale=pgm_scale)[-1])
-        if options.pgmfile:
-            with _writing(options.pgmfile):
-                group.makedirs(Path(options.pgmfile).parent)
-                write_pgm(options.pgmfile, pgm, pgm_scale)
-        if options.pngfile:
-            with _writing(options.pngfile):
-                group.makedirs(Path(options.pngfile).parent)
-                write_png(options.pngfile, pgm)
-            print(f"wrote PNG preview {options.pngfile}")
-    if options.noisefile:
-        from .noise import noise_image  # numba: imported only when a noise image is wanted (start-up time)
+    return result, image
 
-        noisy, photons, overloads = noise_image(image, options.seed, options.adc_offset, d.roi)
-        print(format_statistics_lines(stats, photons=photons, overloads=overloads)[-1])
-        with _writing(options.noisefile):
-            group.makedirs(Path(options.noisefile).parent)
-            write_smv(options.noisefile, noisy, header, "noise", options.c_compat)
-        print(f"wrote noise image {options.noisefile}")
-    if options.dumpfile and cfg.crystal.structure_factors is not None:
-        sf = cfg.crystal.structure_factors
-        grid = np.asarray(sf.grid)
-        meta = dict(
-            h_min=sf.h_min,
-            h_max=sf.h_max,
-            k_min=sf.k_min,
-            k_max=sf.k_max,
-            l_min=sf.l_min,
-            l_max=sf.l_max,
-            h_range=grid.shape[0],
-            k_range=grid.shape[1],
-            l_range=grid.shape[2],
-            hkls=sf.hkls,
-        )
-        with _writing(options.dumpfile):
-            group.makedirs(Path(options.dumpfile).parent)
-            write_fdump(options.dumpfile, grid, meta)
-    with _writing(", ".join(output_paths(options))):
-        group.commit()
-    return result
+
+def _fdump_meta(sf) -> dict:
+    """The Fdump header of a structure-factor grid (io/fdump.py)."""
+    shape = np.shape(sf.grid)
+    return dict(h_min=sf.h_min, h_max=sf.h_max, k_min=sf.k_min, k_max=sf.k_max, l_min=sf.l_min, l_max=sf.l_max,
+                h_range=shape[0], k_range=shape[1], l_range=shape[2], hkls=sf.hkls)

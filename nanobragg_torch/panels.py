@@ -23,7 +23,8 @@ import torch
 from . import sampling
 from .config import DetectorConfig, PanelConfig, SimulationConfig, scalar_value
 from .detector import Geometry, resolve_geometry
-from .validation import BYTES_PER_PIXEL, ConfigError, allocation_problem
+from .errors import ConfigError
+from .memory import BYTES_PER_PIXEL, allocation_problem
 from .vectors import cross, dot, unitize
 
 Tensor = torch.Tensor
@@ -57,6 +58,9 @@ class Panels:
 
 
 def _vec(x, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A panel field as a tensor; a tuple holding tensors is stacked, so that their gradients flow."""
+    if isinstance(x, tuple | list) and any(isinstance(v, Tensor) for v in x):
+        return torch.stack([torch.as_tensor(v, dtype=dtype, device=device) for v in x])
     return torch.as_tensor(x, dtype=dtype, device=device)
 
 

@@ -49,6 +49,7 @@ class Plan:
     dtype: torch.dtype
     device: torch.device
     geom: Geometry
+    geom64: Geometry  # the same detector in float64, as resolved (files carry the geometry asked for, as doubles)
     layers: Layers
     sources: Sources
     crystal: Crystal
@@ -208,6 +209,7 @@ def _build_plan(
         dtype=dtype,
         device=device,
         geom=_cast(geom, dtype),
+        geom64=geom,
         layers=layers_lo,
         sources=_cast(sources, dtype),
         crystal=crystal_lo,

@@ -13,7 +13,6 @@ import torch
 from . import kernel as K
 from .constants import R_E_SQR
 from .engine import RenderResult, _flat_index
-from .lattice import square_factors
 from .panels import panel_geometry
 from .plan import Plan, rendered_pixels
 
@@ -122,13 +121,12 @@ def _factors(plan: Plan, x: K.Intermediates, value: torch.Tensor, pixel: tuple[i
         out["polar"] = _f(x.polar_sample[-1, -1, -1, 0])
     else:
         out["polar"] = 1.0 if x.polar_first is None else _f(x.polar_first[0])
-    out["cos_2theta"] = _f((inputs.incident[-1] * diffracted).sum())
+    out["cos_2theta"] = _f(x.cos_2theta[-1, -1, -1, 0])
     cells = plan.cells[-1, -1] * 1e10
     out.update(a_vec=_v(cells[0]), b_vec=_v(cells[1]), c_vec=_v(cells[2]),
                hkl_frac=_v(torch.stack(hkl)), hkl_rounded=_v(torch.stack(hkl0)))
-    if plan.cfg.crystal.shape == "SQUARE":
-        dhkl = tuple(_last(h) for h in x.dhkl)
-        fa, fb, fc = square_factors(dhkl, hkl0, tuple(inputs.N), plan.N_active)
+    if x.F_latt_axes is not None:
+        fa, fb, fc = (_last(v) for v in x.F_latt_axes)
         out.update(F_latt_a=_f(fa), F_latt_b=_f(fb), F_latt_c=_f(fc))
     I = _f(x.I[0])
     out.update(

@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest_plugins = ["pytester"]  # tests that run pytest inside (the naming self-check, snapshot housekeeping)
+# the drift report (fixture `drift`, option --drift-report): loaded by this suite only, never by installing the
+# package (docs/golden.md gives the line another project adds); pytester: tests that run pytest inside (the
+# naming self-check, snapshot housekeeping)
+pytest_plugins = ["nanobragg_torch.parity.drift", "pytester"]
 
 # compiled kernels used by the tests live in the checkout, not in the user's cache: whether a render runs
 # compiled (a cached package is used whatever the render size) must not depend on what the user ran before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -64,6 +65,84 @@ def test_import_graph_has_no_cycle():
     for node in sorted(graph):
         if node not in state:
             visit(node, [node])
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def layer_table() -> list[tuple[str, list[str]]]:
+    """docs/architecture.md's layer table, top layer first: (layer, module entries as written: `cli`, `io/*`)."""
+    text = ARCHITECTURE.read_text()
+    table = text[text.index("## Layers"):text.index("## Data flow")]
+    rows = []
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or cells[0] in ("Layer", "") or set(cells[0]) <= {"-"}:
+            continue
+        rows.append((cells[0], re.findall(r"`([A-Za-z_][\w/]*(?:/\*)?)`", cells[1])))
+    return rows
+
+
+def module_layers(graph: dict[str, set[str]]) -> dict[str, int]:
+    """Every package module -> the index of its layer in the table (0: the top); an explicit entry beats a
+    `pkg/*` wildcard, and a word in backticks that is no module (`Plan`) is prose."""
+    explicit: dict[str, int] = {}
+    wildcard: dict[str, int] = {}
+    for rank, (_, entries) in enumerate(layer_table()):
+        for entry in entries:
+            if entry.endswith("/*"):
+                wildcard[f"nanobragg_torch.{entry[:-2].replace('/', '.')}"] = rank
+                continue
+            name = "nanobragg_torch" if entry == "__init__" else f"nanobragg_torch.{entry.replace('/', '.')}"
+            if name in graph:
+                assert name not in explicit, f"{entry} is in two layers"
+                explicit[name] = rank
+    layers = {}
+    for name in graph:
+        if name in explicit:
+            layers[name] = explicit[name]
+            continue
+        packages = [p for p in wildcard if name == p or name.startswith(p + ".")]
+        assert packages, f"{name} is in no layer of docs/architecture.md"
+        layers[name] = wildcard[max(packages, key=len)]
+    return layers
+
+
+def climbs(graph: dict[str, set[str]]) -> list[str]:
+    """Every import path (the first found) from a module to a module of a higher layer."""
+    layers = module_layers(graph)
+    names = [layer for layer, _ in layer_table()]
+    problems = []
+    for start in sorted(graph):
+        paths = {start: [start]}
+        todo = [start]
+        while todo:
+            node = todo.pop()
+            for dep in sorted(graph[node]):
+                if dep not in paths:
+                    paths[dep] = paths[node] + [dep]
+                    todo.append(dep)
+        for dep, path in paths.items():
+            if layers[dep] < layers[start]:
+                chain = " -> ".join(p.replace("nanobragg_torch.", "") for p in path)
+                problems.append(f"{chain}: {names[layers[start]]} reaches {names[layers[dep]]}")
+    return problems
+
+
+def test_the_layer_table_is_true():
+    """Each module imports (transitively) only modules of its own layer or below, as the table says."""
+    names = [layer for layer, _ in layer_table()]
+    assert names[0] == "entry points" and names[-1] == "data" and len(names) >= 6
+    problems = climbs(import_graph())
+    assert not problems, "imports that climb a layer:\n" + "\n".join(problems)
+
+
+def test_the_layer_check_catches_a_transitive_climb():
+    """The check can fail, through a chain too: kernel -> vectors -> (an added import of) progress."""
+    graph = import_graph()
+    graph["nanobragg_torch.vectors"] = graph["nanobragg_torch.vectors"] | {"nanobragg_torch.progress"}
+    problems = climbs(graph)
+    assert "kernel -> vectors -> progress: pipeline reaches entry points" in problems
 
 
 def test_parity_never_imports_the_simulator():

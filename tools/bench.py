@@ -50,6 +50,7 @@ from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -847,6 +848,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="a fresh machine: first renders of a new process with an empty kernel cache against the C")
     ap.add_argument("--warm-wait", type=float, default=120.0,
                     help="for --fresh: seconds a loop of renders waits for the compiled kernel (default 120)")
+    ap.add_argument("--derivatives", action="store_true",
+                    help="derivative images of 6 parameters against one forward render (tools/bench_derivatives.py)")
     ap.add_argument("--domains", type=int, nargs="+", default=[1, 10, 100, 1000], help="for --memory-sweep")
     ap.add_argument("--json", type=Path, help="write the full report as JSON")
     ap.add_argument("--md", type=Path, help="write the Markdown table")
@@ -869,7 +872,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="nb_bench_") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        if args.memory_sweep:
+        if args.derivatives:
+            import bench_derivatives
+
+            args.dtype = "float32" if args.dtype == "both" else args.dtype
+            report["derivatives"] = bench_derivatives.derivative_row(args, log)
+            md = bench_derivatives.markdown(report["derivatives"])
+        elif args.memory_sweep:
             report["sweep"] = memory_sweep(args, work, log)
             md = sweep_markdown(report)
         elif args.startup:

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from nanobragg_torch.cli import config_from_flags  # noqa: E402
+from nanobragg_torch.constants import RTD  # noqa: E402
 from nanobragg_torch.refine import (  # noqa: E402
-    DEG,
     TOLERANCES,
     misset_from_rotation,
     orientation_of,
@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     for n in ("cell", "distance", "beam"):
         print(f"{n:10s} {_fmt(truth_p[n].reshape(-1))} | {_fmt(start_all[n].reshape(-1))} | "
               f"{_fmt(final[n].reshape(-1))}")
-    mis_true = [float(m) / DEG for m in (truth.crystal.misset or (0.0, 0.0, 0.0))]
-    mis_start = [m / DEG for m in misset0]
-    mis_final = (misset_from_rotation(orientation_of(final, misset0)) / DEG).tolist()
+    mis_true = [float(m) * RTD for m in (truth.crystal.misset or (0.0, 0.0, 0.0))]
+    mis_start = [m * RTD for m in misset0]
+    mis_final = (misset_from_rotation(orientation_of(final, misset0)) * RTD).tolist()
     print(f"{'misset':10s} {_fmt(mis_true)} | {_fmt(mis_start)} | {_fmt(mis_final)}")
     errors = recovery_errors(final, truth, misset0)
     ok = True

@@ -4,6 +4,7 @@
     NB_C_BIN=... NB_C_FIXED_BIN=... NB_C_SRC=... NB_C_FIXED_SRC=... NB_C_CFLAGS="..." \\
         python tools/regen_goldens.py [--case NAME]... [--tag TAG]... [--variant pinned|fixed]
                                       [--update] [--check] [--jobs N] [--make-inputs] [--list]
+        python tools/regen_goldens.py --derivatives [--case NAME]... [--update]
 
 Without --update an existing golden whose content changed is reported (CHANGED) and left alone; a new
 golden is written only into a new folder. Changed goldens are summarised grouped by the first divergent
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         help="(re)write golden/inputs with tools/golden_inputs.py first (with --check: verify them)",
     )
     ap.add_argument("--list", action="store_true", help="list the selected cases and exit")
+    ap.add_argument("--derivatives", action="store_true",
+                    help="the derivative goldens of golden/derivatives.toml instead (fixed C at p +- h, +- 2h)")
     ap.add_argument("--no-sensitivity", action="store_true",
                     help="do not update golden/sensitivity.json for the goldens written")
     ap.add_argument(
@@ -102,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--update and --check exclude each other")
 
     root = args.root or golden_dir()
+    if args.derivatives:
+        from nanobragg_torch.parity.derivgold import regenerate_derivatives
+
+        return 1 if regenerate_derivatives(root, args.case or None, update=args.update) else 0
     try:
         load_manifest(root)
         cases = load_cases(root / "cases.toml")

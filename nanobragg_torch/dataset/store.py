@@ -14,11 +14,13 @@ sha256 it lists matches the file it names.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -48,9 +50,19 @@ def shot_file(out: str, spec: DatasetSpec, index: int) -> str:
     return os.path.join(out, "shots", f"shot-{index:06d}{_EXT[spec.format]}")
 
 
-def _tmp(path: str) -> str:
+@contextlib.contextmanager
+def _replacing(path: str) -> Iterator[str]:
+    """A temporary name beside `path` for a library that writes by file name (h5py, fabio): renamed to `path`
+    when the block succeeds, removed when it fails (remove_temporaries sweeps what a killed run left)."""
     head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = os.path.join(head, f".{tail}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def write_hdf5(path: str, shots: list[RenderedShot], spec: DatasetSpec, device: str, dtype: str) -> None:
@@ -58,29 +70,22 @@ def write_hdf5(path: str, shots: list[RenderedShot], spec: DatasetSpec, device: 
     and the parameters of each shot as datasets (SI units; NaN / -1 where the base value applies)."""
     import h5py
 
-    tmp = _tmp(path)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            S, F = shots[0].image.shape
-            opts = {"compression": "gzip", "compression_opts": spec.compression, "shuffle": True} \
-                if spec.compression else {}
-            h5.create_dataset("images", data=np.stack([s.image for s in shots]), chunks=(1, S, F), **opts)
-            if spec.noise:
-                h5.create_dataset("noise", data=np.stack([s.noise for s in shots]), chunks=(1, S, F), **opts)
-            p = [s.params for s in shots]
-            h5["shot_index"] = np.array([q.index for q in p], dtype=np.int64)
-            h5["misset"] = np.array([q.misset if q.misset is not None else (np.nan,) * 3 for q in p])
-            h5["N"] = np.array([q.N if q.N is not None else -1 for q in p], dtype=np.int64)
-            h5["fluence"] = np.array([q.fluence for q in p])
-            h5["wavelength"] = np.array([q.wavelength for q in p])
-            h5["noise_seed"] = np.array([q.noise_seed if q.noise_seed is not None else -1 for q in p], dtype=np.int64)
-            h5.attrs.update({"spec_sha256": spec.text_sha256, "seed": spec.seed, "device": device, "dtype": dtype,
-                             "units": "misset rad, fluence photons/m^2, wavelength m, images photons/pixel"})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _replacing(path) as tmp, h5py.File(tmp, "w") as h5:
+        S, F = shots[0].image.shape
+        opts = {"compression": "gzip", "compression_opts": spec.compression, "shuffle": True} \
+            if spec.compression else {}
+        h5.create_dataset("images", data=np.stack([s.image for s in shots]), chunks=(1, S, F), **opts)
+        if spec.noise:
+            h5.create_dataset("noise", data=np.stack([s.noise for s in shots]), chunks=(1, S, F), **opts)
+        p = [s.params for s in shots]
+        h5["shot_index"] = np.array([q.index for q in p], dtype=np.int64)
+        h5["misset"] = np.array([q.misset if q.misset is not None else (np.nan,) * 3 for q in p])
+        h5["N"] = np.array([q.N if q.N is not None else -1 for q in p], dtype=np.int64)
+        h5["fluence"] = np.array([q.fluence for q in p])
+        h5["wavelength"] = np.array([q.wavelength for q in p])
+        h5["noise_seed"] = np.array([q.noise_seed if q.noise_seed is not None else -1 for q in p], dtype=np.int64)
+        h5.attrs.update({"spec_sha256": spec.text_sha256, "seed": spec.seed, "device": device, "dtype": dtype,
+                         "units": "misset rad, fluence photons/m^2, wavelength m, images photons/pixel"})
 
 
 def _header(experiment: Experiment, shot: RenderedShot) -> dict:
@@ -97,14 +102,8 @@ def write_per_shot(path: str, counts: np.ndarray, fmt: str, header: dict) -> Non
 
     cls = fabio.adscimage.AdscImage if fmt == "smv" else fabio.cbfimage.CbfImage
     img = cls(data=counts, header={k: str(v) for k, v in header.items()})
-    tmp = _tmp(path)
-    try:
+    with _replacing(path) as tmp:
         img.write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_stored(out: str, line: dict) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from nanobragg_torch.errors import InputError
 from nanobragg_torch.io.atomic import atomic_write, read_input
 from nanobragg_torch.io.hkl import HKLMeta, hkl_meta_from_bounds
-from nanobragg_torch.validation import check_allocation
+from nanobragg_torch.memory import check_allocation
 
 _HEADER = re.compile(rb"\s*([-+]?\d+)\s+([-+]?\d+)\s+([-+]?\d+)\s+([-+]?\d+)\s+([-+]?\d+)\s+([-+]?\d+)")
 _C_SPACE = b" \t\n\v\f\r"

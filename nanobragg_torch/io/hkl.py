@@ -10,7 +10,7 @@ F in a second pass (a repeated h,k,l: the last one wins). We build the same grid
   indices with ``%d``, which stops at the decimal point). Here an index must be an integral value (``3`` or
   ``3.0``); anything else is an InputError. Non-finite F values are an InputError too.
 - An empty file (the C's "not enough HKL indices") is an InputError.
-- A grid larger than the memory budget (validation.memory_budget) is an InputError naming the line whose
+- A grid larger than the memory budget (memory.memory_budget) is an InputError naming the line whose
   index lies farthest out, with the size. A UTF-8 byte-order mark at the start is skipped.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from nanobragg_torch.errors import InputError
 from nanobragg_torch.io.atomic import read_input
-from nanobragg_torch.validation import check_allocation
+from nanobragg_torch.memory import check_allocation
 
 HKLMeta = dict[str, int]
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from nanobragg_torch.errors import InputError
 from nanobragg_torch.io.hkl import HKLMeta, hkl_meta_from_bounds, read_hkl_file
-from nanobragg_torch.validation import check_allocation
+from nanobragg_torch.memory import check_allocation
 
 MTZ_SUFFIXES = (".mtz",)
 CIF_SUFFIXES = (".cif", ".mmcif", ".ent")

@@ -17,15 +17,15 @@ trace adds its own round-off without hiding a 1e-5 drift. The report header stat
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from deepdiff import DeepDiff
-from deepdiff.operator import BaseOperator
 
+from . import import_extra
 from .printout import Trace, Value, as_trace
 from .schema import FACTORS, factor, order_index
 
@@ -210,22 +210,29 @@ def _judge(
     )
 
 
-class _ToleranceOperator(BaseOperator):
-    """DeepDiff operator: one top-level key = one factor; judged by :func:`_judge`."""
+@functools.cache
+def _tolerance_operator() -> type:
+    """The DeepDiff operator class (deepdiff is imported here, where it is used)."""
+    BaseOperator = import_extra("deepdiff.operator").BaseOperator
 
-    def __init__(self, ref: Trace, ours: Trace, rtol_scale: float, overrides, eps: float):
-        super().__init__(regex_paths=[r"^root\['[^']+'\]$"])
-        self.ref, self.ours, self.rtol_scale, self.overrides = ref, ours, rtol_scale, overrides
-        self.eps = eps
-        self.judged: dict[str, FactorDiff] = {}
+    class ToleranceOperator(BaseOperator):
+        """DeepDiff operator: one top-level key = one factor; judged by :func:`_judge`."""
 
-    def give_up_diffing(self, level, diff_instance) -> bool:
-        name = level.path(output_format="list")[0]
-        res = _judge(name, self.ref, self.ours, self.rtol_scale, self.overrides, self.eps)
-        self.judged[name] = res
-        if not res.ok:
-            diff_instance.custom_report_result("values_changed", level, {"factor": name})
-        return True
+        def __init__(self, ref: Trace, ours: Trace, rtol_scale: float, overrides, eps: float):
+            super().__init__(regex_paths=[r"^root\['[^']+'\]$"])
+            self.ref, self.ours, self.rtol_scale, self.overrides = ref, ours, rtol_scale, overrides
+            self.eps = eps
+            self.judged: dict[str, FactorDiff] = {}
+
+        def give_up_diffing(self, level, diff_instance) -> bool:
+            name = level.path(output_format="list")[0]
+            res = _judge(name, self.ref, self.ours, self.rtol_scale, self.overrides, self.eps)
+            self.judged[name] = res
+            if not res.ok:
+                diff_instance.custom_report_result("values_changed", level, {"factor": name})
+            return True
+
+    return ToleranceOperator
 
 
 def compare_traces(
@@ -259,8 +266,8 @@ def compare_traces(
     wanted = set(factors) if factors is not None else None
     t1 = {k: _comps(v) for k, v in r.values.items() if k in FACTORS and (wanted is None or k in wanted)}
     t2 = {k: _comps(v) for k, v in o.values.items() if k in FACTORS and (wanted is None or k in wanted)}
-    op = _ToleranceOperator(r, o, rtol_scale, dict(overrides or {}), eps)
-    diff = DeepDiff(t1, t2, custom_operators=[op], verbose_level=2)
+    op = _tolerance_operator()(r, o, rtol_scale, dict(overrides or {}), eps)
+    diff = import_extra("deepdiff").DeepDiff(t1, t2, custom_operators=[op], verbose_level=2)
     report = TraceReport(precision=precision)
     report.only_ref = sorted(
         (p.path(output_format="list")[0] for p in diff.tree.get("dictionary_item_removed", [])),

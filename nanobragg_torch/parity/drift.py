@@ -1,4 +1,6 @@
-"""pytest plugin: one drift report per run (registered through the ``pytest11`` entry point).
+"""pytest plugin: one drift report per run. Not registered by installing the package: this repository's
+tests/conftest.py loads it (``pytest_plugins``); another project adds
+``pytest_plugins = ["nanobragg_torch.parity.drift"]`` to its top-level conftest.py (docs/golden.md).
 
 Golden-suite tests describe what they compared through the ``drift`` fixture (case, dtype, the trace
 verdict, image metrics, the two images); the plugin keeps that only for failed tests, and for intentional
@@ -24,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
+from . import import_extra
 from .compare import TraceReport
+
+pytest = import_extra("pytest")
 
 __all__ = ["DriftNote", "DriftRecord", "group_records", "summary_lines", "write_reports", "MAX_LINES"]
 

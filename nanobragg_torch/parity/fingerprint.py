@@ -25,16 +25,18 @@ with ``pytest --snapshot-update``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from . import import_extra
 from .printout import Trace, as_trace
 from .schema import FACTORS, order_index
 
-__all__ = ["fingerprint", "fingerprint_changes", "format_number", "grid_sums", "FingerprintExtension"]
+__all__ = ["fingerprint", "fingerprint_changes", "format_number", "grid_sums"]  # and FingerprintExtension (lazy)
 
 FORMAT_VERSION = 2
 
@@ -187,11 +189,11 @@ def fingerprint_changes(old: str, new: str) -> list[tuple[str, float]]:
     return out
 
 
-def _make_extension():
-    try:
-        from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
-    except ImportError:  # syrupy is a test dependency only
-        return None
+@functools.cache
+def _extension() -> type:
+    """The syrupy extension class (syrupy is imported here, where it is used)."""
+    single_file = import_extra("syrupy.extensions.single_file")
+    SingleFileSnapshotExtension, WriteMode = single_file.SingleFileSnapshotExtension, single_file.WriteMode
 
     class FingerprintExtension(SingleFileSnapshotExtension):
         """One text file per snapshot (``.txt``), holding a :func:`fingerprint` string verbatim."""
@@ -209,4 +211,7 @@ def _make_extension():
     return FingerprintExtension
 
 
-FingerprintExtension = _make_extension()
+def __getattr__(name: str):
+    if name == "FingerprintExtension":  # built on first use: importing this module needs no syrupy
+        return _extension()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

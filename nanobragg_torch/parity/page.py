@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from . import import_extra
+
 __all__ = ["PageCase", "render_page", "shrink", "metrics_html", "MAX_PICTURES", "PICTURE_SIDE"]
 
 MAX_PICTURES = 12  # cases drawn (the worst first; ~1 s each)
@@ -75,8 +77,9 @@ def _pair_pngs(ref: np.ndarray, ours: np.ndarray) -> tuple[bytes, bytes]:
     linear), viridis, nearest-neighbour upscaled to about PICTURE_SIDE: for the blink/swipe comparer."""
     import io
 
-    from matplotlib import colormaps
     from PIL import Image
+
+    colormaps = import_extra("matplotlib").colormaps
 
     finite = np.concatenate([ref[np.isfinite(ref)], ours[np.isfinite(ours)]])
     peak = float(finite.max()) if finite.size else 1.0
@@ -166,8 +169,7 @@ window.addEventListener('load',function(){if(location.hash==='#selftest')nbSelft
 
 
 def _markdown_html(text: str) -> str:
-    import markdown
-
+    markdown = import_extra("markdown")
     # no raw HTML from the text (case names and paths may come from a pull request)
     return markdown.markdown(text.replace("<", "&lt;"), extensions=["tables", "fenced_code", "sane_lists"])
 

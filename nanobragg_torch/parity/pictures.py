@@ -12,17 +12,17 @@ import io
 
 import numpy as np
 
+from . import import_extra
+
 __all__ = ["diff_figure_png", "png_data_uri"]
 
 
 def _mpl():
-    import matplotlib
-
+    matplotlib = import_extra("matplotlib")
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm, Normalize
-
-    return plt, LogNorm, Normalize
+    plt = import_extra("matplotlib.pyplot")
+    colors = import_extra("matplotlib.colors")
+    return plt, colors.LogNorm, colors.Normalize
 
 
 def diff_figure_png(

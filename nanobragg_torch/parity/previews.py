@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import import_extra
+
 __all__ = [
     "SIDE", "DECADES", "preview_levels", "preview_png", "preview_path", "write_preview", "golden_arrays", "out_of_step",
 ]
@@ -53,8 +55,9 @@ def preview_levels(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, float]
 
 
 def preview_png(arrays: Mapping[str, np.ndarray], title: str = "") -> bytes | None:
-    from matplotlib import colormaps
     from PIL import Image, PngImagePlugin
+
+    colormaps = import_extra("matplotlib").colormaps
 
     got = preview_levels(arrays)
     if got is None:
