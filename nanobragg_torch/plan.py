@@ -67,7 +67,7 @@ class Plan:
     pixel_order: Tensor  # (n,) int32 flat indices of the rendered pixels in the C's raster order
     first_eval_phi_step: int | None  # c_compat: the phi step that the image's first evaluation takes unrotated
     kernel: KernelRunner  # the per-pixel pipeline of this plan (its switches, tensors and compiled form)
-    samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
+    samples_per_chunk: int | None = None  # the caller's budget (None: by the kernel's form, engine.chunk_pixels)
     panels: PN.Panels | None = None  # a multi-panel detector (render dtype); plan.geom is its reference panel
 
     @property
@@ -227,7 +227,7 @@ def _build_plan(
         pixel_order=pixel_order,
         first_eval_phi_step=_first_eval_phi_step(cfg, phi_lo),
         kernel=kernel,
-        samples_per_chunk=samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK,
+        samples_per_chunk=samples_per_chunk,
         panels=None if panel_set is None else _cast(panel_set, dtype),
     )
 
