@@ -24,8 +24,9 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from .config import SimulationConfig
+from .engine import EAGER_SAMPLES_PER_CHUNK, GPU_CHUNK_PIXELS
 from .kernel import pixel_kernel
-from .plan import DEFAULT_SAMPLES_PER_CHUNK, Plan, build_plan
+from .plan import Plan, build_plan
 from .simulate import simulate
 
 Tensor = torch.Tensor
@@ -80,8 +81,10 @@ def simulate_batch(configs: SimulationConfig | Sequence[SimulationConfig],
         reason = _why_not_vectorizable(cfgs)
         plans = None
         if reason is None:
-            plans = [build_plan(c, dtype, device, compile=False, samples_per_chunk=samples_per_chunk)
-                     for c in cfgs]
+            # compile=None lets a CUDA plan take the Triton kernel (_chunk_values_shared); on the CPU the shared
+            # path calls the eager kernel itself, so no package is built for it
+            gpu = None if torch.device(device).type == "cuda" else False
+            plans = [build_plan(c, dtype, device, compile=gpu, samples_per_chunk=samples_per_chunk) for c in cfgs]
             reason = _plans_incompatible(plans)
         if reason is None:
             return _render_shared(plans, samples_per_chunk)
@@ -142,6 +145,8 @@ def _plans_incompatible(plans: list[Plan]) -> str | None:
 
 def _chunk_values_shared(plan: Plan, idx: Tensor, cells: Tensor) -> Tensor:
     """The plan's pipeline for one chunk and B cell sets (B, R, 3, 3) as the kernel's leading axis: (B, C)."""
+    if plan.kernel.mode == "triton" and not (torch.is_grad_enabled() and cells.requires_grad):
+        return plan.kernel.run_triton(idx, cells)[0]
     inputs = plan.kernel.inputs._replace(cells=cells)
     return pixel_kernel(plan.kernel.spec, inputs, idx)[0]
 
@@ -151,8 +156,10 @@ def _render_shared(plans: list[Plan], samples_per_chunk: int | None) -> Tensor:
     shape = p0.image_shape  # (spixels, fpixels), or (P, S_max, F_max) for a multi-panel detector
     B = len(plans)
     cells = torch.stack([p.kernel.inputs.cells for p in plans])  # (B, R, 3, 3), the index dtype
-    budget = samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK
+    budget = samples_per_chunk or EAGER_SAMPLES_PER_CHUNK  # the eager kernel (engine.chunk_pixels)
     per_chunk = max(1, budget // max(1, p0.samples_per_pixel * B))
+    if p0.kernel.mode == "triton":  # samples in registers: a chunk is its outputs (engine.GPU_CHUNK_PIXELS)
+        per_chunk = max(1, GPU_CHUNK_PIXELS // B)
     order = p0.pixel_order
     grad = torch.is_grad_enabled()
     values = []

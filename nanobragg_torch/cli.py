@@ -27,11 +27,12 @@ from .config import (
     CrystalConfig,
     DetectorConfig,
     SimulationConfig,
+    SparseGrid,
     StructureFactors,
     scalar_value,
 )
 from .constants import RTD
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .flagtable import USAGE, help_text
 from .io.dxtbx_models import Experiment, read_experiments, write_experiments
 from .io.fdump import read_fdump, write_fdump
@@ -39,8 +40,10 @@ from .io.mosflm import read_mosflm_matrix
 from .io.reflections import file_kind, read_structure_factors
 from .io.smv import read_smv, smv_value
 from .io.textcolumns import read_text_columns
+from .memory import allocation_failure, check_allocation
 from .options import RunOptions
 from .outputs import Terminated, run, signals_as_exceptions
+from .panels import check_panels
 from .validation import check_config
 
 
@@ -120,6 +123,8 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
     c_compat = own["c_compat"]
     notes: list[str] = []
     expt = _read_expt(own) if own["expt"] else None
+    if expt is not None:
+        notes.extend(expt.ignored)  # what the file holds and the simulation does not use (io/dxtbx_models.py)
     detector = detector_config(v, argv, c_compat, own["pix0_override"], notes)
     crystal, dumpfile, dump_read = crystal_config(v, argv, c_compat, cwd, notes,
                                                   expt_crystal=expt is not None and expt.real_space is not None)
@@ -133,12 +138,17 @@ def config_from_flags(argv: list[str], cwd: str = ".") -> tuple[SimulationConfig
         "crystal.structure_factors": v["hklfilename"] or dump_read,
     }
     if expt is not None:
-        cfg = experiment_config(cfg, expt, argv, own["expt"])
+        cfg = experiment_config(cfg, expt, argv, own["expt"], v["maskfilename"])
         files["detector.panels"] = own["expt"]
         if v["matfilename"] is None and not v["user_cell"]:
             files["crystal.reciprocal_matrix"] = own["expt"]
     dtype = torch.float64 if own["dtype"] == "float64" else torch.float32
     check_config(cfg, flags=True, dtype=dtype, device=own["device"], samples_per_chunk=own["chunk"], files=files)
+    if cfg.detector.panels:  # -roi and -mask of the panels (panels.check_panels), named by their flags
+        try:
+            check_panels(cfg)
+        except ConfigError as exc:
+            raise ConfigError(exc.field, exc.detail, flags=True, files=files) from None
     inputs = tuple(v[k] for k in ("hklfilename", "matfilename", "sourcefilename", "imginfilename", "maskfilename",
                                   "stolfilename") if v.get(k)) + ((dump_read,) if dump_read else ())
     options = run_options(v, own, cfg, dumpfile, notes, inputs)
@@ -269,6 +279,11 @@ def crystal_config(v: dict, argv: list[str], c_compat: bool, cwd: str, notes: li
         sf = StructureFactors(grid, meta["h_min"], meta["k_min"], meta["l_min"], meta["hkls"])
         if c_compat or "-dump" in argv:
             dumpfile = v["dumpfilename"]
+            if isinstance(grid, SparseGrid):  # the Fdump file is the C's dense grid, padded, made in memory
+                padded = math.prod(n + 1 for n in grid.shape)
+                check_allocation(8.0 * grid.cells + 24.0 * padded,
+                                 f"{dumpfile} (the dense {'x'.join(map(str, grid.shape))} F grid)",
+                                 "flag -dump" if "-dump" in argv else "--c-compat (writes Fdump.bin)")
     else:
         dump_path = os.path.join(cwd, v["dumpfilename"]) if not os.path.isabs(v["dumpfilename"]) else v["dumpfilename"]
         if (c_compat or "-dump" in argv) and os.path.exists(dump_path):
@@ -354,9 +369,10 @@ def _read_expt(own: dict) -> Experiment:
     return exp
 
 
-def experiment_config(cfg: SimulationConfig, exp: Experiment, argv: list[str], path: str) -> SimulationConfig:
+def experiment_config(cfg: SimulationConfig, exp: Experiment, argv: list[str], path: str,
+                      mask_file: str | None = None) -> SimulationConfig:
     """cfg (from the C's flags) with what -expt describes, except where a C flag names the same quantity:
-    the beam (-lambda/-energy, -beam_vector, -polar_vector, -polar), -spindle_axis, -phi, -osc, the crystal
+    the beam (-lambda/-energy, -dispersion, -beam_vector, -polar_vector, -polar), -spindle_axis, -phi, -osc, the crystal
     (-mat, -cell) and the sensor (-detector_thick, -detector_abs). Detector-placement flags are an error."""
     given = {a for _, a, _ in walk(argv)}
     clash = [f for f in EXPT_DETECTOR_FLAGS if f in given]
@@ -370,6 +386,8 @@ def experiment_config(cfg: SimulationConfig, exp: Experiment, argv: list[str], p
             beam[key] = getattr(exp, key)
     if exp.wavelength is not None and not given.intersection(WAVELENGTH_FLAGS):
         beam["wavelength"] = exp.wavelength
+    if exp.dispersion is not None and "-dispersion" not in given:  # a polychromatic beam's band
+        beam["dispersion"] = exp.dispersion
     new_beam = dataclasses.replace(cfg.beam, **beam)
     crystal: dict = {}
     for key, flag in (("spindle_axis", "-spindle_axis"), ("phi0", "-phi"), ("osc", "-osc")):
@@ -387,6 +405,13 @@ def experiment_config(cfg: SimulationConfig, exp: Experiment, argv: list[str], p
     if sensor:
         panels = detector.panels and tuple(dataclasses.replace(p, **sensor) for p in detector.panels)
         detector = dataclasses.replace(detector, panels=panels, **sensor)
+    if detector.panels and d.mask is not None:  # -mask: the panels stacked along slow, as -floatfile writes them
+        P, S, F = (len(detector.panels), max(p.spixels for p in detector.panels),
+                   max(p.fpixels for p in detector.panels))
+        if np.shape(d.mask) != (P * S, F):
+            raise InputError(f"{mask_file}: a {np.shape(d.mask)[1]}x{np.shape(d.mask)[0]} mask; the {P} panels of "
+                             f"{path} stacked along slow are {F}x{P * S} (the -floatfile layout)")
+        detector = dataclasses.replace(detector, mask=np.asarray(d.mask).reshape(P, S, F))
     return dataclasses.replace(cfg, detector=detector, beam=new_beam,
                                crystal=dataclasses.replace(cfg.crystal, **crystal))
 
@@ -502,15 +527,18 @@ def _check_traced(cfg: SimulationConfig, flag: str, *pixel: int) -> None:
         if not (0 <= slow < p.spixels and 0 <= fast < p.fpixels):
             raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is off panel {panel} "
                              f"({p.fpixels}x{p.spixels})")
-        return
-    slow, fast = pixel
-    if not (0 <= slow < d.spixels and 0 <= fast < d.fpixels):
-        raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is off the {d.fpixels}x{d.spixels} detector")
+        mask = None if d.mask is None else np.asarray(d.mask)[panel]
+    else:
+        slow, fast = pixel
+        if not (0 <= slow < d.spixels and 0 <= fast < d.fpixels):
+            raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is off the {d.fpixels}x{d.spixels} "
+                             "detector")
+        mask = d.mask
     if d.roi is not None:
         xmin, xmax, ymin, ymax = d.roi
         if not (xmin <= fast <= xmax and ymin <= slow <= ymax):
             raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is outside -roi")
-    if d.mask is not None and d.mask[slow, fast] == 0:
+    if mask is not None and mask[slow, fast] == 0:
         raise InputError(f"flag {flag}: pixel (slow {slow}, fast {fast}) is masked")
 
 
@@ -565,7 +593,14 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"nanobragg: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a file the readers and writers did not name themselves
+    except (MemoryError, RuntimeError, OSError) as exc:
+        why = allocation_failure(exc)  # a failed allocation anywhere (memory.py); the outputs are removed
+        if why is not None:
+            print(f"nanobragg: error: {why}", file=sys.stderr)
+            return 2
+        if not isinstance(exc, OSError):
+            raise
+        # a file the readers and writers did not name themselves
         print(f"nanobragg: error: {exc.filename or 'file'}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     return 0

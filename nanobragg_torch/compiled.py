@@ -6,6 +6,9 @@
   CPU only (untested elsewhere). Used for renders without gradients.
 * ``jit``: torch.compile of the same function (dynamic shapes): renders with gradients (of large or explicitly
   compiled plans), and other devices.
+* ``triton``: on a CUDA device with `triton` installed (the `gpu` extra), the hand-written fused kernel of
+  `gpu_kernel.py` (every sample loop inside one launch) for renders without gradients; with gradients the plan
+  takes its ``grad_mode`` (torch.compile or eager: the autograd-capable forms of the same function).
 * ``eager``: the function op by op.
 
 A variant is (KernelSpec, which sample axes have length 1, dtype, device type): the sample counts and the
@@ -268,15 +271,20 @@ class KernelRunner:
         self.grad_mode = grad_mode  # with gradients: eager | jit
         self._aot = None
         self._jit = None
+        self._gpu_params = None  # gpu_kernel.packed(inputs), once per plan
+        self.gpu_sin = "poly"  # the Triton kernel's lattice sines (gpu_kernel.SIN_MODES; a benchmark switch)
 
     def __call__(self, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
         flat_idx = flat_idx.to(torch.int32)  # the packages' index type (plan.Plan.pixel_order)
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in self.inputs)
         mode = self.grad_mode if grad and self.mode != "eager" else self.mode
         if mode == "eager":
-            return pixel_kernel(self.spec, self.inputs, flat_idx)
+            with one_thread():
+                return pixel_kernel(self.spec, self.inputs, flat_idx)
         if mode == "aot":
             return self._run_aot(flat_idx)
+        if mode == "triton":
+            return self.run_triton(flat_idx, self.inputs.cells)
         first = self._jit is None
         if first:  # note: torch.compile has no double backward; second derivatives need compile=False
             self._jit = torch.compile(pixel_kernel, dynamic=True)
@@ -287,6 +295,23 @@ class KernelRunner:
                 raise
             _fall_back(self, exc)
             return pixel_kernel(self.spec, self.inputs, flat_idx)
+
+    def run_triton(self, flat_idx: Tensor, cells: Tensor) -> tuple[Tensor, Tensor]:
+        """The Triton kernel for these cells ((R, 3, 3), or (B, R, 3, 3): batch.py); a first call that fails
+        (no compiler for this device) falls back to eager with a warning, as the other compiled forms."""
+        from .gpu_kernel import packed, pixel_kernel_triton  # (not `from . import`: see kernel_modules)
+
+        first = self._gpu_params is None
+        if first:
+            self._gpu_params = packed(self.inputs)
+        try:
+            return pixel_kernel_triton(self.spec, self.inputs._replace(cells=cells), flat_idx,
+                                                  self._gpu_params, self.gpu_sin)
+        except Exception as exc:
+            if not first:
+                raise
+            _fall_back(self, exc)
+            return pixel_kernel(self.spec, self.inputs._replace(cells=cells), flat_idx)
 
     def _run_aot(self, flat_idx: Tensor) -> tuple[Tensor, Tensor]:
         n = flat_idx.shape[0]
@@ -328,6 +353,23 @@ class KernelRunner:
         return load_package(path)
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch's intra-op threads set to one for the block: the eager kernel's ops are chunk-sized (engine.chunk_pixels,
+    ~10-100 us each), too small to gain from a second thread, and on a loaded machine every parallel op waits at
+    its OpenMP barrier for a descheduled worker: measured on the 2-core VM under load, the eager render of
+    tilted_xds_256 took 0.95 s (0.67 s CPU, spinning) on two threads, 0.03 s on one."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _fall_back(runner: KernelRunner, exc: Exception) -> None:
     warnings.warn(f"compiled kernel unavailable ({type(exc).__name__}: {exc}); rendering eager", RuntimeWarning,
                   stacklevel=3)
@@ -337,10 +379,13 @@ def _fall_back(runner: KernelRunner, exc: Exception) -> None:
 def choose_mode(
     spec: KernelSpec, inputs: KernelInputs, compile: bool | None, samples: int, threshold: int
 ) -> tuple[str, str]:
-    """(mode without gradients: eager | aot | jit, mode with gradients: eager | jit).
+    """(mode without gradients: eager | aot | jit | triton, mode with gradients: eager | jit).
 
     compile=None: compiled when the render is large, or (without gradients only: a package is free to load,
-    a torch.compile is not) when the variant's package is already cached; env NB_COMPILE=0/1 overrides."""
+    a torch.compile is not) when the variant's package is already cached; env NB_COMPILE=0/1 overrides. On a
+    CUDA device with triton, renders without gradients take the Triton kernel unless compile is False."""
+    if spec.sparse_F:  # a sparse F store (a binary search per sample) renders eager, on any device
+        return "eager", "eager"
     env = os.environ.get("NB_COMPILE")
     if env in ("0", "1"):
         compile = env == "1"
@@ -352,23 +397,37 @@ def choose_mode(
             return "aot", "eager"
         elif cpu and not any(t.requires_grad for t in inputs):
             _note_eager(spec, inputs)
+    if compile is not False and _triton_ready(spec, inputs):
+        return "triton", ("jit" if compile else "eager")
     if not compile:
         return "eager", "eager"
     return ("aot" if cpu else "jit"), "jit"
 
 
+def _triton_ready(spec: KernelSpec, inputs: KernelInputs) -> bool:
+    """A CUDA plan that the Triton kernel renders (gpu_kernel.unsupported), with triton installed."""
+    if inputs.pixel_size.device.type != "cuda":
+        return False
+    from .gpu_kernel import unsupported
+
+    return unsupported(spec, inputs) is None
+
+
 # ---- background builds: a variant rendered eager again and again gets its package without a wait ---------
 
-BACKGROUND_AFTER = 2  # eager plans of one variant in this process before its package is built in the background
+# eager plans of one variant in this process before its package is built in the background: the first, so that a
+# one-off script or CLI run on a fresh machine leaves the package for its next run (the build is detached,
+# niced and locked to one per variant per machine; the render does not wait for it)
+BACKGROUND_AFTER = 1
 STALE_LOCK_S = 3600.0  # a build lock older than this is from a build that died
 _EAGER_PLANS: dict[str, int] = {}
 
 
 def _note_eager(spec: KernelSpec, inputs: KernelInputs) -> None:
     """Default policy for small CPU renders without gradients and without a cached package: eager; the
-    BACKGROUND_AFTER-th such plan of one variant in a process (a refinement or dataset loop, not a one-off
-    run) starts `start_background_build`, and the plans after it finishes load the package. Env
-    NB_BACKGROUND_COMPILE=0 turns this off (the test suite does)."""
+    BACKGROUND_AFTER-th such plan of one variant in a process starts `start_background_build`, and the plans
+    after it finishes (in this process or a later one) load the package. Env NB_BACKGROUND_COMPILE=0 turns
+    this off (the test suite does)."""
     if os.environ.get("NB_BACKGROUND_COMPILE", "1") == "0":
         return
     name = variant(spec, inputs)
@@ -400,16 +459,18 @@ def start_background_build(spec: KernelSpec, inputs: KernelInputs):
         return None
     job = path.with_suffix(".job.pt")
     torch.save({"spec": dataclasses.asdict(spec), "inputs": [t.detach().cpu() for t in inputs]}, job)
-    code = "import sys; from nanobragg_torch.compiled import build_job; build_job(sys.argv[1], sys.argv[2])"
+    # niced before anything is imported (import torch is seconds of CPU beside the render that started it)
+    code = ("import os; os.nice(10); import sys; from nanobragg_torch.compiled import build_job; "
+            "build_job(sys.argv[1], sys.argv[2])")
     return subprocess.Popen([sys.executable, "-c", code, str(job), str(path)], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def build_job(job: str, path: str) -> None:
-    """The background build process: the package of the job's variant, then the lock and job files removed."""
+    """The background build process (niced by its command line): the package of the job's variant, then the lock
+    and job files removed."""
     target = Path(path)
     try:
-        os.nice(10)
         data = torch.load(job, weights_only=True)
         spec = KernelSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["spec"].items()})
         inputs = KernelInputs(*data["inputs"])

@@ -113,10 +113,37 @@ class BeamConfig:
 
 
 @dataclass(frozen=True)
-class StructureFactors:
-    """The C's Fhkl grid: F[h-h_min, k-k_min, l-l_min]; `grid` may be a tensor that requires grad."""
+class SparseGrid:
+    """An F grid stored by its filled cells (the HKL readers' choice when a dense grid would be almost empty):
+    cell ((h-h_min)*K + k-k_min)*L + l-l_min of the (H, K, L) box holds values[i] where keys[i] is that index,
+    `fill` elsewhere (the dense grid's default_F). Lookups (structure_factors.FGrid) give the dense grid's
+    values bit for bit."""
 
-    grid: np.ndarray | torch.Tensor
+    keys: np.ndarray  # (n,) int64, sorted, distinct
+    values: np.ndarray | torch.Tensor  # (n,) F; a tensor may require grad
+    shape: tuple[int, int, int]  # (H, K, L): the dense grid's shape
+    fill: float = 0.0
+
+    ndim = 3
+
+    @property
+    def cells(self) -> int:
+        return self.shape[0] * self.shape[1] * self.shape[2]
+
+    def dense(self) -> np.ndarray:
+        """The dense float64 grid (the caller checks that it fits: memory.check_allocation)."""
+        grid = np.full(self.shape, self.fill, dtype=np.float64)
+        values = self.values.detach().cpu().numpy() if isinstance(self.values, torch.Tensor) else self.values
+        grid.reshape(-1)[self.keys] = values
+        return grid
+
+
+@dataclass(frozen=True)
+class StructureFactors:
+    """The C's Fhkl grid: F[h-h_min, k-k_min, l-l_min]; `grid` may be a tensor that requires grad, or a
+    SparseGrid."""
+
+    grid: np.ndarray | torch.Tensor | SparseGrid
     h_min: int
     k_min: int
     l_min: int

@@ -146,10 +146,24 @@ def _first_evaluation(plan: Plan, hkl, f: K.PixelFactors):
     return tuple(out), c
 
 
+# the Triton kernel (compiled.py mode "triton") keeps every sample in registers: a chunk costs only its pixels'
+# outputs (16 MB at float32), so the sample budget does not apply and a 1024^2 image is one launch
+GPU_CHUNK_PIXELS = 1 << 22
+# the eager kernel runs op by op (on one thread: compiled.one_thread): a chunk of 2^15 samples keeps each
+# temporary (128 KB in float32) in the core's cache and reuses the allocator's blocks; 2^20, the compiled forms'
+# budget, sends ~150 passes per chunk to memory and page-faults fresh 4 MB buffers (2x slower, 2.5x on a fresh
+# process's first render)
+EAGER_SAMPLES_PER_CHUNK = 1 << 15
+
+
 def chunk_pixels(plan: Plan, samples_per_chunk: int | None = None) -> int:
-    per_pixel = plan.samples_per_pixel
-    budget = samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK
-    return max(1, budget // max(1, per_pixel))
+    """Pixels per chunk: the caller's sample budget, else the kernel form's (eager, compiled, Triton)."""
+    mode = plan.kernel.mode
+    if mode == "triton":
+        return GPU_CHUNK_PIXELS
+    default = EAGER_SAMPLES_PER_CHUNK if mode == "eager" else DEFAULT_SAMPLES_PER_CHUNK
+    budget = samples_per_chunk or default
+    return max(1, budget // max(1, plan.samples_per_pixel))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import torch
 from .constants import R_E_SQR
 from .lattice import shape_factor, square_factors
 from .polarization import kahn_factor
-from .structure_factors import nearest_lookup
+from .structure_factors import nearest_lookup, sparse_lookup
 from .vectors import rotate_axis_xyz
 
 Tensor = torch.Tensor
@@ -50,6 +50,7 @@ class KernelSpec:
     oversample_omega: bool
     has_grid: bool  # an HKL grid is loaded (else every F_cell is default_F)
     wide_index: bool = False  # flat grid indices in float64 (a float32 render of a grid of >= 2^24 points)
+    sparse_F: bool = False  # the F grid is a sparse store (structure_factors.sparse_lookup; renders eager)
     precise_hkl: bool = False  # Miller indices (and the geometry under them) in float64 (`index_phase_error`)
     # a multi-panel detector of this many panels (0: a single detector): per-panel geometry gathered per pixel
     # (`panel_view`); the count is part of the variant, so a compiled kernel holds the panel axis static
@@ -63,7 +64,7 @@ class KernelSpec:
         """A stable name for caches of compiled kernels."""
         flags = [self.shape, "".join("1" if a else "0" for a in self.N_active), self.polar]
         for name in ("curved", "point_pixel", "thick_on", "dmin_on", "oversample_thick", "oversample_omega",
-                     "has_grid", "wide_index", "precise_hkl"):
+                     "has_grid", "wide_index", "sparse_F", "precise_hkl"):
             if getattr(self, name):
                 flags.append(name)
         if self.panels:
@@ -111,6 +112,9 @@ class KernelInputs(NamedTuple):
     # multi-panel plans (KernelSpec.panels): pixels per panel of the padded raster, S_max*F_max (int64 scalar);
     # then fpixels is F_max, pix0/fdet/sdet/odet are (3, P) and subpixel/pixel_size/close_distance are (P,)
     panel_pixels: Tensor
+    # a sparse F store (KernelSpec.sparse_F): int64, the box's K and L, then the sorted flat indices of F_table's
+    # values (structure_factors.sparse_lookup); (0,) for a dense grid
+    F_index: Tensor
 
 
 Vec = tuple[Tensor, Tensor, Tensor]
@@ -287,6 +291,8 @@ def lattice_axes(spec: KernelSpec, x: KernelInputs, dhkl, hkl0) -> Vec:
 
 def structure_factor(spec: KernelSpec, x: KernelInputs, hkl0) -> Tensor:
     """F_cell, nearest neighbour: Fhkl[h0][k0][l0] inside the grid, default_F elsewhere (or everywhere)."""
+    if spec.has_grid and spec.sparse_F:
+        return sparse_lookup(x.F_table, x.F_index, x.grid_lo, x.grid_hi, hkl0)
     if spec.has_grid:
         return nearest_lookup(x.F_table, x.grid_shape, x.grid_lo, x.grid_hi, hkl0, spec.wide_index)
     return x.default_F

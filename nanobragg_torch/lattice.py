@@ -60,15 +60,15 @@ def sincg_pi(f: Tensor, N: Tensor) -> Tensor:
     sines as polynomials (`sin_pi`, `sin_pi_half`): no library transcendental; the limit N at f == 0 (the C
     tests x == 0.0 exactly)."""
     zero = f == 0.0
-    den = torch.where(zero, torch.ones_like(f), sin_pi_half(f))
-    return torch.where(zero, N * torch.ones_like(f), sin_pi(f * N) / den)
+    den = torch.where(zero, 1.0, sin_pi_half(f))
+    return torch.where(zero, N.to(f.dtype), sin_pi(f * N) / den)
 
 
 def sincg(x: Tensor, N: Tensor) -> Tensor:
     """sincg(): sin(N x)/sin(x), with the limit N at x == 0 (the C tests x == 0.0 exactly)."""
     zero = x == 0.0
-    den = torch.where(zero, torch.ones_like(x), torch.sin(x))
-    return torch.where(zero, N * torch.ones_like(x), torch.sin(x * N) / den)
+    den = torch.where(zero, 1.0, torch.sin(x))  # scalars, not ones_like: no filled temporaries (eager)
+    return torch.where(zero, N.to(x.dtype), torch.sin(x * N) / den)
 
 
 def sinc3(x: Tensor) -> Tensor:

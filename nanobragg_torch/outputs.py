@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .advisories import advisories
-from .config import DetectorConfig, SimulationConfig, scalar_value
+from .config import DetectorConfig, SimulationConfig, SparseGrid, scalar_value
 from .constants import RTD
 from .engine import RenderResult, render
 from .errors import InputError
@@ -26,6 +26,7 @@ from .io.pgm import write_pgm
 from .io.png import write_png
 from .io.smv import SMVHeader, write_smv
 from .options import RunOptions
+from .panels import rendered_stack
 from .plan import Plan, build_plan, rendered_pixels
 from .progress import progress_bar
 from .trace import dark_note, format_c_printout, format_trace, order_note, pixel_trace
@@ -126,8 +127,9 @@ def cbf_header(plan: Plan, exposure_time: float = 1.0) -> CBFHeader:
 
 
 def excluded_pixels(d: DetectorConfig) -> np.ndarray | None:
-    """Pixels of a single-panel detector that the render skips (outside `-roi`, `-mask` 0); None if none is."""
-    ok = None if d.panels else rendered_pixels(d)
+    """Pixels that the render skips (outside `-roi`, `-mask` 0): (S, F), or (P, S_max, F_max) for panels; None
+    if none is."""
+    ok = rendered_stack(d) if d.panels else rendered_pixels(d)
     return None if ok is None else ~ok
 
 
@@ -202,16 +204,23 @@ def output_paths(options: RunOptions) -> list[str]:
 _TEMP_NAME_EXTRA = 40
 
 
+# a multi-panel noise image is NeXus/NXmx: -noisefile names ending so (any case)
+NEXUS_SUFFIXES = (".nxs", ".nx5", ".nexus", ".h5", ".hdf5")
+
+
 def check_output_paths(options: RunOptions, cfg: SimulationConfig | None = None) -> None:
     """Refuse, before rendering, outputs that cannot be written or would clobber: an empty name, a folder, a
     parent that is a file or unwritable, a name too long, the same file twice, an output that is an input; a
-    single-image format (SMV, PGM, PNG, CBF) of a multi-panel detector."""
+    single-image format (SMV, PGM, PNG, CBF) of a multi-panel detector (its noise image is NeXus)."""
     if cfg is not None and cfg.detector.panels:
         for flag in ("intfile", "noisefile", "pgmfile", "pngfile", "cbffile"):
             path = getattr(options, flag)
+            if flag == "noisefile" and path is not None and path.lower().endswith(NEXUS_SUFFIXES):
+                continue
             if path is not None:
+                extra = "; its noise image is NeXus: -noisefile NAME.nxs" if flag == "noisefile" else ""
                 raise InputError(f"output {path}: -{flag} holds one panel; a multi-panel detector writes -nxsfile "
-                                 "(every panel) or -floatfile (the (panel, slow, fast) stack)")
+                                 f"(every panel) or -floatfile (the (panel, slow, fast) stack){extra}")
     seen: dict[str, str] = {}
     inputs = {os.path.realpath(p): p for p in options.inputs}
     for path in output_paths(options):
@@ -299,7 +308,8 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
     stdout lines), then commit them together."""
     result, image = _render(cfg, options)
     d = cfg.detector
-    stats = image_statistics(image, d.roi, d.mask, result.plan.oversample, _g(result.plan.geom.pixel_size))
+    roi, mask = (None, rendered_stack(d)) if d.panels else (d.roi, d.mask)  # panels: the rendered pixels
+    stats = image_statistics(image, roi, mask, result.plan.oversample, _g(result.plan.geom.pixel_size))
     print("\n".join(format_statistics_lines(stats)))
     header = smv_header(result)
 
@@ -330,12 +340,26 @@ def _run(cfg: SimulationConfig, options: RunOptions, group: OutputGroup) -> Rend
     if options.noisefile:
         from .noise import noise_image  # numba: imported only when a noise image is wanted (start-up time)
 
-        noisy, photons, overloads = noise_image(image, options.seed, options.adc_offset, d.roi)
+        if d.panels:  # one stream through the panels (noise.noise_stack), written as NeXus
+            from .noise import noise_stack
+
+            panels = result.plan.panels
+            noisy, photons, overloads = noise_stack(image, panels.spixels, panels.fpixels, options.seed,
+                                                    options.adc_offset, d.roi)
+        else:
+            noisy, photons, overloads = noise_image(image, options.seed, options.adc_offset, d.roi)
         print(format_statistics_lines(stats, photons=photons, overloads=overloads)[-1])
-        write(options.noisefile, "noise image", lambda p: write_smv(p, noisy, header, "noise", options.c_compat))
+        if d.panels:
+            write(options.noisefile, "noise image",
+                  lambda p: write_nexus(p, result.plan, noisy, options.exposure_time))
+        else:
+            write(options.noisefile, "noise image",
+                  lambda p: write_smv(p, noisy, header, "noise", options.c_compat))
     sf = cfg.crystal.structure_factors
     if sf is not None:
-        write(options.dumpfile, None, lambda p: write_fdump(p, np.asarray(sf.grid), _fdump_meta(sf)))
+        # a sparse grid is made dense for the C's Fdump (cli checked that it fits)
+        dense = sf.grid.dense if isinstance(sf.grid, SparseGrid) else lambda: np.asarray(sf.grid)
+        write(options.dumpfile, None, lambda p: write_fdump(p, dense(), _fdump_meta(sf)))
     with _writing(", ".join(output_paths(options))):
         group.commit()
     return result

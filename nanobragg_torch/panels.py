@@ -9,7 +9,9 @@ pixel_order lists only the real pixels of each panel.
 
 Shared by all panels (one value per render): the beam, the crystal, the sampling, the sensor layers (panels
 must agree on thickness and mu) and the oversampling (the C's recommended value of the most demanding panel,
-i.e. the largest; `-oversample` overrides it for all).
+i.e. the largest; `-oversample` overrides it for all). `-roi` selects the same (fast, slow) window on every
+panel, in the panel's own pixels; a mask is the (P, S_max, F_max) stack (`rendered_stack`): each panel renders
+as the C's run of that panel with -roi and its slice of the mask.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import sampling
@@ -46,6 +49,7 @@ class Panels:
     fpixels: tuple[int, ...]
     spixels: tuple[int, ...]
     names: tuple[str, ...]
+    rendered: np.ndarray | None = None  # (P, S_max, F_max) bool: inside -roi, not masked (`rendered_stack`)
 
     @property
     def count(self) -> int:
@@ -78,9 +82,7 @@ def check_panels(cfg: SimulationConfig) -> None:
     for name in ("rotx", "roty", "rotz", "twotheta"):
         if scalar_value(getattr(d, name)) != 0.0:
             raise ConfigError(f"detector.{name}", "detector rotations do not apply to panels (place each panel)")
-    if d.roi is not None or d.mask is not None:
-        raise ConfigError("detector.roi" if d.roi is not None else "detector.mask",
-                         "a region of interest or mask is not supported with panels")
+    _check_selection(d)
     if cfg.pix0_override or d.pix0_vector is not None:
         raise ConfigError("detector.pix0_vector", "each panel's origin places it; pix0_vector does not apply")
     beam = unitize(_vec(cfg.beam.beam_vector if cfg.beam.beam_vector is not None else (1.0, 0.0, 0.0),
@@ -129,6 +131,45 @@ def check_panels(cfg: SimulationConfig) -> None:
                                  f"({thick} here, {ref} in panel 0)")
 
 
+def _check_selection(d: DetectorConfig) -> None:
+    """-roi (the same (xmin, xmax, ymin, ymax) on every panel, in its own pixels) and the mask ((P, S_max, F_max),
+    the padded stack, nonzero: rendered) of a multi-panel detector."""
+    panels = d.panels
+    if d.roi is not None:
+        roi = d.roi
+        if len(roi) != 4 or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in roi):
+            raise ConfigError("detector.roi", f"expected four integers (xmin, xmax, ymin, ymax), got {roi!r}")
+        xmin, xmax, ymin, ymax = roi
+        if not any(xmin <= xmax and ymin <= ymax and xmax >= 0 and ymax >= 0 and xmin < p.fpixels
+                   and ymin < p.spixels for p in panels):
+            raise ConfigError("detector.roi", f"{xmin} {xmax} {ymin} {ymax} selects no pixel of any panel")
+    if d.mask is not None:
+        shape = (len(panels), max(p.spixels for p in panels), max(p.fpixels for p in panels))
+        if np.shape(d.mask) != shape:
+            raise ConfigError("detector.mask", f"shape {np.shape(d.mask)} is not the panel stack's {shape} "
+                             "(panel, slow, fast)")
+        if not np.isfinite(np.asarray(d.mask, dtype=np.float64)).all():
+            raise ConfigError("detector.mask", "holds a value that is not finite")
+
+
+def rendered_stack(d: DetectorConfig) -> np.ndarray | None:
+    """(P, S_max, F_max) bool of a multi-panel detector: the pixels rendered (real pixels of each panel, inside
+    -roi, not masked); None when that is every real pixel. Each panel's rule is the C's run of that panel with
+    the same -roi and its slice of the mask (engine.rendered_pixels of `panel_detector`)."""
+    if d.roi is None and d.mask is None:
+        return None
+    ps = d.panels
+    P, S, F = len(ps), max(p.spixels for p in ps), max(p.fpixels for p in ps)
+    s, f = np.arange(S)[:, None], np.arange(F)[None, :]
+    ok = np.stack([(s < p.spixels) & (f < p.fpixels) for p in ps])
+    if d.roi is not None:
+        xmin, xmax, ymin, ymax = d.roi
+        ok &= ((f >= xmin) & (f <= xmax) & (s >= ymin) & (s <= ymax))[None]
+    if d.mask is not None:
+        ok &= np.asarray(d.mask).reshape(P, S, F) != 0
+    return ok
+
+
 def panel_detector(cfg: SimulationConfig, p: int) -> DetectorConfig:
     """Panel p as the C's single CUSTOM detector (pivot SAMPLE; Xclose, Yclose, close_distance from the origin):
     the flags a C rendering of this panel takes. Sampling fields come from cfg.detector."""
@@ -160,6 +201,7 @@ def panel_detector(cfg: SimulationConfig, p: int) -> DetectorConfig:
         odet_vector=o,
         thickness=panel.thickness,
         mu=panel.mu,
+        mask=None if d.mask is None else np.asarray(d.mask)[p, :panel.spixels, :panel.fpixels],
     )
 
 
@@ -168,7 +210,8 @@ def reference_config(cfg: SimulationConfig) -> SimulationConfig:
     fields): the single-detector form of the panel with the largest recommended oversampling (`demanding`)."""
     check_panels(cfg)
     p = demanding_panel(cfg)
-    return dataclasses.replace(cfg, detector=panel_detector(cfg, p))
+    # -roi and the mask select pixels of every panel (checked above, applied by `rendered_stack`)
+    return dataclasses.replace(cfg, detector=dataclasses.replace(panel_detector(cfg, p), roi=None, mask=None))
 
 
 def demanding_panel(cfg: SimulationConfig) -> int:
@@ -212,7 +255,7 @@ def resolve_panels(cfg: SimulationConfig, beam: Tensor, dtype: torch.dtype, devi
         pix0=st["pix0"], fdet=st["fdet"], sdet=st["sdet"], odet=st["odet"], pixel_size=st["pixel_size"],
         close_distance=close, distance=distance,
         fpixels=tuple(p.fpixels for p in ps), spixels=tuple(p.spixels for p in ps),
-        names=tuple(p.name for p in ps),
+        names=tuple(p.name for p in ps), rendered=rendered_stack(cfg.detector),
     )
 
 
@@ -225,8 +268,11 @@ def recommended_oversample(panels: Panels, wavelength: float, xtal_max: float) -
 
 
 def pixel_order(panels: Panels, device: torch.device) -> Tensor:
-    """Flat indices p*S_max*F_max + s*F_max + f of every real pixel, panel by panel in the C's raster order."""
+    """Flat indices p*S_max*F_max + s*F_max + f of every rendered pixel (real, inside -roi, not masked), panel by
+    panel in the C's raster order."""
     P, S, F = panels.shape
+    if panels.rendered is not None:
+        return torch.as_tensor(np.flatnonzero(panels.rendered.reshape(-1)).astype(np.int32), device=device)
     if all(s == S for s in panels.spixels) and all(f == F for f in panels.fpixels):
         return torch.arange(P * S * F, dtype=torch.int32, device=device)
     parts = []

@@ -30,7 +30,7 @@ from .detector import Geometry, Layers, resolve_layers
 from .kernel import KernelInputs, KernelSpec
 from .sampling import recommended_oversample
 from .setup_cache import CACHES, NotCacheable, ValueCache, value_key
-from .structure_factors import FGrid, wide_index
+from .structure_factors import FGrid
 from .validation import check_config
 from .vectors import norm
 
@@ -67,7 +67,7 @@ class Plan:
     pixel_order: Tensor  # (n,) int32 flat indices of the rendered pixels in the C's raster order
     first_eval_phi_step: int | None  # c_compat: the phi step that the image's first evaluation takes unrotated
     kernel: KernelRunner  # the per-pixel pipeline of this plan (its switches, tensors and compiled form)
-    samples_per_chunk: int = DEFAULT_SAMPLES_PER_CHUNK
+    samples_per_chunk: int | None = None  # the caller's budget (None: by the kernel's form, engine.chunk_pixels)
     panels: PN.Panels | None = None  # a multi-panel detector (render dtype); plan.geom is its reference panel
 
     @property
@@ -227,7 +227,7 @@ def _build_plan(
         pixel_order=pixel_order,
         first_eval_phi_step=_first_eval_phi_step(cfg, phi_lo),
         kernel=kernel,
-        samples_per_chunk=samples_per_chunk or DEFAULT_SAMPLES_PER_CHUNK,
+        samples_per_chunk=samples_per_chunk,
         panels=None if panel_set is None else _cast(panel_set, dtype),
     )
 
@@ -266,7 +266,8 @@ def _kernel_spec(cfg: SimulationConfig, layers: Layers, N_active: tuple[bool, bo
         oversample_thick=d.oversample_thick,
         oversample_omega=d.oversample_omega,
         has_grid=fgrid.hkls > 0,
-        wide_index=wide_index(fgrid.grid),
+        wide_index=fgrid.wide_index,
+        sparse_F=fgrid.sparse,
         precise_hkl=precise,
         panels=0 if panel_set is None else panel_set.count,
     )
@@ -316,7 +317,7 @@ def _kernel_inputs(cfg: SimulationConfig, dtype: torch.dtype, index_dtype: torch
         fudge=t(c.fudge),
         a_star=t(crystal.a_star),
         F_table=fgrid.table,
-        grid_shape=t(fgrid.grid.shape),
+        grid_shape=t(fgrid.shape),
         grid_lo=t(fgrid.lo),
         grid_hi=t(fgrid.hi),
         default_F=fgrid.default_F,
@@ -326,6 +327,7 @@ def _kernel_inputs(cfg: SimulationConfig, dtype: torch.dtype, index_dtype: torch
         steps=t(float(steps)),
         dmin=t(c.dmin),
         panel_pixels=torch.tensor(d.spixels * d.fpixels, dtype=torch.int64, device=device),
+        F_index=fgrid.index,
     )
     if panel_set is not None:
         inputs = inputs._replace(**PN.panel_inputs(panel_set, oversample, dtype, index_dtype))

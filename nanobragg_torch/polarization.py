@@ -34,5 +34,6 @@ def kahn_factor(kahn: Tensor, inc, dif, axis) -> Tensor:
     y = dx * bx + dy * by + dz * bz
     x2, y2 = x * x, y * y
     r2 = x2 + y2
-    cos2psi = torch.where(r2 != 0, (x2 - y2) / torch.where(r2 != 0, r2, torch.ones_like(r2)), torch.ones_like(r2))
+    nonzero = r2 != 0
+    cos2psi = torch.where(nonzero, (x2 - y2) / torch.where(nonzero, r2, 1.0), 1.0)
     return 0.5 * (1.0 + cos2t_sqr - kahn * cos2psi * (1.0 - cos2t_sqr))

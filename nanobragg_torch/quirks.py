@@ -263,7 +263,8 @@ INVALID_VALUES_REFUSED = Quirk(
     "Exit 0 with a NaN or empty image hides the mistake; the statistics print max_I = 0.",
     "Refused before rendering, in both modes: exit 2 with one line naming the flag or file:line (CLI), "
     "ValueError subclass errors.ConfigError naming the config field (API). Renders, HKL/Fdump grids that "
-    "would not fit in memory (memory.memory_budget, env NB_MEMORY_LIMIT) are refused with their size. A "
+    "would not fit in memory (memory.memory_budget: ulimit -v, cgroup, free memory, env NB_MEMORY_LIMIT) are "
+    "refused with their size; an allocation that fails anyway is one line, exit 2, no output. A "
     "UTF-8 byte-order mark at the start of a text input is skipped (the C would misread the first value).",
     "Same as the default (refused). What still overflows the render dtype (e.g. -fluence 1e300 in float32) "
     "is refused after rendering: exit 2, 'the render has N non-finite pixels', nothing written.",

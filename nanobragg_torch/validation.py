@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .beam import BEAM_STEPS
-from .config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, scalar_value
+from .config import BeamConfig, CrystalConfig, DetectorConfig, SimulationConfig, SparseGrid, scalar_value
 from .detector import Geometry, geometry_key, resolve_geometry
 from .errors import ConfigError
 from .memory import BYTES_PER_PIXEL, BYTES_PER_SAMPLE, allocation_problem
@@ -180,6 +180,8 @@ def _check_detector(ck: _Checker, d: DetectorConfig) -> None:
         ck.integer("detector.oversample", d.oversample, 1)
     ck.choice("detector.convention", d.convention, _literal_values(DetectorConfig, "convention"))
     ck.choice("detector.pivot", d.pivot, _literal_values(DetectorConfig, "pivot"))
+    if d.panels:  # -roi and the mask of a multi-panel detector: panels.check_panels
+        return
     if d.roi is not None:
         if len(d.roi) != 4 or not all(isinstance(v, int | np.integer) for v in d.roi):
             ck.fail("detector.roi", f"expected four integers (xmin, xmax, ymin, ymax), got {d.roi!r}")
@@ -271,7 +273,9 @@ def _check_crystal(ck: _Checker, c: CrystalConfig) -> None:
     ck.vector("crystal.spindle_axis", c.spindle_axis)
     ck.choice("crystal.shape", c.shape, _literal_values(CrystalConfig, "shape"))
     sf = c.structure_factors
-    if sf is not None:
+    if sf is not None and isinstance(sf.grid, SparseGrid):
+        _check_sparse(ck, sf)
+    elif sf is not None:
         grid = sf.grid.detach().cpu().numpy() if isinstance(sf.grid, torch.Tensor) else np.asarray(sf.grid)
         if grid.ndim != 3 or 0 in grid.shape:
             ck.fail("crystal.structure_factors", f"expected a non-empty 3-D grid, got shape {grid.shape}")
@@ -279,6 +283,31 @@ def _check_crystal(ck: _Checker, c: CrystalConfig) -> None:
             bad = np.argwhere(~np.isfinite(grid))[0]
             hkl = (bad[0] + sf.h_min, bad[1] + sf.k_min, bad[2] + sf.l_min)
             ck.fail("crystal.structure_factors", f"F of h k l {hkl[0]} {hkl[1]} {hkl[2]} is not finite")
+
+
+def _check_sparse(ck, sf) -> None:
+    """A SparseGrid: a box of positive sizes under 2^62 cells, distinct sorted int64 keys inside it, one finite
+    value per key, a finite fill."""
+    store = sf.grid
+    field = "crystal.structure_factors"
+    shape = tuple(store.shape)
+    if len(shape) != 3 or any(isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0 for n in shape):
+        ck.fail(field, f"expected a sparse grid of 3 positive sizes, got shape {shape}")
+    if math.prod(int(n) for n in shape) >= 2**62:
+        ck.fail(field, f"a sparse grid of shape {shape} has more cells than int64 keys index")
+    keys = np.asarray(store.keys)
+    values = store.values.detach().cpu().numpy() if isinstance(store.values, torch.Tensor) else np.asarray(
+        store.values)
+    if keys.ndim != 1 or keys.dtype != np.int64 or values.shape != keys.shape or len(keys) == 0:
+        ck.fail(field, f"expected n int64 keys and n values (n > 0), got {keys.dtype} {keys.shape} and {values.shape}")
+    if (np.diff(keys) <= 0).any() or keys[0] < 0 or keys[-1] >= math.prod(int(n) for n in shape):
+        ck.fail(field, "the sparse grid's keys must be distinct, sorted and inside its box")
+    if not np.isfinite(values).all() or not math.isfinite(store.fill):
+        bad = int(np.argmax(~np.isfinite(values))) if not np.isfinite(values).all() else None
+        where = "the fill" if bad is None else "F of h k l " + " ".join(
+            str(int(i) + lo) for i, lo in zip(np.unravel_index(keys[bad], shape), (sf.h_min, sf.k_min, sf.l_min),
+                                               strict=True))
+        ck.fail(field, f"{where} is not finite")
 
 
 # a detector farther than this many pixels from the sample: its solid angles underflow float32
@@ -318,6 +347,13 @@ def _check_memory(ck, cfg: SimulationConfig, dtype, device, samples_per_chunk) -
             ck.fail(field, problem)
 
     guard(pixels * BYTES_PER_PIXEL, f"the {d.fpixels}x{d.spixels} image", "detector.fpixels")
+    sf = c.structure_factors
+    if sf is not None and sf.hkls:  # the render's copy of the grid and its table (structure_factors.FGrid)
+        size = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 8
+        sparse = isinstance(sf.grid, SparseGrid)
+        cells = len(sf.grid.keys) if sparse else math.prod(sf.grid.shape)
+        guard(2.0 * cells * (size + (8 if sparse else 0)), f"the F grid in the render ({cells} cells, {dtype}, "
+              "twice)", "crystal.structure_factors")
     if b.sources is not None:
         sources = len(b.sources)
     else:

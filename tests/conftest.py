@@ -77,9 +77,13 @@ def _package_groups(item) -> tuple[str, ...]:
 
 def pytest_collection_finish(session) -> None:
     """The slow tests that render with compiled packages run last (in their order; test_docs' stay, its blocks
-    share a folder per file), and a background process builds the packages they need meanwhile."""
+    share a folder per file), and a background process builds the packages they need meanwhile. The golden
+    parity module goes with them, all of it: a small golden of a full-size case's kernel variant renders with
+    that case's package once it exists (a cached package is used whatever the render size), as it did when
+    the full-size goldens came first."""
     items = session.items
-    late = [it for it in items if _package_groups(it) and it.path.name != "test_docs.py"]
+    late = [it for it in items if it.path.name != "test_docs.py"
+            and (_package_groups(it) or it.path.name == "test_golden_parity.py")]
     if late:
         ids = {id(it) for it in late}
         items[:] = [it for it in items if id(it) not in ids] + late

@@ -6,7 +6,8 @@ temporary, no folder made for an output). Rows accepted by a documented C rule (
 "invalid-values-c-rules") must render exactly the image of the value the C substitutes. API rows: a
 `ConfigError` (ValueError) naming the config field. CLI rows run in-process; only the signal rows start a
 process. The row ids start with their category: flags-, physics-, memory-, hkl-, mat-, smv-, source-,
-fdump-, outputs-, signals-, api-, crule-.
+fdump-, outputs-, panels-, signals-, api-, crule-; accepted edges (issue 30: sparse HKL grids, MTZ rows that
+their Friedel mates contradict, multi-panel -roi/-mask/noise) edge-.
 """
 
 from __future__ import annotations
@@ -169,9 +170,10 @@ def _file_rows():
     hkl("nan-F", HKL_OK + b"1 1 1 nan\n")
     hkl("inf-F", HKL_OK + b"1 1 1 inf\n")
     hkl("nan-index", b"nan 0 0 10\n")
-    hkl("huge-index", HKL_OK + b"1000000000 0 0 100\n", "h.hkl:4")
-    hkl("cube-0-1200", b"0 0 0 1\n1200 1200 1200 1\n", "h.hkl:")
     hkl("int-overflow", b"3000000000 0 0 1\n")
+    hkl("box-over-2^62", b"-2147483647 -2147483647 -2147483647 1\n2147483647 2147483647 2147483647 1\n")
+    rows.append(("memory-sparse-hkl-dense-fdump", NO_F + OUT + ["-hkl", "h.hkl", "-dump", "F.bin"],
+                 {"h.hkl": b"0 0 0 1\n1000000000 0 0 1\n"}, "-dump"))
     hkl("empty", b"")
     hkl("blank-lines", b"\n\n  \n")
     hkl("binary", bytes(range(256)) * 4)
@@ -260,11 +262,47 @@ def _output_rows():
     ]
 
 
+def _panels_expt(**beam) -> bytes:
+    """A two-panel experiment list (8x8 panels at 50 mm), its beam dict updated with `beam`."""
+    import json
+
+    from nanobragg_torch.config import PanelConfig
+    from nanobragg_torch.io.dxtbx_models import write_experiments
+
+    panels = tuple(PanelConfig(origin=(-4e-4 + 1e-3 * i, 4e-4, -0.05), fast_axis=(1.0, 0.0, 0.0),
+                               slow_axis=(0.0, -1.0, 0.0), pixel_size=1e-4, fpixels=8, spixels=8) for i in range(2))
+    cfg = SimulationConfig(detector=DetectorConfig(panels=panels), beam=BeamConfig(
+        wavelength=1e-10, beam_vector=(0.0, 0.0, -1.0), polar_vector=(1.0, 0.0, 0.0)))
+    obj = write_experiments(cfg)
+    obj["beam"][0].update(beam)
+    return json.dumps(obj).encode()
+
+
+PANEL_FLAGS = ["-expt", "x.expt", "-beam_vector", "0", "0", "-1", "-cell", "100", "100", "100", "90", "90", "90",
+               "-default_F", "100", "-N", "2", "-oversample", "1"]
+
+
+def _panel_rows():
+    """Issue 30: -roi, -mask, the noise image of multi-panel detectors and a dxtbx polychromatic beam."""
+    expt = {"x.expt": _panels_expt()}
+    return [
+        ("panels-roi-outside-every-panel", PANEL_FLAGS + OUT + ["-roi", "20", "30", "0", "3"], expt, "-roi"),
+        ("panels-noise-smv", PANEL_FLAGS + OUT + ["-noisefile", "n.img"], expt, "n.img"),
+        ("panels-mask-one-panel", PANEL_FLAGS + OUT + ["-mask", "m.img"], {**expt, "m.img": _smv()}, "m.img"),
+        ("panels-trace-outside-roi", PANEL_FLAGS + OUT + ["-roi", "2", "5", "2", "5", "-trace_pixel", "0", "0",
+                                                          "-trace_panel", "1"], expt, "-trace_pixel"),
+        ("panels-expt-band-reversed", PANEL_FLAGS + OUT, {"x.expt": _panels_expt(
+            __id__="polychromatic", wavelength_range=[1.3, 1.2])}, "x.expt"),
+        ("panels-expt-band-missing", PANEL_FLAGS + OUT, {"x.expt": _panels_expt(__id__="polychromatic")}, "x.expt"),
+    ]
+
+
 CLI_ROWS = (
     _flag_rows()
     + [(i, BASE + OUT + extra, {}, name) for i, extra, name in PHYSICS_ROWS + MEMORY_ROWS]
     + _file_rows()
     + _output_rows()
+    + _panel_rows()
 )
 
 
@@ -337,6 +375,63 @@ def test_c_rule_renders_the_substitute(given, substitute, tmp_path, monkeypatch,
     image = np.fromfile(tmp_path / "f.bin", dtype=np.float32)
     assert np.isfinite(image).all() and image.max() > 0
     np.testing.assert_array_equal(_image(BASE + given), _image(BASE + substitute))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# edges that render (issue 30): exit 0, a finite image equal to that of an equivalent ordinary input, and the
+# line the run owes the user on stdout
+
+def _mtz_friedel_conflict() -> bytes:
+    gemmi = pytest.importorskip("gemmi")
+    import tempfile
+
+    mtz = gemmi.Mtz(with_base=True)
+    mtz.spacegroup = gemmi.SpaceGroup("P 1")
+    mtz.set_cell_for_all(gemmi.UnitCell(100, 100, 100, 90, 90, 90))
+    mtz.add_dataset("x")
+    mtz.add_column("FP", "F")
+    mtz.set_data(np.array([[-1, 0, 0, 20.0], [1, 0, 0, 80.0], [0, 0, 0, 100.0]], dtype=np.float32))
+    with tempfile.TemporaryDirectory() as folder:
+        mtz.write_to_file(f"{folder}/x.mtz")
+        return Path(f"{folder}/x.mtz").read_bytes()
+
+
+EDGE_ROWS = [
+    # (id, input file name, its content (or a maker), the equivalent ordinary text HKL, a line on stdout)
+    ("edge-hkl-huge-index", "h.hkl", HKL_OK + b"0 0 0 90\n1000000000 0 0 100\n", HKL_OK + b"0 0 0 90\n",
+     "stored sparsely"),
+    ("edge-hkl-cube-0-1200", "h.hkl", b"0 0 0 100\n1200 1200 1200 1\n", b"0 0 0 100\n", "12.9 GiB"),
+    ("edge-mtz-friedel-conflict", "x.mtz", _mtz_friedel_conflict,
+     b"-1 0 0 20\n1 0 0 80\n0 0 0 100\n", "2 reflections of the file disagree"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "plain", "said"), [pytest.param(*r[1:], id=r[0]) for r in EDGE_ROWS])
+def test_edge_renders_as_the_plain_input(name, content, plain, said, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_bytes(content() if callable(content) else content)
+    (tmp_path / "plain.hkl").write_bytes(plain)
+    assert main(NO_F + ["-hkl", name, "-floatfile", "a.bin"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.count(said) == 1, out
+    assert main(NO_F + ["-hkl", "plain.hkl", "-floatfile", "b.bin"]) == 0
+    a, b = (np.fromfile(tmp_path / f, dtype=np.float32) for f in ("a.bin", "b.bin"))
+    assert np.isfinite(a).all() and a.max() > 0 and np.array_equal(a, b)
+
+
+def test_edge_panels_roi_mask_noise_render(tmp_path, monkeypatch, capsys):
+    """Multi-panel -roi, -mask (the panels stacked along slow) and -noisefile NAME.nxs: exit 0, nothing
+    rendered outside the selection."""
+    monkeypatch.chdir(tmp_path)
+    mask = _smv(size1=8, size2=16)  # every pixel 1: the mask keeps all, -roi selects
+    _make_files(tmp_path, {"x.expt": _panels_expt(), "m.img": mask})
+    argv = PANEL_FLAGS + ["-roi", "2", "5", "1", "6", "-mask", "m.img", "-floatfile", "f.bin", "-noisefile",
+                          "n.nxs", "-seed", "5"]
+    assert main(argv) == 0, capsys.readouterr().err
+    image = np.fromfile(tmp_path / "f.bin", dtype=np.float32).reshape(2, 8, 8)
+    assert np.isfinite(image).all() and image[:, 1:7, 2:6].all()
+    image[:, 1:7, 2:6] = 0
+    assert not image.any() and (tmp_path / "n.nxs").stat().st_size > 0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -540,6 +635,6 @@ def test_api_not_a_config():
 
 def test_corpus_size():
     """The issue asks for at least 150 malformed inputs and faults in the table-driven corpus."""
-    total = len(CLI_ROWS) + len(C_RULE_ROWS) + len(API_ROWS) + 4 + 3 + 4
+    total = len(CLI_ROWS) + len(C_RULE_ROWS) + len(API_ROWS) + len(EDGE_ROWS) + 1 + 4 + 3 + 4
     assert total >= 150
     assert len({r[0] for r in CLI_ROWS}) == len(CLI_ROWS)

@@ -94,9 +94,18 @@ def test_missing_file(tmp_path):
         read_hkl_file(tmp_path / "nope.hkl")
 
 
-def test_huge_range_refused(tmp_path):
-    with pytest.raises(InputError, match="grid"):
-        read_hkl_file(_write(tmp_path, "0 0 0 1\n5000 5000 5000 1\n"))
+def test_huge_range_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("NB_MEMORY_LIMIT", "100000")  # a dense grid (31^3 cells, 238 KB) over the budget
+    with pytest.raises(InputError, match=r"f.hkl:\d: .*the F grid would take 233 KiB .*NB_MEMORY_LIMIT"):
+        read_hkl_file(_write(tmp_path, "0 0 0 1\n30 30 30 1\n"))
+    with pytest.raises(InputError, match="64-bit keys"):  # 2^96 cells: not even a sparse store
+        read_hkl_file(_write(tmp_path, "-2147483647 -2147483647 -2147483647 1\n2147483647 2147483647 2147483647 1\n"))
+
+
+def test_almost_empty_grid_is_sparse(tmp_path):
+    F, meta = read_hkl_file(_write(tmp_path, "0 0 0 1\n5000 5000 5000 2\n"))
+    assert F.shape == (5001, 5001, 5001) and list(F.keys) == [0, 5001**3 - 1] and list(F.values) == [1.0, 2.0]
+    assert meta["hkls"] == 2 and meta["h_max"] == 5000
 
 
 @pytest.mark.needs_shared("pilatus_6m/scaled.hkl")

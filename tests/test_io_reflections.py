@@ -371,3 +371,70 @@ def test_mmcif_reads_the_first_merged_block(tmp_path):
     cif = tmp_path / "several.cif"
     cif.write_text(unmerged + first + second)
     assert_same_as_text(tmp_path, read_structure_factors(cif), expected_p1(sg_name, hkls, F1))
+
+
+# ------------------------------------------------------------------- precedence: explicit rows over mates
+
+
+@pytest.mark.parametrize("order", [0, 1])
+@pytest.mark.parametrize("kind", ["mtz", "cif"])
+def test_explicit_rows_win_over_friedel_mates_whatever_the_order(tmp_path, order, kind):
+    """Issue 30: rows 1 2 3 F=80 and -1 -2 -3 F=20 of a P1 file both read back as written, in either order;
+    the contradiction is reported once, with the count and an example."""
+    rows = [((1, 2, 3), 80.0), ((-1, -2, -3), 20.0)][:: 1 if order == 0 else -1]
+    hkls, F = [r[0] for r in rows], np.array([r[1] for r in rows])
+    if kind == "mtz":
+        path = write_mtz(tmp_path / "x.mtz", "P 1", hkls, {"FP": ("F", F)})
+    else:
+        path = write_cif(tmp_path / "x.cif", "P 1", hkls, {"F_meas_au": F})
+    notes: list[str] = []
+    grid, meta = read_structure_factors(path, notes=notes)
+    assert grid[1 - meta["h_min"], 2 - meta["k_min"], 3 - meta["l_min"]] == 80.0
+    assert grid[-1 - meta["h_min"], -2 - meta["k_min"], -3 - meta["l_min"]] == 20.0
+    warnings_ = [n for n in notes if n.startswith("warning:")]
+    assert len(warnings_) == 1
+    assert "2 reflections of the file disagree with a symmetry or Friedel mate" in warnings_[0]
+    first = "1 2 3: F 80 in the file, 20" if order == 1 else "-1 -2 -3: F 20 in the file, 80"
+    assert f"(e.g. {first} from reflection" in warnings_[0]
+
+
+def test_explicit_rows_win_over_symmetry_mates(tmp_path):
+    """P 1 21 1: 1 2 3 and its equivalent -1 2 -3 both listed with different F; both keep their own value,
+    their Friedel mates come from each (later rows win among mates); an agreeing mate is no conflict."""
+    hkls = [(1, 2, 3), (-1, 2, -3), (2, 1, 1), (-2, -1, -1)]
+    F = np.array([80.0, 20.0, 5.0, 5.0])
+    notes: list[str] = []
+    grid, meta = read_structure_factors(write_mtz(tmp_path / "x.mtz", "P 1 21 1", hkls, {"FP": ("F", F)}),
+                                        notes=notes)
+
+    def at(h, k, l):
+        return grid[h - meta["h_min"], k - meta["k_min"], l - meta["l_min"]]
+
+    assert (at(1, 2, 3), at(-1, 2, -3)) == (80.0, 20.0)
+    assert at(-1, -2, -3) == 20.0 and at(1, -2, 3) == 20.0  # mates of the later row win among mates
+    assert at(2, 1, 1) == at(-2, -1, -1) == at(-2, 1, -1) == 5.0
+    assert [n for n in notes if n.startswith("warning:")] == [
+        "warning: " + str(tmp_path / "x.mtz") + ": 2 reflections of the file disagree with a symmetry or Friedel "
+        "mate of another reflection (e.g. -1 2 -3: F 20 in the file, 80 from reflection 1); the file's own values "
+        "are kept"]
+
+
+def test_precedence_from_the_command_line(tmp_path):
+    """As a user runs it: the MTZ render equals the text file holding the explicit values, one warning line."""
+    import os
+    import subprocess
+    import sys
+
+    write_mtz(tmp_path / "x.mtz", "P 1", [(-1, -2, -3), (1, 2, 3), (0, 1, 1)],
+              {"FP": ("F", np.array([20.0, 80.0, 50.0]))})
+    p1_text(tmp_path / "x.hkl", {(1, 2, 3): 80.0, (-1, -2, -3): 20.0, (0, 1, 1): 50.0, (0, -1, -1): 50.0})
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "NB_COMPILE": "0"}
+    outs = []
+    for name in ("x.mtz", "x.hkl"):
+        run = subprocess.run([sys.executable, "-m", "nanobragg_torch", *CLI, "-hkl", name, "-floatfile",
+                              name + ".bin"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        outs.append(run.stdout)
+    assert outs[0].count("reflections of the file disagree") == 1 and "disagree" not in outs[1]
+    a, b = (np.fromfile(tmp_path / f"{n}.bin", dtype="<f4") for n in ("x.mtz", "x.hkl"))
+    assert np.count_nonzero(a) > 0 and np.array_equal(a, b)

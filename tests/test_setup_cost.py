@@ -256,7 +256,8 @@ def test_pixel_split_by_multiply_is_exact():
 
 
 def test_background_build_is_one_per_variant(tmp_path, monkeypatch):
-    """The second eager plan of a variant starts one detached build; its job file round-trips the variant."""
+    """The first eager plan of a variant starts one detached build (later ones none); its job file round-trips
+    the variant."""
     monkeypatch.setenv("NB_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("NB_BACKGROUND_COMPILE", "1")
     monkeypatch.delenv("NB_COMPILE", raising=False)
@@ -282,3 +283,49 @@ def test_background_build_is_one_per_variant(tmp_path, monkeypatch):
     (s, i, p), = built
     assert compiled.variant(s, i) == compiled.variant(spec, inputs) and str(p) == path
     assert not (tmp_path / job).exists() and not compiled.package_path(spec, inputs).with_suffix(".building").exists()
+
+
+def test_chunk_budget_follows_the_kernel_form():
+    """engine.chunk_pixels: eager chunks of EAGER_SAMPLES_PER_CHUNK samples (cache-sized), compiled ones of the
+    plan default, the Triton kernel's of GPU_CHUNK_PIXELS pixels; a caller's budget wins except for Triton."""
+    import dataclasses
+
+    from nanobragg_torch import engine
+    from nanobragg_torch.compiled import KernelRunner
+    from nanobragg_torch.plan import DEFAULT_SAMPLES_PER_CHUNK
+
+    plan = build_plan(config(), torch.float32, compile=False)
+    spp = plan.samples_per_pixel
+    assert plan.kernel.mode == "eager" and spp > 1
+    assert engine.chunk_pixels(plan) == engine.EAGER_SAMPLES_PER_CHUNK // spp
+    assert engine.chunk_pixels(plan, 1000 * spp) == 1000
+    spec, inputs = plan.kernel.spec, plan.kernel.inputs
+    aot = dataclasses.replace(plan, kernel=KernelRunner(spec, inputs, "aot", "eager"))
+    assert engine.chunk_pixels(aot) == DEFAULT_SAMPLES_PER_CHUNK // spp
+    gpu = dataclasses.replace(plan, kernel=KernelRunner(spec, inputs, "triton", "eager"))
+    assert engine.chunk_pixels(gpu) == engine.chunk_pixels(gpu, 7) == engine.GPU_CHUNK_PIXELS
+
+
+def test_eager_kernel_runs_on_one_thread(monkeypatch):
+    """The eager kernel's ops run on the calling thread (compiled.one_thread), and the caller's thread count
+    is back afterwards, also when the kernel raises."""
+    seen = []
+    real = compiled.pixel_kernel
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return real(*args)
+
+    monkeypatch.setattr(compiled, "pixel_kernel", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            render(build_plan(config(), torch.float32, compile=False))
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+        monkeypatch.setattr(compiled, "pixel_kernel", lambda *a: 1 / 0)
+        with pytest.raises(ZeroDivisionError), torch.no_grad():
+            render(build_plan(config(), torch.float32, compile=False))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

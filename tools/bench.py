@@ -5,6 +5,7 @@
                           [--reps 3] [--quick] [--no-cli] [--no-api] [--c-compat] [--threads N]
                           [--json FILE] [--md FILE]
     python tools/bench.py --memory-sweep [--domains 1 10 100 1000] [--dtype ...]
+    python tools/bench.py --fresh [--case NAME ...] [--dtype ...] [--reps 3] [--warm-wait 120]
 
 Each case runs, interleaved within every repetition, through
   api     our Python API in a child process (tools/bench_runner.py): build_plan + render once after the
@@ -130,6 +131,9 @@ CASES: list[BenchCase] = [
               quick=tuple(CUBIC) + _split("-detpixels 256 -pixel 0.4 -oversample 1") + MOSAIC,
               quick_title="--quick: 256^2 of 0.4 mm (same detector area), 100 domains x 10 phi steps"),
     BenchCase("pilatus6m", "Pilatus 6M, A.mat + scaled.hkl, 10 phi steps (golden full_pilatus6m)", ()),
+    BenchCase("tilted_xds_256", "triclinic 256^2, N=8, misset, -xds, -twotheta 20 -detector_rotx 5, -oversample 2",
+              _split("-cell 70 80 90 75 85 95 -misset 10 20 30 -N 8 -default_F 100 -lambda 1 -distance 100 "
+                     "-detpixels 256 -pixel 0.1 -oversample 2 -xds -twotheta 20 -detector_rotx 5"), hidden=True),
     BenchCase("tiny", "64^2, 2 phi x 2 domains (smoke test)",
               tuple(CUBIC) + _split("-detpixels 64 -pixel 0.4 -oversample 1 -mosaic 0.3 -mosaic_domains 2 "
                                     "-phi 0 -osc 1 -phisteps 2"), hidden=True),
@@ -176,6 +180,7 @@ class ProcResult:
     rss_kb: int
     code: int
     log: str
+    cpu_s: float = 0.0  # user + system CPU seconds of the process (and the children it waited for)
 
 
 def run_process(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> ProcResult:
@@ -188,7 +193,7 @@ def run_process(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> Pr
         seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     return ProcResult(seconds, read_rss(rss_file, int(usage.ru_maxrss)), proc.returncode,
-                      log.read_text(errors="replace"))
+                      log.read_text(errors="replace"), usage.ru_utime + usage.ru_stime)
 
 
 class ApiRunner:
@@ -471,6 +476,117 @@ def _limit(args: argparse.Namespace, imp: Impl, calls: int) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# a fresh machine: the first renders of a new process with an empty kernel cache
+
+FRESH_CASES = ("cubic_1024", "triclinic_512", "tilted_xds_256")
+# the child: simulate() of one config in a process whose kernel cache (NB_KERNEL_CACHE) is empty, with the
+# package's own default choices (no NB_COMPILE, background builds on): the first render, the next seven, then
+# renders until one takes the compiled kernel (a background build finished) or the wait runs out
+FRESH_CHILD = r"""
+import json, os, sys, time
+import torch
+from nanobragg_torch.cli import config_from_flags
+from nanobragg_torch.plan import build_plan
+from nanobragg_torch.engine import render
+wait, dtype = float(sys.argv[1]), getattr(torch, sys.argv[2])
+cfg, _ = config_from_flags(sys.argv[3:], cwd=os.devnull)
+cpu = []
+def one():
+    t, c = time.perf_counter(), time.process_time()
+    with torch.no_grad():
+        plan = build_plan(cfg, dtype)
+        render(plan)
+    cpu.append(time.process_time() - c)
+    return time.perf_counter() - t, plan.compiled
+start = time.perf_counter()
+times = [one()[0] for _ in range(8)]
+first_cpu, next7_cpu = cpu[0], min(cpu[1:8])
+warm_after = warm = None
+while time.perf_counter() - start < wait:
+    t, compiled = one()
+    if compiled:
+        warm_after = time.perf_counter() - start
+        warm = min([t] + [one()[0] for _ in range(3)])
+        break
+    time.sleep(0.25)  # a loop of renders, not a busy spin against the build
+print("FRESH_JSON " + json.dumps({"first": times[0], "next7": min(times[1:]), "warm_after": warm_after,
+                                  "warm": warm, "first_cpu": first_cpu, "next7_cpu": next7_cpu}), flush=True)
+"""
+
+
+def fresh(args: argparse.Namespace, work: Path, log=print) -> list[dict[str, Any]]:
+    """Per case of FRESH_CASES (or --case) and dtype, `args.reps` times, interleaved with the serial C: a new
+    process with an empty kernel cache renders the case (FRESH_CHILD). Reports min over the repetitions of the
+    C's whole run, our first render and the best of our next seven (in process, after `import torch`), their
+    ratios C / ours, and when the loop first rendered with the compiled kernel (seconds after its first render
+    started; None: not within --warm-wait) and that kernel's render time."""
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    c_bin = c_binary("NB_C_BIN")
+    env = child_env(args.threads, "auto")
+    env["NB_BACKGROUND_COMPILE"] = "1"
+    rows = []
+    for case in select_cases(args.case or list(FRESH_CASES)):
+        flags = list(case.flags)
+        for dt in dtypes:
+            c_times, c_cpu, ours = [], [], []
+            for rep in range(args.reps):
+                d = work / f"fresh_{case.name}_{dt}_{rep}"
+                d.mkdir(parents=True, exist_ok=True)
+                out = ["-nonoise", "-nopgm", "-noprogress", "-floatfile", str(d / "float.bin")]
+                if c_bin:
+                    r = run_process([c_bin, *flags, *out], d, env, d / "c.txt")
+                    c_times.append(r.seconds)
+                    c_cpu.append(r.cpu_s)
+                child_env_ = dict(env, NB_KERNEL_CACHE=str(d / "kernels"))
+                r = subprocess.run([sys.executable, "-c", FRESH_CHILD, str(args.warm_wait), dt, *flags], cwd=d,
+                                   env=child_env_, capture_output=True, text=True)
+                line = [x for x in r.stdout.splitlines() if x.startswith("FRESH_JSON ")]
+                if r.returncode != 0 or not line:
+                    raise RuntimeError(f"fresh-cache run failed: {r.stderr[-2000:]}")
+                m = json.loads(line[-1][len("FRESH_JSON "):])
+                ours.append(m)
+                log(f"  fresh {case.name} {dt} rep {rep + 1}: C {c_times[-1] if c_times else float('nan'):.3f} s, "
+                    f"first {m['first']:.3f} s, next 7 {m['next7']:.3f} s, warm after {m['warm_after']}")
+            c_min = min(c_times) if c_times else None
+            first = min(m["first"] for m in ours)
+            next7 = min(m["next7"] for m in ours)
+            warm_after = [m["warm_after"] for m in ours if m["warm_after"] is not None]
+            warm = [m["warm"] for m in ours if m["warm"] is not None]
+            cpu = {"c_cpu_s": min(c_cpu) if c_cpu else None, "first_cpu_s": min(m["first_cpu"] for m in ours),
+                   "next7_cpu_s": min(m["next7_cpu"] for m in ours)}
+            if cpu["c_cpu_s"]:
+                cpu.update(c_over_first_cpu=cpu["c_cpu_s"] / cpu["first_cpu_s"],
+                           c_over_next7_cpu=cpu["c_cpu_s"] / cpu["next7_cpu_s"])
+            rows.append({"case": case.name, "dtype": dt, "c_s": c_min, "first_s": first, "next7_s": next7, **cpu,
+                         "c_over_first": c_min / first if c_min else None,
+                         "c_over_next7": c_min / next7 if c_min else None,
+                         "warm_after_s": max(warm_after) if len(warm_after) == len(ours) else None,
+                         "warm_s": min(warm) if warm else None, "reps": args.reps})
+    return rows
+
+
+def fresh_markdown(rows: list[dict[str, Any]]) -> str:
+    def f(v, fmt):
+        return "" if v is None else format(v, fmt)
+
+    lines = ["| case | dtype | C s | first render s | C/first | best of next 7 s | C/next 7 | C/first, CPU time | "
+             "C/next 7, CPU time | compiled after s | compiled render s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['dtype']} | {f(r['c_s'], '.3f')} | {r['first_s']:.3f} | "
+                     f"{f(r['c_over_first'], '.2f')} | {r['next7_s']:.3f} | {f(r['c_over_next7'], '.2f')} | "
+                     f"{f(r.get('c_over_first_cpu'), '.2f')} | {f(r.get('c_over_next7_cpu'), '.2f')} | "
+                     f"{f(r['warm_after_s'], '.1f')} | {f(r['warm_s'], '.4f')} |")
+    lines.append("")
+    lines.append("Min over the repetitions (C and ours interleaved); ours in process after `import torch`, empty "
+                 "kernel cache, default choices (eager until the background build's package loads); 'CPU time': "
+                 "the same ratios in process CPU seconds (the C's whole process), which a loaded machine disturbs "
+                 "less than wall time; 'compiled after': the slowest repetition's seconds from its first render "
+                 "to its first compiled render.")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
 # start-up: where a small CLI run's time goes
 
 # the child: times `import torch`, our imports, the flags -> config, build_plan, render and the rest of the
@@ -728,6 +844,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--memory-sweep", action="store_true", help="peak RSS vs number of mosaic domains")
     ap.add_argument("--startup", action="store_true",
                     help="where a small CLI run's time goes: interpreter, import torch, our imports, plan, render, ...")
+    ap.add_argument("--fresh", action="store_true",
+                    help="a fresh machine: first renders of a new process with an empty kernel cache against the C")
+    ap.add_argument("--warm-wait", type=float, default=120.0,
+                    help="for --fresh: seconds a loop of renders waits for the compiled kernel (default 120)")
     ap.add_argument("--derivatives", action="store_true",
                     help="derivative images of 6 parameters against one forward render (tools/bench_derivatives.py)")
     ap.add_argument("--domains", type=int, nargs="+", default=[1, 10, 100, 1000], help="for --memory-sweep")
@@ -764,6 +884,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.startup:
             report["startup"] = startup(args, work, log)
             md = startup_markdown(report["startup"])
+        elif args.fresh:
+            report["fresh"] = fresh(args, work, log)
+            md = fresh_markdown(report["fresh"])
         else:
             dts = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
             if args.device == "cpu":

@@ -29,9 +29,11 @@ dxtbx's conventions (cctbx/dxtbx, `src/dxtbx/model`), which we follow as written
   matrix (`CrystalConfig.reciprocal_matrix`, rows a*, b*, c* times lambda in Angstrom, as `-mat` does) of the
   lab-frame cell at phi = 0, S F (a, b, c), for the beam's wavelength.
 
-Not carried (documented in docs/formats.md): beam divergence, flux and transmission, crystal mosaicity,
-scan-varying models (refused), image sets and profile models. Every error is an InputError naming
-`file:json.path`.
+A polychromatic beam (`wavelength_range` [min, max] Angstrom) is the C's flat band: lambda0 the middle,
+-dispersion (max - min)/lambda0. Not carried, and named with their values in `Experiment.ignored` (the CLI
+prints them): profile models (gaussian_rs sigma_m, sigma_b), crystal mosaicity (ML_half_mosaicity_deg,
+ML_domain_size_ang, mosaicity), beam divergence and flux; transmission, image sets and scan-varying models
+(refused) are not carried either. Every error is an InputError naming `file:json.path`.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class Experiment:
     image: int | None = None  # the chosen image number of the scan
     image_range: tuple[int, int] | None = None
     real_space: np.ndarray | None = dataclasses.field(default=None, compare=False)  # rows a, b, c (m), lab, phi=0
+    dispersion: float | None = None  # a polychromatic beam's band (max - min) / mid (the C's -dispersion, fraction)
+    ignored: tuple[str, ...] = ()  # one line per quantity the file holds and the simulation does not use
 
     def reciprocal_matrix(self, wavelength: float | None = None) -> np.ndarray:
         """MOSFLM's A matrix (rows a*, b*, c* in 1/Angstrom times lambda in Angstrom) of `real_space`."""
@@ -127,7 +131,7 @@ class Experiment:
         detector = self.detector_config(base.detector) if self.panels else base.detector
         beam_fields = {
             "wavelength": self.wavelength, "beam_vector": self.beam_vector, "polar_vector": self.polar_vector,
-            "polarization": self.polarization,
+            "polarization": self.polarization, "dispersion": self.dispersion,
         }
         beam = dataclasses.replace(base.beam, **{k: v for k, v in beam_fields.items() if v is not None})
         crystal_fields: dict[str, Any] = {"spindle_axis": self.spindle_axis, "phi0": self.phi0, "osc": self.osc}
@@ -347,12 +351,20 @@ def read_beam(d: dict, where: _Where | None = None) -> dict[str, Any]:
     """A dxtbx beam dict -> {wavelength (m), beam_vector, polar_vector, polarization (Kahn)}."""
     where = where or _Where("<beam>")
     kind = _get(d, "__id__", where, "monochromatic")
-    if kind != "monochromatic":
-        raise (where / "__id__").error(f"only a monochromatic beam can be simulated, got {kind!r}")
+    if kind not in ("monochromatic", "polychromatic"):
+        raise (where / "__id__").error(f"only a monochromatic or polychromatic beam can be simulated, got {kind!r}")
     if "s0_at_scan_points" in d:
         raise (where / "s0_at_scan_points").error("a scan-varying beam is not supported")
     beam = -_axis(_get(d, "direction", where), where / "direction")
-    wavelength = _number(_get(d, "wavelength", where), where / "wavelength")
+    extra: dict[str, Any] = {}
+    if kind == "polychromatic":  # a flat band [min, max]: the C's lambda0 (1 +- dispersion / 2)
+        lo, hi = _numbers(_get(d, "wavelength_range", where), 2, where / "wavelength_range")
+        if not 0 < lo <= hi:
+            raise (where / "wavelength_range").error(f"expected 0 < min <= max (Angstrom), got [{lo}, {hi}]")
+        wavelength = (lo + hi) / 2.0
+        extra["dispersion"] = (hi - lo) / wavelength
+    else:
+        wavelength = _number(_get(d, "wavelength", where), where / "wavelength")
     if wavelength <= 0:
         raise (where / "wavelength").error(f"expected a positive wavelength (Angstrom), got {wavelength}")
     normal = _axis(_get(d, "polarization_normal", where, [0.0, 1.0, 0.0]), where / "polarization_normal")
@@ -363,7 +375,7 @@ def read_beam(d: dict, where: _Where | None = None) -> dict[str, Any]:
     if np.linalg.norm(e_vector) < 1e-9:
         raise (where / "polarization_normal").error("parallel to the beam direction")
     return {"wavelength": wavelength * ANGSTROM, "beam_vector": _tuple(beam), "polar_vector": _tuple(_unit(e_vector)),
-            "polarization": 2.0 * fraction - 1.0}
+            "polarization": 2.0 * fraction - 1.0, **extra}
 
 
 def read_goniometer(d: dict, where: _Where | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -496,7 +508,51 @@ def read_experiments(source: str | os.PathLike[str] | dict, image: int | None = 
     d, w = model("crystal")
     if d is not None:
         fields["real_space"] = read_crystal(d, w) @ orient.T  # each row r -> S F r
+    fields["ignored"] = ignored_models(obj, entry, name)
     return Experiment(**fields)
+
+
+def _found(d: Any, keys: tuple[str, ...]) -> list[str]:
+    """'key value' for each key of `keys` that the dict `d` holds with a non-zero value."""
+    out = []
+    for k in keys:
+        v = d.get(k) if isinstance(d, dict) else None
+        if isinstance(v, int | float) and not isinstance(v, bool) and v != 0:
+            out.append(f"{k} {v:g}")
+    return out
+
+
+def ignored_models(obj: dict, entry: dict, name: str) -> tuple[str, ...]:
+    """One line for each quantity an experiment holds that the simulation does not use, with its value and the
+    flags that simulate it: the profile model (DIALS' gaussian_rs sigma_m, sigma_b), the crystal's mosaicity
+    (ML_half_mosaicity_deg, ML_domain_size_ang, mosaicity), the beam's divergence and flux."""
+    out: list[str] = []
+
+    def referenced(kind: str) -> Any:
+        ref, models = entry.get(kind), obj.get(kind)
+        if isinstance(ref, int) and not isinstance(ref, bool) and isinstance(models, list) and 0 <= ref < len(models):
+            return models[ref]
+        return None
+
+    profile = referenced("profile")
+    if isinstance(profile, dict):
+        what = ", ".join(_found(profile, ("sigma_m", "sigma_b"))) or "no parameters"
+        out.append(f"{name}: profile model {profile.get('__id__', '?')} ({what}) is not simulated: nanoBragg's "
+                   "mosaicity is -mosaic DEG -mosaic_dom N, its beam divergence -divergence")
+    crystal = referenced("crystal")
+    found = _found(crystal, ("ML_half_mosaicity_deg", "ML_domain_size_ang", "mosaicity"))
+    if found:
+        out.append(f"{name}: crystal {', '.join(found)} is not simulated: give -mosaic DEG -mosaic_dom N (and "
+                   "-N or -xtalsize for the domain size)")
+    beam = referenced("beam")
+    found = _found(beam, ("divergence", "sigma_divergence"))
+    if found:
+        out.append(f"{name}: beam {', '.join(found)} (deg) is not simulated: give -divergence (or -hdivrange, "
+                   "-vdivrange)")
+    found = _found(beam, ("flux",))
+    if found:
+        out.append(f"{name}: beam {found[0]} is not used: give -flux and -exposure (or -fluence)")
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------------------------------------

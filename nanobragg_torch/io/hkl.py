@@ -10,8 +10,11 @@ F in a second pass (a repeated h,k,l: the last one wins). We build the same grid
   indices with ``%d``, which stops at the decimal point). Here an index must be an integral value (``3`` or
   ``3.0``); anything else is an InputError. Non-finite F values are an InputError too.
 - An empty file (the C's "not enough HKL indices") is an InputError.
-- A grid larger than the memory budget (memory.memory_budget) is an InputError naming the line whose
-  index lies farthest out, with the size. A UTF-8 byte-order mark at the start is skipped.
+- A grid larger than the memory budget (memory.memory_budget: NB_MEMORY_LIMIT, ulimit -v, the cgroup's limit,
+  the free memory) is an InputError naming the line whose index lies farthest out, with the size. A grid that
+  would be almost empty (over DENSE_ALWAYS_BYTES and under SPARSE_FILL filled: two reflections 0 0 0 and
+  1000000000 0 0 would take 7.45 GiB) is stored sparsely (config.SparseGrid), with a note; the C allocates
+  it dense. A UTF-8 byte-order mark at the start is skipped.
 """
 
 from __future__ import annotations
@@ -22,11 +25,54 @@ from typing import Any
 
 import numpy as np
 
+from nanobragg_torch.config import SparseGrid
 from nanobragg_torch.errors import InputError
 from nanobragg_torch.io.atomic import read_input
-from nanobragg_torch.memory import check_allocation
+from nanobragg_torch.memory import check_allocation, size_text
 
 HKLMeta = dict[str, int]
+
+# an F grid of more than DENSE_ALWAYS_BYTES (float64) that its entries would fill less than SPARSE_FILL of is
+# stored by its filled cells (SPARSE_BYTES_PER_CELL each: key and value)
+DENSE_ALWAYS_BYTES = 32 * 2**20
+SPARSE_FILL = 1 / 64
+SPARSE_BYTES_PER_CELL = 16
+MAX_SPARSE_CELLS = 2**62  # the box a sparse store's int64 keys index
+
+
+def store_grid(idx: np.ndarray, F: np.ndarray, default_F: float, where: str, notes: list[str] | None = None,
+               name: str | None = None) -> tuple[np.ndarray | SparseGrid, np.ndarray, np.ndarray, int]:
+    """The F grid of indices `idx` ((m, 3) int64) and values `F` (m,), in write order (the last of repeated
+    indices wins), over the box of their extremes; cells not given hold `default_F`. Returns (grid, lo, hi,
+    filled cells): a dense read-only float64 grid, or a SparseGrid when the dense one would be almost empty.
+    Refusals (one line, `where` first): a store that does not fit the memory budget. `name`: the file, for
+    the note on a sparse store (default `where`)."""
+    lo = idx.min(axis=0)
+    hi = idx.max(axis=0)
+    ranges = hi - lo + 1
+    cells = float(np.prod(ranges, dtype=np.float64))
+    what = f"index ranges h {lo[0]}..{hi[0]}, k {lo[1]}..{hi[1]}, l {lo[2]}..{hi[2]}: the F grid"
+    if cells >= MAX_SPARSE_CELLS:
+        raise InputError(f"{where}: {what} spans {cells:.3g} cells, more than even a sparse store's 64-bit keys "
+                         "index")
+    shape = tuple(int(r) for r in ranges)
+    flat = np.ravel_multi_index(tuple((idx - lo).T), shape)
+    keys, first_rev = np.unique(flat[::-1], return_index=True)
+    values = np.ascontiguousarray(F[::-1][first_rev], dtype=np.float64)
+    if 8.0 * cells <= DENSE_ALWAYS_BYTES or len(keys) >= SPARSE_FILL * cells:
+        check_allocation(8.0 * cells, what, where)
+        grid = np.full(shape, float(default_F), dtype=np.float64)
+        grid.flat[keys] = values
+        grid.flags.writeable = False  # read only: plans key it by identity (setup_cache.value_key), not by a hash
+        return grid, lo, hi, len(keys)
+    check_allocation(SPARSE_BYTES_PER_CELL * len(keys), f"{what}, stored sparsely ({len(keys)} cells)", where)
+    if notes is not None:
+        notes.append(f"{name or where}: {what} would take {size_text(8.0 * cells)} for {len(keys)} filled cells: "
+                     "stored sparsely")
+    keys = keys.astype(np.int64)
+    keys.flags.writeable = False
+    values.flags.writeable = False
+    return SparseGrid(keys, values, shape, float(default_F)), lo, hi, len(keys)
 
 
 def _numbers_or_error(path: str, lineno: int, line: str) -> list[float]:
@@ -77,11 +123,13 @@ def _line_of(path: str, text: str, row: int, linenos: np.ndarray | None) -> str:
     return path
 
 
-def read_hkl_file(path: str | os.PathLike[str], default_F: float = 0.0) -> tuple[np.ndarray, HKLMeta]:
+def read_hkl_file(path: str | os.PathLike[str], default_F: float = 0.0,
+                  notes: list[str] | None = None) -> tuple[np.ndarray | SparseGrid, HKLMeta]:
     """Read an ``h k l F`` text file into a dense float64 grid, as nanoBragg.c's ``-hkl`` reader does.
 
     Returns ``(F, meta)``: ``F`` has shape (h_range, k_range, l_range) and ``F[h-h_min, k-k_min, l-l_min]``
-    is the structure factor of (h, k, l); cells not in the file hold ``default_F``. ``meta`` has h_min,
+    is the structure factor of (h, k, l); cells not in the file hold ``default_F``. A grid that would be
+    almost empty is a SparseGrid instead (`store_grid`; a line in ``notes`` says so). ``meta`` has h_min,
     h_max, k_min, k_max, l_min, l_max, h_range, k_range, l_range (ranges are max - min + 1) and hkls (the
     number of entries read, repeats included, as the C counts them).
     """
@@ -108,23 +156,11 @@ def read_hkl_file(path: str | os.PathLike[str], default_F: float = 0.0) -> tuple
         raise InputError(f"{_line_of(name, text, row, linenos)}: Miller index too large for a C int")
 
     idx = hkl.astype(np.int64)
-    lo = idx.min(axis=0)
-    hi = idx.max(axis=0)
-    ranges = hi - lo + 1
     # memory guard: name the line holding the index farthest from the others' range
-    cells = float(np.prod(ranges, dtype=np.float64))
     spread = np.abs(idx - np.median(idx, axis=0)).max(axis=1)
-    check_allocation(
-        8.0 * cells,
-        f"index ranges h {lo[0]}..{hi[0]}, k {lo[1]}..{hi[1]}, l {lo[2]}..{hi[2]}: the F grid",
-        _line_of(name, text, int(np.argmax(spread)), linenos),
-    )
-
-    grid = np.full(tuple(int(r) for r in ranges), float(default_F), dtype=np.float64)
-    flat = np.ravel_multi_index(tuple((idx - lo).T), grid.shape)
-    # a repeated (h,k,l) keeps its last F, as the C's second pass overwrites in file order
-    uniq_rev, first_rev = np.unique(flat[::-1], return_index=True)
-    grid.flat[uniq_rev] = F[::-1][first_rev]
+    where = _line_of(name, text, int(np.argmax(spread)), linenos)
+    grid, lo, hi, _ = store_grid(idx, F, default_F, where, notes, name)
+    ranges = hi - lo + 1
 
     meta: HKLMeta = {
         "h_min": int(lo[0]), "h_max": int(hi[0]),
@@ -133,7 +169,6 @@ def read_hkl_file(path: str | os.PathLike[str], default_F: float = 0.0) -> tuple
         "h_range": int(ranges[0]), "k_range": int(ranges[1]), "l_range": int(ranges[2]),
         "hkls": int(len(F)),
     }  # fmt: skip
-    grid.flags.writeable = False  # read only: plans key it by identity (setup_cache.value_key), not by a hash
     return grid, meta
 
 

@@ -18,8 +18,10 @@ Rules (docs/formats.md, "MTZ and mmCIF"):
 - An anomalous amplitude (MTZ type G, mmCIF ``pdbx_F_plus``/``pdbx_F_minus``): naming either one of the pair
   uses both. F(+) of h goes to every h·R and F(-) to every -h·R; Friedel's law is not applied. Where both land
   on one index (centric reflections) F(+) wins.
-- A missing value (NaN, MTZ's VALM, mmCIF ``?``/``.``) fills nothing. Where two reflections of the file land
-  on one index, the later one in the file wins (as a repeated line of a text file does).
+- A missing value (NaN, MTZ's VALM, mmCIF ``?``/``.``) fills nothing. Precedence where entries land on one
+  index: a reflection of the file (its own h, F(+)) wins over every generated symmetry or Friedel mate, whatever
+  the order of the rows; among rows, or among mates, the later one in the file wins (as a repeated line of a
+  text file does). Rows that a mate of another row contradicts are reported once (how many, an example).
 - Unmerged data, a file without a space group, non-integral indices and infinite values are InputErrors
   naming the file.
 """
@@ -30,14 +32,15 @@ import gzip
 import math
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
 
+from nanobragg_torch.config import SparseGrid
 from nanobragg_torch.errors import InputError
-from nanobragg_torch.io.hkl import HKLMeta, hkl_meta_from_bounds, read_hkl_file
-from nanobragg_torch.memory import check_allocation
+from nanobragg_torch.io.hkl import HKLMeta, hkl_meta_from_bounds, read_hkl_file, store_grid
 
 MTZ_SUFFIXES = (".mtz",)
 CIF_SUFFIXES = (".cif", ".mmcif", ".ent")
@@ -94,19 +97,20 @@ def file_kind(path: str | os.PathLike[str]) -> str:
 def read_structure_factors(
     path: str | os.PathLike[str], column: str | None = None, default_F: float = 0.0,
     notes: list[str] | None = None,
-) -> tuple[np.ndarray, HKLMeta]:
+) -> tuple[np.ndarray | SparseGrid, HKLMeta]:
     """Read ``-hkl`` structure factors from a text HKL, MTZ or mmCIF file into the C's P1 grid.
 
     Returns ``(F, meta)`` as ``read_hkl_file`` does. ``column`` picks the amplitude column of an MTZ or mmCIF
     file (None: the default, see the module docstring); it is an error for a text file. ``notes``: for an
-    MTZ/mmCIF file, one line saying which column and space group were used is appended.
+    MTZ/mmCIF file, one line saying which column and space group were used is appended, and one warning line
+    where explicit rows and mates disagree (without ``notes``: a Python warning); a sparse store adds a line.
     """
     name = os.fspath(path)
     kind = file_kind(path)
     if kind == "text":
         if column is not None:
             raise InputError(f"{name}: a text HKL file has one F column; a column name is for MTZ and mmCIF files")
-        return read_hkl_file(path, default_F=default_F)
+        return read_hkl_file(path, default_F=default_F, notes=notes)
     try:
         with open(path, "rb"):
             pass
@@ -114,8 +118,14 @@ def read_structure_factors(
         raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
     table = read_mtz(name) if kind == "mtz" else read_mmcif(name)
     hkl, F_plus, F_minus, chosen = select_amplitudes(table, column)
-    idx, F = expand_to_p1(table, hkl, F_plus, F_minus)
-    grid, meta = p1_grid(name, idx, F, default_F)
+    idx, F, explicit, source = expand_to_p1(table, hkl, F_plus, F_minus)
+    conflicts = mate_conflicts(idx, F, explicit, source)
+    grid, meta = p1_grid(name, idx, F, default_F, notes)
+    if conflicts is not None:
+        if notes is None:
+            warnings.warn(f"{name}: {conflicts}", stacklevel=2)
+        else:
+            notes.append(f"warning: {name}: {conflicts}")
     if notes is not None:
         notes.append(
             f"reading {'/'.join(chosen)} from {name}: {len(hkl)} reflections in {table.spacegroup} "
@@ -287,40 +297,63 @@ def select_amplitudes(
 
 def expand_to_p1(
     table: ReflectionTable, hkl: np.ndarray, F_plus: np.ndarray, F_minus: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every reflection to all its equivalents h·R (F(+)) and their Friedel mates -h·R (F(-)).
 
-    Returns (idx (m, 3) int64, F (m,)) in write order: reflections in file order, for each its -h·R then
-    its h·R, NaN values left out; a later entry wins where indices repeat (``p1_grid``)."""
+    Returns (idx (m, 3) int64, F (m,), explicit (m,) bool, source (m,) the row each came from) in write order,
+    NaN values left out: first every generated entry (reflections in file order, for each its -h·R then its
+    h·R), then the file's own rows (h with F(+)), so that where indices repeat (the last wins: ``p1_grid``) an
+    explicit row wins over any generated mate, and a later row over an earlier one of its kind."""
     h = hkl.astype(np.int64)
+    n, ops = len(h), table.rotations.shape[0]
     hR = np.einsum("ni,oij->noj", h, table.rotations)  # (n, ops, 3)
-    ops = table.rotations.shape[0]
     idx = np.concatenate([-hR, hR], axis=1).reshape(-1, 3)
     F = np.concatenate([np.repeat(F_minus[:, None], ops, axis=1), np.repeat(F_plus[:, None], ops, axis=1)],
                        axis=1).reshape(-1)
-    keep = ~np.isnan(F)
-    return idx[keep], F[keep]
+    identity = (table.rotations == np.eye(3, dtype=np.int64)).all(axis=(1, 2))
+    explicit = np.broadcast_to(np.concatenate([np.zeros(ops, dtype=bool), identity]), (n, 2 * ops)).reshape(-1)
+    source = np.repeat(np.arange(n), 2 * ops)
+    keep = np.flatnonzero(~np.isnan(F))
+    keep = keep[np.argsort(explicit[keep], kind="stable")]
+    return idx[keep], F[keep], explicit[keep], source[keep]
 
 
-def p1_grid(name: str, idx: np.ndarray, F: np.ndarray, default_F: float) -> tuple[np.ndarray, HKLMeta]:
-    """The C's dense grid over the index ranges of ``idx``; the last of repeated indices wins."""
+def mate_conflicts(idx: np.ndarray, F: np.ndarray, explicit: np.ndarray, source: np.ndarray) -> str | None:
+    """One line on the explicit rows that a symmetry or Friedel mate of another row contradicts (a different
+    F for the same index): how many, and the first as an example; None when there is none."""
+    if explicit.all() or not explicit.any():
+        return None
+    lo = idx.min(axis=0)
+    shape = tuple(int(x) for x in idx.max(axis=0) - lo + 1)
+    if float(np.prod(shape, dtype=np.float64)) >= 2**62:
+        return None  # store_grid refuses such a box
+    key = np.ravel_multi_index(tuple((idx - lo).T), shape)
+    ek, first_rev = np.unique(key[explicit][::-1], return_index=True)  # the winning (last) explicit row per index
+    e_F = F[explicit][::-1][first_rev]
+    e_src = source[explicit][::-1][first_rev]
+    gen = ~explicit
+    g_key, g_F, g_src = key[gen], F[gen], source[gen]
+    pos = np.clip(np.searchsorted(ek, g_key), 0, len(ek) - 1)
+    clash = (ek[pos] == g_key) & (e_F[pos] != g_F) & (e_src[pos] != g_src)
+    if not clash.any():
+        return None
+    count = len(np.unique(g_key[clash]))
+    first = int(np.flatnonzero(clash)[0])
+    at = idx[gen][first]
+    return (f"{count} reflection{'s' if count != 1 else ''} of the file disagree{'s' if count == 1 else ''} with "
+            f"a symmetry or Friedel mate of another reflection (e.g. {at[0]} {at[1]} {at[2]}: F {e_F[pos[first]]:g} "
+            f"in the file, {g_F[first]:g} from reflection {int(g_src[first]) + 1}); the file's own values are kept")
+
+
+def p1_grid(name: str, idx: np.ndarray, F: np.ndarray, default_F: float,
+            notes: list[str] | None = None) -> tuple[np.ndarray | SparseGrid, HKLMeta]:
+    """The C's grid over the index ranges of ``idx`` (io.hkl.store_grid: dense, or sparse when it would be
+    almost empty); the last of repeated indices wins."""
     if len(F) == 0:
         raise InputError(f"{name}: no reflection with a value in the chosen column")
-    lo = idx.min(axis=0)
-    hi = idx.max(axis=0)
-    ranges = hi - lo + 1
-    check_allocation(
-        8.0 * float(np.prod(ranges, dtype=np.float64)),
-        f"index ranges h {lo[0]}..{hi[0]}, k {lo[1]}..{hi[1]}, l {lo[2]}..{hi[2]}: the F grid",
-        name,
-    )
-    grid = np.full(tuple(int(r) for r in ranges), float(default_F), dtype=np.float64)
-    flat = np.ravel_multi_index(tuple((idx - lo).T), grid.shape)
-    uniq_rev, first_rev = np.unique(flat[::-1], return_index=True)
-    grid.flat[uniq_rev] = F[::-1][first_rev]
-    grid.flags.writeable = False  # read only: plans key it by identity (setup_cache.value_key), not by a hash
-    return grid, hkl_meta_from_bounds((lo[0], hi[0], lo[1], hi[1], lo[2], hi[2]), len(uniq_rev))
+    grid, lo, hi, filled = store_grid(idx, F, default_F, name, notes)
+    return grid, hkl_meta_from_bounds((lo[0], hi[0], lo[1], hi[1], lo[2], hi[2]), filled)
 
 
-__all__ = ["ReflectionTable", "anomalous_pair", "expand_to_p1", "file_kind", "p1_grid", "read_mmcif", "read_mtz",
-           "read_structure_factors", "select_amplitudes"]
+__all__ = ["ReflectionTable", "anomalous_pair", "expand_to_p1", "file_kind", "mate_conflicts", "p1_grid",
+           "read_mmcif", "read_mtz", "read_structure_factors", "select_amplitudes"]
