@@ -128,22 +128,22 @@ if triton is not None:
         return (1.0 - 2.0 * parity) * value
 
     @triton.jit
+    def _unit_cross(ux, uy, uz, vx, vy, vz):
+        """u x v normalized (a zero vector stays zero: the C's unitize of a zero vector)."""
+        cx = uy * vz - uz * vy
+        cy = uz * vx - ux * vz
+        cz = ux * vy - uy * vx
+        n = tl.sqrt(cx * cx + cy * cy + cz * cz)
+        n = tl.where(n != 0, n, 1.0)
+        return cx / n, cy / n, cz / n
+
+    @triton.jit
     def _kahn(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
         """polarization.kahn_factor for one source (scalars ix..) and per-pixel directions dx.."""
         cos2t = ix * dx + iy * dy + iz * dz
         c2 = cos2t * cos2t
-        bx = ay * iz - az * iy
-        by = az * ix - ax * iz
-        bz = ax * iy - ay * ix
-        bn = tl.sqrt(bx * bx + by * by + bz * bz)
-        bn = tl.where(bn != 0, bn, 1.0)
-        bx, by, bz = bx / bn, by / bn, bz / bn
-        ex = iy * bz - iz * by
-        ey = iz * bx - ix * bz
-        ez = ix * by - iy * bx
-        en = tl.sqrt(ex * ex + ey * ey + ez * ez)
-        en = tl.where(en != 0, en, 1.0)
-        ex, ey, ez = ex / en, ey / en, ez / en
+        bx, by, bz = _unit_cross(ax, ay, az, ix, iy, iz)  # B_in = polar axis x incident
+        ex, ey, ez = _unit_cross(ix, iy, iz, bx, by, bz)  # E_in = incident x B_in
         px = dx * ex + dy * ey + dz * ez
         py = dx * bx + dy * by + dz * bz
         x2 = px * px
